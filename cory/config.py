@@ -1,0 +1,158 @@
+"""Config = a task file's `defaults` dict, updated by a named preset, then by `--key value` flags.
+
+Keys are routed by name to the dataclasses that own them (`RunConfig`, `PPOConfig`, `CORYConfig`, ...);
+an unknown key or a value of the wrong type is an error before any model is loaded.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import typing
+from pathlib import Path
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """What is trained on what, for how long, and where results go."""
+
+    model_name: str = "gpt2"
+    """hub id, local HF directory, or the offline alias smollm2-135m-instruct"""
+    dtype: str = "float32"
+    """weights dtype: float32, bfloat16, float16"""
+    lora_r: int = 0
+    """LoRA rank; 0 trains all weights (then each agent is a full copy beside one frozen reference)"""
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    lora_target_modules: str = "all-linear"
+    """comma-separated module names, or all-linear"""
+    reward_model: str = "lvwerra/distilbert-imdb"
+    """text classifier (hub id, local dir, or the offline alias sentiment-minilm-imdb)"""
+    positive_label: str = "POSITIVE"
+    """label whose logit is the reward"""
+    dataset_path: str = "imdb"
+    """hub dataset id or local parquet/jsonl"""
+    min_review_chars: int = 200
+    """IMDB: only reviews longer than this become prompts"""
+    query_min_tokens: int = 2
+    query_max_tokens: int = 8
+    response_min_tokens: int = 4
+    """new tokens per response are drawn per batch from [response_min_tokens, response_max_tokens]"""
+    response_max_tokens: int = 16
+    top_k: int = 0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.1
+    steps: int = 100
+    """PPO iterations"""
+    seed: int = 0
+    output_dir: str = "runs"
+    """each run writes metrics.jsonl, config.json and plots under output_dir/run_name"""
+    run_name: str = ""
+    """default: <script>-<preset>-seed<seed>"""
+    log_with: str = ""
+    """'' or 'wandb'"""
+    log_samples_every: int = 10
+    """print and log a few samples every N steps (0: never)"""
+    save_model: bool = True
+    """save the final policy (and value head) to output_dir/run_name/final"""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.query_min_tokens <= self.query_max_tokens:
+            raise ValueError(f"need 0 < query_min_tokens <= query_max_tokens, got {self.query_min_tokens}, {self.query_max_tokens}")
+        if not 0 < self.response_min_tokens <= self.response_max_tokens:
+            raise ValueError(
+                f"need 0 < response_min_tokens <= response_max_tokens, got {self.response_min_tokens}, {self.response_max_tokens}"
+            )
+        if self.steps <= 0:
+            raise ValueError(f"steps must be > 0, got {self.steps}")
+        if self.lora_r < 0:
+            raise ValueError(f"lora_r must be >= 0, got {self.lora_r}")
+        if self.log_with not in ("", "wandb"):
+            raise ValueError(f"log_with must be '' or 'wandb', got {self.log_with!r}")
+
+    def generation_kwargs(self, max_new_tokens: int) -> dict:
+        """Sampling settings of the official code: pure sampling, light repetition penalty."""
+        return dict(
+            do_sample=True,
+            top_k=self.top_k,
+            top_p=self.top_p,
+            repetition_penalty=self.repetition_penalty,
+            max_new_tokens=max_new_tokens,
+        )
+
+
+def load_task_config(task: str, preset: str) -> dict:
+    """`configs/<task>.py`'s defaults updated by its preset."""
+    path = CONFIG_DIR / f"{task}.py"
+    spec = importlib.util.spec_from_file_location(f"configs.{task}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if preset not in module.presets:
+        raise ValueError(f"unknown preset {preset!r} for {task}; choose one of {sorted(module.presets)}")
+    return {**module.defaults, **module.presets[preset]}
+
+
+def parse_args(task: str, description: str, sections: tuple[type, ...], argv=None) -> tuple[str, dict]:
+    """CLI: `--preset NAME` plus `--key value` for any field of `sections`. Returns (preset, merged dict)."""
+    fields = {f.name: f for cls in sections for f in dataclasses.fields(cls)}
+    hints = {name: t for cls in sections for name, t in typing.get_type_hints(cls).items()}
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--preset", default="offline", help="a preset of configs/%s.py" % task)
+    for name in fields:
+        parser.add_argument(f"--{name}", type=_parser_for(hints[name]), default=argparse.SUPPRESS, metavar=_metavar(hints[name]))
+    args = parser.parse_args(argv)
+    config = load_task_config(task, args.preset)
+    config.update({k: v for k, v in vars(args).items() if k != "preset"})
+    return args.preset, config
+
+
+def build(cls, config: dict):
+    """Instantiate `cls` from the keys of `config` that it owns, with a type check of each."""
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.name in config:
+            values[f.name] = _check_type(f.name, config[f.name], hints[f.name])
+    return cls(**values)
+
+
+def check_known_keys(config: dict, sections: tuple[type, ...]) -> None:
+    known = {f.name for cls in sections for f in dataclasses.fields(cls)}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise ValueError(f"unknown config key(s) {unknown}")
+
+
+def _check_type(name, value, hint):
+    allowed = typing.get_args(hint) or (hint,)
+    if value is None and type(None) in allowed:
+        return None
+    for t in allowed:
+        if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if t is not type(None) and isinstance(value, t) and not (t is int and isinstance(value, bool)):
+            return value
+    raise TypeError(f"config key {name!r} must be {_metavar(hint)}, got {value!r} ({type(value).__name__})")
+
+
+def _parser_for(hint):
+    allowed = [t for t in (typing.get_args(hint) or (hint,)) if t is not type(None)]
+    base = allowed[0]
+
+    def parse(text: str):
+        if text.lower() == "none" and len(allowed) < len(typing.get_args(hint) or (hint,)):
+            return None
+        if base is bool:
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+            return text.lower() in ("true", "1")
+        return base(text)
+
+    parse.__name__ = base.__name__
+    return parse
+
+
+def _metavar(hint) -> str:
+    return " | ".join(getattr(t, "__name__", str(t)) for t in (typing.get_args(hint) or (hint,)))

@@ -1,0 +1,152 @@
+"""CORY (Ma et al., NeurIPS 2024): one LLM duplicated into a pioneer and an observer, trained together.
+
+Each step: the pioneer answers x with y1; the observer answers a prompt built from x and y1 with y2
+(knowledge transfer); both are trained by PPO on the collective reward r(x,y1) + r(x,y2); every `swap_freq`
+steps the two agents exchange roles. Role exchange is a relabelling in memory: each agent keeps its
+weights, value head, optimizer state and KL controller (the official code saved and reloaded both models
+every swap, which also reset Adam).
+"""
+from __future__ import annotations
+
+import string
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from cory.ppo import PPOTrainer
+
+TEMPLATE_FIELDS = {"query", "pioneer_response"}
+
+
+@dataclass
+class CORYConfig:
+    """The two-agent settings; each agent's PPO settings are a `PPOConfig`."""
+
+    swap_freq: int = 5
+    """exchange roles every N steps (0: never)"""
+    other_reward_coef: float = 1.0
+    """score = r_self + c * r_other: 1 cooperative (the paper), 0 independent, < 0 competitive"""
+    knowledge_transfer: bool = True
+    """observer sees the pioneer's response; False: its prompt is the query alone"""
+    observer_template: str = 'I can make this sentence "{query}{pioneer_response}" more positive: {query}'
+    """observer prompt, with fields {query} and {pioneer_response}"""
+
+    def __post_init__(self) -> None:
+        if self.swap_freq < 0:
+            raise ValueError(f"swap_freq must be >= 0 (0 disables role exchange), got {self.swap_freq}")
+        fields = template_fields(self.observer_template)
+        unknown = fields - TEMPLATE_FIELDS
+        if unknown:
+            raise ValueError(f"observer_template has unknown field(s) {sorted(unknown)}; allowed: {sorted(TEMPLATE_FIELDS)}")
+        missing = TEMPLATE_FIELDS - fields
+        if missing:
+            raise ValueError(f"observer_template lacks field(s) {sorted('{' + m + '}' for m in missing)}")
+
+
+def template_fields(template: str) -> set[str]:
+    return {field for _, field, _, _ in string.Formatter().parse(template) if field is not None}
+
+
+def roles_at(step: int, swap_freq: int) -> tuple[int, int]:
+    """(pioneer, observer) agent indices at `step`: (0, 1) for the first `swap_freq` steps, then swapped."""
+    if swap_freq == 0 or (step // swap_freq) % 2 == 0:
+        return 0, 1
+    return 1, 0
+
+
+def collective_scores(r_pioneer: torch.Tensor, r_observer: torch.Tensor, coef: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each agent's training score: its own task reward plus `coef` times the other's (Eq. 4 at coef=1)."""
+    return r_pioneer + coef * r_observer, r_observer + coef * r_pioneer
+
+
+def observer_prompts(template: str, queries: list[torch.Tensor], pioneer_responses: list[torch.Tensor], tokenizer, eos_ids: set[int]) -> list[torch.Tensor]:
+    """Token ids of the observer's prompts, built piece by piece from the template.
+
+    The query and the pioneer's response enter as their own token ids (the response without its EOS), so
+    the observer sees exactly what the pioneer wrote; only the template's literal text is tokenized.
+    """
+    pieces = list(string.Formatter().parse(template))
+    literal_ids = [tokenizer(text, add_special_tokens=False)["input_ids"] if text else [] for text, *_ in pieces]
+    prompts = []
+    for query, response in zip(queries, pioneer_responses):
+        response = response[~torch.isin(response, torch.tensor(sorted(eos_ids), device=response.device))]
+        values = {"query": query.tolist(), "pioneer_response": response.tolist()}
+        ids: list[int] = []
+        for literal, (_, field, _, _) in zip(literal_ids, pieces):
+            ids += literal
+            if field is not None:
+                ids += values[field]
+        prompts.append(torch.tensor(ids, dtype=torch.long))
+    return prompts
+
+
+class CORY:
+    """Drives two `PPOTrainer`s (agent A and agent B) through the CORY loop."""
+
+    def __init__(self, config: CORYConfig, agents: list[PPOTrainer], tokenizer, reward_fn: Callable[[list[str]], list[float]]):
+        if len(agents) != 2:
+            raise ValueError(f"CORY needs exactly two agents, got {len(agents)}")
+        self.config, self.agents, self.tokenizer, self.reward_fn = config, agents, tokenizer, reward_fn
+        self.names = ("agent_a", "agent_b")
+
+    def step(self, step: int, queries: list[torch.Tensor], gen_kwargs: dict) -> tuple[dict, list[dict]]:
+        """One CORY iteration on a batch of queries; returns (stats, a few samples)."""
+        cfg = self.config
+        p, o = roles_at(step, cfg.swap_freq)
+        pioneer, observer = self.agents[p], self.agents[o]
+        decode = lambda ids: self.tokenizer.batch_decode(ids, skip_special_tokens=True)  # noqa: E731
+        t0 = time.perf_counter()
+
+        # 1. the pioneer answers the query
+        pioneer_responses = pioneer.generate(queries, **gen_kwargs)
+        # 2. knowledge transfer: the observer answers a prompt holding the query and the pioneer's answer
+        if cfg.knowledge_transfer:
+            obs_queries = observer_prompts(cfg.observer_template, queries, pioneer_responses, self.tokenizer, pioneer.eos_ids)
+        else:
+            obs_queries = queries
+        observer_responses = observer.generate(obs_queries, **gen_kwargs)
+        t_gen = time.perf_counter()
+
+        # 3. task rewards, each on the query plus the agent's own response; then the collective scores
+        query_texts = decode(queries)
+        pioneer_texts, observer_texts = decode(pioneer_responses), decode(observer_responses)
+        rewards = self.reward_fn([q + r for q, r in zip(query_texts + query_texts, pioneer_texts + observer_texts)])
+        rewards = torch.tensor(rewards, dtype=torch.float32)
+        r_pioneer, r_observer = rewards[: len(queries)], rewards[len(queries) :]
+        s_pioneer, s_observer = collective_scores(r_pioneer, r_observer, cfg.other_reward_coef)
+        t_score = time.perf_counter()
+
+        # 4. each agent's own PPO step, against the shared frozen reference
+        pioneer_stats = pioneer.step(queries, pioneer_responses, s_pioneer)
+        observer_stats = observer.step(obs_queries, observer_responses, s_observer)
+        t_step = time.perf_counter()
+
+        stats = {
+            "cory/pioneer_agent": float(p),
+            "cory/collective_reward": (r_pioneer + r_observer).mean().item(),
+            "time/generate": t_gen - t0,
+            "time/score": t_score - t_gen,
+            "time/ppo_step": t_step - t_score,
+            "time/step": t_step - t0,
+        }
+        per_role = {"pioneer": (p, pioneer_stats, r_pioneer, s_pioneer), "observer": (o, observer_stats, r_observer, s_observer)}
+        for role, (idx, agent_stats, task_reward, score) in per_role.items():
+            summary = {
+                "task_reward": task_reward.mean().item(),
+                "task_reward_std": task_reward.std().item(),
+                "score": score.mean().item(),
+                "kl": agent_stats["objective/kl"],
+                "kl_exact": agent_stats["objective/kl_exact"],
+                "kl_coef": agent_stats["objective/kl_coef"],
+                "response_len": agent_stats["tokens/responses_len_mean"],
+            }
+            stats.update({f"{role}/{k}": v for k, v in summary.items()})
+            stats.update({f"{self.names[idx]}/{k}": v for k, v in summary.items()})
+            stats.update({f"{self.names[idx]}/{k}": v for k, v in agent_stats.items()})
+        samples = [
+            {"query": q, "pioneer": pr, "observer": ob, "r_pioneer": a, "r_observer": b}
+            for q, pr, ob, a, b in zip(query_texts, pioneer_texts, observer_texts, r_pioneer.tolist(), r_observer.tolist())
+        ]
+        return stats, samples

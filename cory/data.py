@@ -1,0 +1,125 @@
+"""Read task data from local files (parquet / jsonl / json / csv) or the hub, with clear errors."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cory.paths import hub_offline
+
+LOCAL_SUFFIXES = (".parquet", ".jsonl", ".json", ".csv")
+
+
+def read_records(path: str, columns: tuple[str, ...], split: str = "train", hub_config: str | None = None) -> list[dict]:
+    """Rows holding `columns` from a local file or a hub dataset id; a malformed row names its file and line."""
+    local = Path(path).expanduser()
+    if local.suffix in LOCAL_SUFFIXES or local.exists() or path.startswith((".", "/", "~")):
+        if not local.is_file():
+            raise FileNotFoundError(f"dataset file {path} does not exist")
+        rows = _read_jsonl(local, columns) if local.suffix == ".jsonl" else _read_table(local, columns)
+    else:
+        rows = _read_hub(path, columns, split, hub_config)
+    if not rows:
+        raise ValueError(f"dataset {path} has no rows")
+    return rows
+
+
+def _read_jsonl(path: Path, columns) -> list[dict]:
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{line_no}: malformed JSON ({e.msg})") from None
+            missing = [c for c in columns if c not in row]
+            if missing:
+                raise ValueError(f"{path}:{line_no}: row lacks column(s) {missing}")
+            rows.append({c: row[c] for c in columns})
+    return rows
+
+
+def _read_table(path: Path, columns) -> list[dict]:
+    import pandas as pd
+
+    readers = {".parquet": pd.read_parquet, ".csv": pd.read_csv, ".json": pd.read_json}
+    if path.suffix not in readers:
+        raise ValueError(f"dataset file {path}: unsupported format {path.suffix!r}; use one of {LOCAL_SUFFIXES}")
+    try:
+        frame = readers[path.suffix](path)
+    except Exception as e:  # noqa: BLE001  pandas/pyarrow raise many types for a bad file
+        raise ValueError(f"dataset file {path} could not be read: {e}") from None
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"dataset file {path} lacks column(s) {missing}; it has {list(frame.columns)}")
+    return frame[list(columns)].to_dict("records")
+
+
+def _read_hub(name: str, columns, split: str, hub_config: str | None) -> list[dict]:
+    if hub_offline():
+        raise FileNotFoundError(
+            f"dataset {name!r} is a hub id and HF_HUB_OFFLINE=1 forbids the hub; pass --dataset_path with a local "
+            "file (e.g. ../shared/data/imdb/train.parquet)"
+        )
+    from datasets import load_dataset
+
+    try:
+        ds = load_dataset(name, hub_config, split=split)
+    except Exception as e:  # noqa: BLE001
+        raise FileNotFoundError(f"dataset {name!r} could not be loaded from the hub ({e}); pass a local file") from None
+    return [{c: row[c] for c in columns} for row in ds]
+
+
+class LengthSampler:
+    """Uniform integer lengths in [low, high], from its own seeded generator."""
+
+    def __init__(self, low: int, high: int, rng: np.random.Generator):
+        if not 0 < low <= high:
+            raise ValueError(f"length range must satisfy 0 < low <= high, got [{low}, {high}]")
+        self.low, self.high, self.rng = low, high, rng
+
+    def __call__(self) -> int:
+        return int(self.rng.integers(self.low, self.high + 1))
+
+
+def imdb_prompts(path: str, tokenizer, min_chars: int, query_len: tuple[int, int], seed: int, split: str = "train") -> list[torch.Tensor]:
+    """IMDB review prefixes as in the paper: reviews over `min_chars` characters, their first 2..8 tokens."""
+    reviews = [r["text"] for r in read_records(path, ("text",), split) if len(r["text"]) > min_chars]
+    if not reviews:
+        raise ValueError(f"no review in {path} is longer than {min_chars} characters")
+    sampler = LengthSampler(*query_len, np.random.default_rng(seed))
+    encoded = tokenizer([t[:400] for t in reviews], add_special_tokens=False)["input_ids"]
+    return [torch.tensor(ids[: sampler()]) for ids in encoded]
+
+
+class PromptLoader:
+    """Endless shuffled batches of prompts; its position (epoch, cursor) is part of a checkpoint."""
+
+    def __init__(self, prompts: list, batch_size: int, seed: int):
+        if len(prompts) < batch_size:
+            raise ValueError(f"{len(prompts)} prompts are fewer than one batch of {batch_size}")
+        self.prompts, self.batch_size, self.seed = prompts, batch_size, seed
+        self.epoch, self.cursor = 0, 0
+        self._order = self._shuffle()
+
+    def _shuffle(self) -> np.ndarray:
+        return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.prompts))
+
+    def next_batch(self) -> list:
+        if self.cursor + self.batch_size > len(self.prompts):
+            self.epoch, self.cursor = self.epoch + 1, 0
+            self._order = self._shuffle()
+        idx = self._order[self.cursor : self.cursor + self.batch_size]
+        self.cursor += self.batch_size
+        return [self.prompts[i] for i in idx]
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "cursor": self.cursor}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.cursor = state["epoch"], state["cursor"]
+        self._order = self._shuffle()

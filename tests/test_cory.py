@@ -1,0 +1,144 @@
+"""CORY: knowledge transfer, collective reward, role exchange, one shared reference, LoRA sharing, learning."""
+import numpy as np
+import pytest
+import torch
+
+from cory.agents import build_policies
+from cory.config import RunConfig
+from cory.cory import CORY, CORYConfig, collective_scores, observer_prompts, roles_at
+from cory.policy import FrozenReference, ValueHeadPolicy
+from cory.ppo import PPOConfig, PPOTrainer
+from tests.tiny import tiny_gpt2
+
+EOS = 50256
+TEMPLATE = 'I can make this sentence "{query}{pioneer_response}" more positive: {query}'
+
+
+def test_observer_prompt_holds_the_pioneer_response_where_the_template_puts_it(tokenizer):
+    queries = [torch.tensor(tokenizer("The movie")["input_ids"]), torch.tensor(tokenizer("I watched this film")["input_ids"])]
+    responses = [torch.tensor(tokenizer(" was great fun")["input_ids"] + [EOS]), torch.tensor(tokenizer(" twice")["input_ids"])]
+    prompts = observer_prompts(TEMPLATE, queries, responses, tokenizer, {EOS})
+    for q, r, p in zip(queries, responses, prompts):
+        q_text, r_text = tokenizer.decode(q), tokenizer.decode(r, skip_special_tokens=True)
+        assert tokenizer.decode(p) == TEMPLATE.format(query=q_text, pioneer_response=r_text)
+        r_ids = [t for t in r.tolist() if t != EOS]
+        start = len(tokenizer('I can make this sentence "')["input_ids"]) + len(q)
+        assert p[start : start + len(r_ids)].tolist() == r_ids  # the pioneer's own token ids, unchanged
+        assert EOS not in p.tolist()
+
+
+@pytest.mark.parametrize("template, message", [("{query} only", "lacks field"), ("{query}{pioneer_response}{oops}", "unknown field")])
+def test_template_is_validated(template, message):
+    with pytest.raises(ValueError, match=message):
+        CORYConfig(observer_template=template)
+
+
+def test_negative_swap_freq_is_rejected():
+    with pytest.raises(ValueError, match="swap_freq"):
+        CORYConfig(swap_freq=-1)
+
+
+def test_role_exchange_schedule():
+    assert [roles_at(s, 3) for s in range(7)] == [(0, 1)] * 3 + [(1, 0)] * 3 + [(0, 1)]
+    assert {roles_at(s, 0) for s in range(10)} == {(0, 1)}
+
+
+@pytest.mark.parametrize("coef, expected", [(1.0, ([3.0, 5.0], [3.0, 5.0])), (0.0, ([1.0, 2.0], [2.0, 3.0])),
+                                            (-1.0, ([-1.0, -1.0], [1.0, 1.0]))])
+def test_collective_scores(coef, expected):
+    s_pio, s_obs = collective_scores(torch.tensor([1.0, 2.0]), torch.tensor([2.0, 3.0]), coef)
+    assert (s_pio.tolist(), s_obs.tolist()) == expected
+
+
+def make_cory(tokenizer, accelerator, reward_fn, swap_freq=3, vocab=50257, **ppo):
+    config = PPOConfig(**{"batch_size": 4, "mini_batch_size": 2, "ppo_epochs": 1, "learning_rate": 1e-3, **ppo})
+    reference = FrozenReference(tiny_gpt2(vocab, n_embd=16))
+    agents = [PPOTrainer(config, ValueHeadPolicy(tiny_gpt2(vocab, seed=0, n_embd=16)), reference, tokenizer, accelerator, seed=i)
+              for i in range(2)]
+    return CORY(CORYConfig(swap_freq=swap_freq), agents, tokenizer, reward_fn)
+
+
+GEN = dict(do_sample=True, top_k=0, max_new_tokens=4, min_new_tokens=4)
+
+
+def test_step_trains_both_agents_against_one_untouched_reference(tokenizer, accelerator):
+    cory = make_cory(tokenizer, accelerator, lambda texts: [float(len(t)) / 10 for t in texts])
+    before = [[p.clone() for p in a.policy.parameters()] for a in cory.agents]
+    ref_before = [p.clone() for p in cory.agents[0].reference.lm.parameters()]
+    assert cory.agents[0].reference is cory.agents[1].reference
+    queries = [torch.randint(0, 1000, (n,)) for n in (2, 3, 4, 5)]
+    stats, samples = cory.step(0, queries, GEN)
+    for agent, params in zip(cory.agents, before):
+        assert any(not torch.equal(a, b) for a, b in zip(params, agent.policy.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(ref_before, cory.agents[0].reference.lm.parameters()))
+    for key in ("pioneer/task_reward", "observer/task_reward", "cory/collective_reward", "agent_a/kl", "agent_b/kl_coef",
+                "pioneer/response_len", "time/generate", "time/score", "time/ppo_step"):
+        assert np.isfinite(stats[key]), key
+    assert stats["pioneer/score"] == pytest.approx(stats["observer/score"])  # c = 1: both get r1 + r2
+    assert set(samples[0]) == {"query", "pioneer", "observer", "r_pioneer", "r_observer"}
+
+
+def test_swap_keeps_each_agent_optimizer_state(tokenizer, accelerator):
+    cory = make_cory(tokenizer, accelerator, lambda texts: [1.0 for _ in texts], swap_freq=1)
+    queries = [torch.randint(0, 1000, (3,)) for _ in range(4)]
+    cory.step(0, queries, GEN)
+    first_param = [next(iter(a.optimizer.state.values())) for a in cory.agents]
+    exp_avg = [s["exp_avg"] for s in first_param]
+    steps_before = [int(s["step"]) for s in first_param]
+    assert steps_before == [2, 2]  # batch 4 / minibatch 2: two optimizer steps per agent per CORY step
+    stats, _ = cory.step(1, queries, GEN)  # roles exchanged
+    assert stats["cory/pioneer_agent"] == 1.0
+    for agent, state, avg in zip(cory.agents, first_param, exp_avg):
+        now = next(iter(agent.optimizer.state.values()))
+        assert now["exp_avg"] is avg  # same tensor object, updated in place
+        assert int(now["step"]) == 4  # the count keeps rising across the swap: Adam was not reset
+
+
+def test_lora_agents_share_one_base_and_reference_is_the_base(tmp_path, tokenizer):
+    lm = tiny_gpt2(n_embd=16)
+    lm.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    run = RunConfig(model_name=str(tmp_path), lora_r=4, lora_target_modules="c_attn,c_proj")
+    policies, reference = build_policies(run, 2, "cpu")
+    a, b = policies
+    assert a.lm is b.lm is reference.lm
+    base_a = {n: p.data_ptr() for n, p in a.lm.named_parameters() if "lora" not in n}
+    assert len(base_a) == len({p.data_ptr() for n, p in b.lm.named_parameters() if "lora" not in n})
+    assert {n for n, _ in a.lm.named_parameters() if ".agent_a." in n} and {n for n, _ in a.lm.named_parameters() if ".agent_b." in n}
+    for p in a.trainable_parameters()[:-2]:
+        p.data.normal_()  # make agent_a's adapter non-trivial
+    ids, mask = torch.randint(0, 1000, (2, 6)), torch.ones(2, 6, dtype=torch.long)
+    with torch.no_grad():
+        torch.testing.assert_close(reference.logits(ids, mask, 6), lm(ids, attention_mask=mask).logits, atol=1e-5, rtol=0)
+        logits_a, _ = a(ids, mask, 6)
+        logits_b, _ = b(ids, mask, 6)
+    assert not torch.allclose(logits_a, logits_b)  # each agent runs its own adapter
+
+
+def test_both_agents_learn_a_target_token(tokenizer, accelerator):
+    """Reward = share of the target token; each agent's stand-alone reward rises."""
+    vocab, target = 10, 3
+    torch.manual_seed(0)
+    config = PPOConfig(batch_size=32, mini_batch_size=8, ppo_epochs=4, learning_rate=3e-3, init_kl_coef=0.01, adap_kl_ctrl=False)
+    reference = FrozenReference(tiny_gpt2(vocab, n_embd=16))
+    agents = [PPOTrainer(config, ValueHeadPolicy(tiny_gpt2(vocab, n_embd=16)), reference, tokenizer, accelerator, seed=i)
+              for i in range(2)]
+    for a in agents:
+        a.eos_ids, a.pad_id = {vocab - 1}, vocab - 1
+    decode = lambda ids: ["".join(chr(65 + int(t)) for t in row) for row in ids]  # noqa: E731  one char per token
+    tokenizer_stub = type("Tok", (), {"batch_decode": staticmethod(lambda ids, skip_special_tokens=True: decode(ids))})()
+    reward = lambda texts: [0.0] * len(texts)  # noqa: E731  replaced below, texts are query+response
+    cory = CORY(CORYConfig(swap_freq=5, knowledge_transfer=False), agents, tokenizer_stub, reward)
+    gen = dict(do_sample=True, top_k=0, max_new_tokens=6, min_new_tokens=6, pad_token_id=vocab - 1)
+    cory.reward_fn = lambda texts: [t[-6:].count(chr(65 + target)) / 6 for t in texts]
+
+    def alone(agent):
+        queries = [torch.randint(0, vocab - 1, (3,)) for _ in range(64)]
+        return np.mean([(r == target).float().mean().item() for r in agent.generate(queries, **gen)])
+
+    start = [alone(a) for a in agents]
+    for step in range(30):
+        cory.step(step, [torch.randint(0, vocab - 1, (3,)) for _ in range(32)], gen)
+    end = [alone(a) for a in agents]
+    assert max(start) < 0.3
+    assert min(end) > 0.5, (start, end)

@@ -1,0 +1,105 @@
+"""Bad input gets a clear error naming the problem, before any expensive work."""
+import json
+
+import pytest
+
+from cory.config import RunConfig, build, check_known_keys, load_task_config, parse_args
+from cory.cory import CORYConfig
+from cory.data import PromptLoader, imdb_prompts, read_records
+from cory.models import resolve_model
+from cory.ppo import PPOConfig
+
+SECTIONS = (RunConfig, PPOConfig, CORYConfig)
+
+
+def test_presets_build_valid_configs():
+    for preset in ("paper", "official", "offline"):
+        raw = load_task_config("imdb", preset)
+        check_known_keys(raw, SECTIONS)
+        ppo = build(PPOConfig, raw)
+        assert ppo.batch_size % ppo.mini_batch_size == 0
+    paper = build(PPOConfig, load_task_config("imdb", "paper"))
+    assert (paper.learning_rate, paper.batch_size, paper.init_kl_coef, paper.kl_penalty) == (1.41e-5, 256, 0.3, "full")
+    assert build(PPOConfig, load_task_config("imdb", "official")).init_kl_coef == 0.4
+
+
+def test_cli_overrides_preset():
+    preset, raw = parse_args("imdb", "", SECTIONS, ["--batch_size", "8", "--mini_batch_size", "4", "--swap_freq", "0",
+                                                    "--knowledge_transfer", "false", "--max_grad_norm", "none"])
+    assert preset == "offline" and raw["batch_size"] == 8 and raw["swap_freq"] == 0
+    assert raw["knowledge_transfer"] is False and raw["max_grad_norm"] is None
+
+
+@pytest.mark.parametrize("raw, error, message", [
+    ({"batchsize": 8}, ValueError, r"unknown config key\(s\) \['batchsize'\]"),
+])
+def test_unknown_key(raw, error, message):
+    with pytest.raises(error, match=message):
+        check_known_keys(raw, SECTIONS)
+
+
+@pytest.mark.parametrize("cls, raw, message", [
+    (PPOConfig, {"batch_size": "32"}, "batch_size' must be int"),
+    (PPOConfig, {"batch_size": 10, "mini_batch_size": 4}, "divisible"),
+    (PPOConfig, {"kl_penalty": "k4"}, "kl_penalty must be one of"),
+    (PPOConfig, {"use_score_norm": True}, "use_score_norm needs use_score_scaling"),
+    (PPOConfig, {"learning_rate": 0}, "learning_rate must be > 0"),
+    (CORYConfig, {"swap_freq": -2}, "swap_freq must be >= 0"),
+    (CORYConfig, {"observer_template": "{query}"}, "lacks field"),
+    (RunConfig, {"response_min_tokens": 9, "response_max_tokens": 4}, "response_min_tokens"),
+])
+def test_bad_values(cls, raw, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        build(cls, raw)
+
+
+def test_missing_dataset_path():
+    with pytest.raises(FileNotFoundError, match="does-not-exist.parquet does not exist"):
+        read_records("data/does-not-exist.parquet", ("text",))
+
+
+def test_malformed_jsonl_row_names_file_and_line(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_text(json.dumps({"text": "ok"}) + "\n{broken\n")
+    with pytest.raises(ValueError, match=r"train.jsonl:2: malformed JSON"):
+        read_records(str(path), ("text",))
+    path.write_text(json.dumps({"txt": "no text column"}) + "\n")
+    with pytest.raises(ValueError, match=r"train.jsonl:1: row lacks column\(s\) \['text'\]"):
+        read_records(str(path), ("text",))
+
+
+def test_hub_dataset_offline_says_what_to_pass():
+    with pytest.raises(FileNotFoundError, match="pass --dataset_path"):
+        read_records("imdb", ("text",))
+
+
+def test_model_path_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        resolve_model(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        resolve_model("./no/such/model")
+    with pytest.raises(FileNotFoundError, match="HF_HUB_OFFLINE"):
+        resolve_model("gpt2")
+
+
+def test_imdb_prompts_are_2_to_8_token_prefixes_of_long_reviews(tmp_path, tokenizer):
+    rows = [{"text": "short", "label": 1}] + [{"text": f"Review number {i} " + "word " * 60, "label": 0} for i in range(20)]
+    path = tmp_path / "imdb.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    prompts = imdb_prompts(str(path), tokenizer, 200, (2, 8), seed=0)
+    assert len(prompts) == 20 and {len(p) for p in prompts} <= set(range(2, 9)) and len({len(p) for p in prompts}) > 1
+    loader = PromptLoader(prompts, 8, seed=0)
+    first = [loader.next_batch() for _ in range(3)]
+    assert loader.state_dict() == {"epoch": 1, "cursor": 8}  # 20 prompts: the third batch starts a new epoch
+    replay = PromptLoader(prompts, 8, seed=0)
+    replay.load_state_dict({"epoch": 0, "cursor": 8})
+    assert [t.tolist() for t in replay.next_batch()] == [t.tolist() for t in first[1]]
+
+
+def test_real_imdb_and_gsm8k_files_load():
+    from pathlib import Path
+
+    data = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+    if not data.exists():
+        pytest.skip(f"shared data not found at {data}")
+    assert len(read_records(str(data / "imdb" / "test.parquet"), ("text", "label"))) == 25000

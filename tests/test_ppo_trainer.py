@@ -1,0 +1,104 @@
+"""The PPO trainer: rollout/train consistency, padding, the reference, the ratio guard, and learning."""
+import numpy as np
+import pytest
+import torch
+
+from cory.policy import FrozenReference, ValueHeadPolicy
+from cory.ppo import PPOConfig, PPOTrainer, Rollout, truncate_after_eos
+from tests.tiny import tiny_gpt2
+
+EOS = 50256
+
+
+def make_trainer(tokenizer, accelerator, **overrides):
+    config = PPOConfig(**{"batch_size": 4, "mini_batch_size": 2, "ppo_epochs": 2, "learning_rate": 1e-3, **overrides})
+    return PPOTrainer(config, ValueHeadPolicy(tiny_gpt2()), FrozenReference(tiny_gpt2(seed=1)), tokenizer, accelerator)
+
+
+def batch():
+    queries = [torch.tensor([10, 11, 12, 13, 14]), torch.tensor([20]), torch.tensor([30, 31]), torch.tensor([40, 41, 42])]
+    responses = [torch.tensor([1, 2, EOS]), torch.tensor([3, 4, 5, 6, 7]), torch.tensor([8]), torch.tensor([9, 10, EOS])]
+    return queries, responses, [1.0, -0.5, 0.3, 2.0]
+
+
+def test_first_minibatch_ratio_is_exactly_one(tokenizer, accelerator):
+    trainer = make_trainer(tokenizer, accelerator)
+    seen = []
+    train_minibatch = trainer._train_minibatch
+    trainer._train_minibatch = lambda *a: seen.append(train_minibatch(*a)) or seen[-1]
+    trainer.step(*batch())
+    assert abs(seen[0]["policy/ratio_mean"] - 1) < 1e-6
+    assert seen[0]["policy/approxkl"] < 1e-12
+    assert seen[-1]["policy/approxkl"] > 1e-8  # later minibatches see an updated policy
+
+
+def test_log_probs_do_not_depend_on_padding(tokenizer, accelerator):
+    trainer = make_trainer(tokenizer, accelerator)
+    queries, responses, _ = batch()
+    together = trainer._score_rollout(Rollout.from_lists(queries, responses, EOS, "cpu"))
+    for i in range(len(queries)):
+        alone = trainer._score_rollout(Rollout.from_lists([queries[i]], [responses[i]], EOS, "cpu"))
+        n = len(responses[i])
+        for key in ("logprobs", "values", "ref_logprobs", "exact_kl"):
+            torch.testing.assert_close(together[key][i, :n], alone[key][0, :n], atol=1e-5, rtol=0)
+
+
+def test_mask_keeps_a_real_eos_that_equals_the_pad_token(tokenizer):
+    rollout = Rollout.from_lists(*batch()[:2], pad_id=EOS, device="cpu")
+    assert rollout.response_mask.sum(-1).tolist() == [3, 5, 1, 3]  # the EOS ending responses 0 and 3 counts
+
+
+def test_step_moves_the_policy_never_the_reference(tokenizer, accelerator):
+    trainer = make_trainer(tokenizer, accelerator)
+    policy_before = [p.clone() for p in trainer.policy.parameters()]
+    ref_before = [p.clone() for p in trainer.reference.lm.parameters()]
+    stats = trainer.step(*batch())
+    assert any(not torch.equal(a, b) for a, b in zip(policy_before, trainer.policy.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(ref_before, trainer.reference.lm.parameters()))
+    for key in ("objective/kl", "objective/kl_exact", "objective/kl_coef", "objective/entropy", "ppo/loss/policy",
+                "ppo/loss/value", "ppo/policy/clipfrac", "ppo/policy/approxkl", "ppo/returns/mean", "ppo/val/vpred",
+                "env/reward_mean", "env/reward_std", "tokens/responses_len_mean", "time/ppo/total"):
+        assert np.isfinite(stats[key]), key
+    assert stats["env/reward_mean"] == pytest.approx(np.mean([1.0, -0.5, 0.3, 2.0]))
+    assert stats["objective/kl_exact"] > 0
+
+
+def test_ratio_guard_skips_minibatches_and_counts_them(tokenizer, accelerator):
+    trainer = make_trainer(tokenizer, accelerator, ratio_threshold=0.5)  # ratio ~1 > 0.5: every minibatch skipped
+    before = [p.clone() for p in trainer.policy.parameters()]
+    stats = trainer.step(*batch())
+    assert stats["ppo/skipped_minibatches"] == 4  # 2 epochs x 2 minibatches
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.policy.parameters()))
+
+
+def test_step_rejects_a_wrong_batch_size(tokenizer, accelerator):
+    trainer = make_trainer(tokenizer, accelerator)
+    queries, responses, scores = batch()
+    with pytest.raises(ValueError, match="batch_size"):
+        trainer.step(queries[:3], responses[:3], scores[:3])
+
+
+def test_truncate_after_first_eos():
+    assert truncate_after_eos(torch.tensor([5, 6, 9, 9, 9]), {9}).tolist() == [5, 6, 9]
+    assert truncate_after_eos(torch.tensor([5, 6, 7]), {9}).tolist() == [5, 6, 7]
+
+
+def test_ppo_learns_to_emit_a_target_token(tokenizer, accelerator):
+    """A random 10-token model; reward = share of the target token. PPO must raise it from ~0.1 to > 0.5."""
+    vocab, target = 10, 3
+    torch.manual_seed(0)
+    config = PPOConfig(batch_size=32, mini_batch_size=8, ppo_epochs=4, learning_rate=3e-3, init_kl_coef=0.01,
+                       adap_kl_ctrl=False)
+    trainer = PPOTrainer(config, ValueHeadPolicy(tiny_gpt2(vocab, n_embd=16)), FrozenReference(tiny_gpt2(vocab, n_embd=16)),
+                         tokenizer, accelerator, seed=0)
+    trainer.eos_ids, trainer.pad_id = {vocab - 1}, vocab - 1
+    gen = dict(do_sample=True, top_k=0, max_new_tokens=6, min_new_tokens=6, pad_token_id=vocab - 1)
+    rewards = []
+    for _ in range(40):
+        queries = [torch.randint(0, vocab - 1, (3,)) for _ in range(32)]
+        responses = trainer.generate(queries, **gen)
+        scores = [(r == target).float().mean().item() for r in responses]
+        rewards.append(np.mean(scores))
+        trainer.step(queries, responses, scores)
+    assert np.mean(rewards[:3]) < 0.25
+    assert np.mean(rewards[-3:]) > 0.5
