@@ -183,7 +183,8 @@ class PPOTrainer:
         self.tokenizer = tokenizer
         self.accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
         self.reference = reference
-        self.optimizer = torch.optim.Adam(policy.trainable_parameters(), lr=config.learning_rate)
+        self.params = policy.trainable_parameters()  # listed once: with peft this walks every named parameter
+        self.optimizer = torch.optim.Adam(self.params, lr=config.learning_rate)
         self.model, self.optimizer = self.accelerator.prepare(policy, self.optimizer)
         self.policy: ValueHeadPolicy = self.accelerator.unwrap_model(self.model)
         self.kl_ctl = (
@@ -334,7 +335,7 @@ class PPOTrainer:
                 self.accelerator.backward(loss / cfg.gradient_accumulation_steps)
         if last_micro:
             if cfg.max_grad_norm is not None:
-                self.accelerator.clip_grad_norm_(self.policy.trainable_parameters(), cfg.max_grad_norm)
+                self.accelerator.clip_grad_norm_(self.params, cfg.max_grad_norm)
             self.optimizer.step()
             self.optimizer.zero_grad()
         with torch.no_grad():
