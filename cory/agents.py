@@ -2,9 +2,14 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+from transformers import AutoModelForCausalLM
 
 from cory.config import RunConfig
 from cory.models import load_causal_lm
+from cory.paths import atomic_directory
 from cory.policy import FrozenReference, ValueHeadPolicy
 
 AGENT_NAMES = ("agent_a", "agent_b")
@@ -17,7 +22,7 @@ def build_policies(run: RunConfig, n_agents: int, device) -> tuple[list[ValueHea
     LoRA (`lora_r > 0`): one base model holding one adapter per agent; the reference is that base with
     adapters disabled, so the base weights exist once whatever the number of agents.
     """
-    base = load_causal_lm(run.model_name, run.dtype, device)
+    base = load_causal_lm(run.model_name, run.dtype, device, run.load_in_4bit)
     names = AGENT_NAMES[:n_agents] if n_agents > 1 else (AGENT_NAMES[0],)
     if run.lora_r == 0:
         policies = [ValueHeadPolicy(copy.deepcopy(base)).to(device) for _ in names]
@@ -39,16 +44,35 @@ def build_policies(run: RunConfig, n_agents: int, device) -> tuple[list[ValueHea
     return policies, FrozenReference(peft_model, disable_adapters=True)
 
 
+def write_policy(policy: ValueHeadPolicy, tokenizer, directory: Path) -> None:
+    """The policy as a stand-alone HF model (or its peft adapter) plus `value_head.safetensors`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if policy.adapter_name is None:
+        policy.lm.save_pretrained(directory)
+    else:
+        policy.lm.save_pretrained(directory, selected_adapters=[policy.adapter_name])
+    tokenizer.save_pretrained(directory)
+    save_file({k: v.detach().cpu().contiguous() for k, v in policy.v_head.state_dict().items()}, directory / "value_head.safetensors")
+
+
 def save_policy(policy: ValueHeadPolicy, tokenizer, path) -> None:
-    """The policy as a stand-alone HF model (or its adapter) plus its value head, written atomically."""
-    from safetensors.torch import save_file
-
-    from cory.paths import atomic_directory
-
+    """`write_policy`, atomically: the directory appears complete or not at all."""
     with atomic_directory(path) as tmp:
-        if policy.adapter_name is None:
-            policy.lm.save_pretrained(tmp)
-        else:
-            policy.lm.save_pretrained(tmp, selected_adapters=[policy.adapter_name])
-        tokenizer.save_pretrained(tmp)
-        save_file({k: v.detach().cpu().contiguous() for k, v in policy.v_head.state_dict().items()}, tmp / "value_head.safetensors")
+        write_policy(policy, tokenizer, tmp)
+
+
+def load_policy_weights(policy: ValueHeadPolicy, directory: Path) -> None:
+    """Copy weights written by `write_policy` into an existing policy, in place (its optimizer keeps pointing at them)."""
+    directory = Path(directory)
+    if policy.adapter_name is None:
+        saved = AutoModelForCausalLM.from_pretrained(directory, dtype=policy.lm.dtype)
+        policy.lm.load_state_dict(saved.state_dict())
+    else:
+        from peft import set_peft_model_state_dict
+        from peft.utils import load_peft_weights
+
+        found = sorted(directory.rglob("adapter_model.safetensors"))
+        if not found:
+            raise FileNotFoundError(f"{directory} holds no adapter_model.safetensors for adapter {policy.adapter_name}")
+        set_peft_model_state_dict(policy.lm, load_peft_weights(str(found[0].parent)), adapter_name=policy.adapter_name)
+    policy.v_head.load_state_dict(load_file(directory / "value_head.safetensors"))

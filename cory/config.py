@@ -28,16 +28,8 @@ class RunConfig:
     lora_dropout: float = 0.0
     lora_target_modules: str = "all-linear"
     """comma-separated module names, or all-linear"""
-    reward_model: str = "lvwerra/distilbert-imdb"
-    """text classifier (hub id, local dir, or the offline alias sentiment-minilm-imdb)"""
-    positive_label: str = "POSITIVE"
-    """label whose logit is the reward"""
-    dataset_path: str = "imdb"
-    """hub dataset id or local parquet/jsonl"""
-    min_review_chars: int = 200
-    """IMDB: only reviews longer than this become prompts"""
-    query_min_tokens: int = 2
-    query_max_tokens: int = 8
+    load_in_4bit: bool = False
+    """4-bit (bitsandbytes NF4) base weights; needs CUDA and lora_r > 0"""
     response_min_tokens: int = 4
     """new tokens per response are drawn per batch from [response_min_tokens, response_max_tokens]"""
     response_max_tokens: int = 16
@@ -55,12 +47,14 @@ class RunConfig:
     """'' or 'wandb'"""
     log_samples_every: int = 10
     """print and log a few samples every N steps (0: never)"""
-    save_model: bool = True
-    """save the final policy (and value head) to output_dir/run_name/final"""
+    save_every: int = 0
+    """write a checkpoint every N steps (0: only at the end)"""
+    keep_checkpoints: int = 2
+    """how many of the newest checkpoints to keep"""
+    resume_from: str = ""
+    """'auto' (the newest complete checkpoint of this run, if any) or a checkpoint directory"""
 
     def __post_init__(self) -> None:
-        if not 0 < self.query_min_tokens <= self.query_max_tokens:
-            raise ValueError(f"need 0 < query_min_tokens <= query_max_tokens, got {self.query_min_tokens}, {self.query_max_tokens}")
         if not 0 < self.response_min_tokens <= self.response_max_tokens:
             raise ValueError(
                 f"need 0 < response_min_tokens <= response_max_tokens, got {self.response_min_tokens}, {self.response_max_tokens}"
@@ -69,6 +63,10 @@ class RunConfig:
             raise ValueError(f"steps must be > 0, got {self.steps}")
         if self.lora_r < 0:
             raise ValueError(f"lora_r must be >= 0, got {self.lora_r}")
+        if self.save_every < 0 or self.keep_checkpoints < 1:
+            raise ValueError(f"need save_every >= 0 and keep_checkpoints >= 1, got {self.save_every}, {self.keep_checkpoints}")
+        if self.load_in_4bit and self.lora_r == 0:
+            raise ValueError("load_in_4bit trains LoRA adapters on frozen 4-bit weights: set lora_r > 0")
         if self.log_with not in ("", "wandb"):
             raise ValueError(f"log_with must be '' or 'wandb', got {self.log_with!r}")
 
@@ -83,18 +81,23 @@ class RunConfig:
         )
 
 
-def load_task_config(task: str, preset: str) -> dict:
-    """`configs/<task>.py`'s defaults updated by its preset."""
+ALGORITHMS = ("ppo", "cory")
+
+
+def load_task_config(task: str, preset: str, algorithm: str | None = None) -> dict:
+    """`configs/<task>.py`'s defaults updated by its preset, then by the preset's sub-dict for `algorithm`."""
     path = CONFIG_DIR / f"{task}.py"
     spec = importlib.util.spec_from_file_location(f"configs.{task}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     if preset not in module.presets:
         raise ValueError(f"unknown preset {preset!r} for {task}; choose one of {sorted(module.presets)}")
-    return {**module.defaults, **module.presets[preset]}
+    config = {**module.defaults, **module.presets[preset]}
+    per_algorithm = {name: config.pop(name, {}) for name in ALGORITHMS}
+    return {**config, **per_algorithm.get(algorithm, {})}
 
 
-def parse_args(task: str, description: str, sections: tuple[type, ...], argv=None) -> tuple[str, dict]:
+def parse_args(task: str, description: str, sections: tuple[type, ...], argv=None, algorithm: str | None = None) -> tuple[str, dict]:
     """CLI: `--preset NAME` plus `--key value` for any field of `sections`. Returns (preset, merged dict)."""
     fields = {f.name: f for cls in sections for f in dataclasses.fields(cls)}
     hints = {name: t for cls in sections for name, t in typing.get_type_hints(cls).items()}
@@ -103,7 +106,7 @@ def parse_args(task: str, description: str, sections: tuple[type, ...], argv=Non
     for name in fields:
         parser.add_argument(f"--{name}", type=_parser_for(hints[name]), default=argparse.SUPPRESS, metavar=_metavar(hints[name]))
     args = parser.parse_args(argv)
-    config = load_task_config(task, args.preset)
+    config = load_task_config(task, args.preset, algorithm)
     config.update({k: v for k, v in vars(args).items() if k != "preset"})
     return args.preset, config
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 import string
 import time
 from dataclasses import dataclass
-from typing import Callable
-
 import torch
 
 from cory.ppo import PPOTrainer
+from cory.task import Prompt, Task, safe_rewards
 
 TEMPLATE_FIELDS = {"query", "pioneer_response"}
+"""every observer template has these; a task may offer more (GSM8K: {question})"""
+TASK_FIELDS = {"question"}
 
 
 @dataclass
@@ -31,18 +32,19 @@ class CORYConfig:
     knowledge_transfer: bool = True
     """observer sees the pioneer's response; False: its prompt is the query alone"""
     observer_template: str = 'I can make this sentence "{query}{pioneer_response}" more positive: {query}'
-    """observer prompt, with fields {query} and {pioneer_response}"""
+    """observer prompt, with the field {pioneer_response} and {query} (the prompt's tokens) or a task's text fields"""
 
     def __post_init__(self) -> None:
         if self.swap_freq < 0:
             raise ValueError(f"swap_freq must be >= 0 (0 disables role exchange), got {self.swap_freq}")
         fields = template_fields(self.observer_template)
-        unknown = fields - TEMPLATE_FIELDS
+        unknown = fields - TEMPLATE_FIELDS - TASK_FIELDS
         if unknown:
-            raise ValueError(f"observer_template has unknown field(s) {sorted(unknown)}; allowed: {sorted(TEMPLATE_FIELDS)}")
-        missing = TEMPLATE_FIELDS - fields
-        if missing:
-            raise ValueError(f"observer_template lacks field(s) {sorted('{' + m + '}' for m in missing)}")
+            raise ValueError(f"observer_template has unknown field(s) {sorted(unknown)}; allowed: {sorted(TEMPLATE_FIELDS | TASK_FIELDS)}")
+        if "pioneer_response" not in fields:
+            raise ValueError("observer_template lacks field(s) ['{pioneer_response}']")
+        if not fields & ({"query"} | TASK_FIELDS):
+            raise ValueError("observer_template lacks field(s) ['{query}'] (or a task field such as {question})")
 
 
 def template_fields(template: str) -> set[str]:
@@ -61,38 +63,44 @@ def collective_scores(r_pioneer: torch.Tensor, r_observer: torch.Tensor, coef: f
     return r_pioneer + coef * r_observer, r_observer + coef * r_pioneer
 
 
-def observer_prompts(template: str, queries: list[torch.Tensor], pioneer_responses: list[torch.Tensor], tokenizer, eos_ids: set[int]) -> list[torch.Tensor]:
+def observer_prompts(template: str, prompts: list[Prompt], pioneer_responses: list[torch.Tensor], tokenizer, eos_ids: set[int]) -> list[torch.Tensor]:
     """Token ids of the observer's prompts, built piece by piece from the template.
 
     The query and the pioneer's response enter as their own token ids (the response without its EOS), so
-    the observer sees exactly what the pioneer wrote; only the template's literal text is tokenized.
+    the observer sees exactly what the pioneer wrote; only literal text and task text fields are tokenized.
     """
     pieces = list(string.Formatter().parse(template))
-    literal_ids = [tokenizer(text, add_special_tokens=False)["input_ids"] if text else [] for text, *_ in pieces]
-    prompts = []
-    for query, response in zip(queries, pioneer_responses):
-        response = response[~torch.isin(response, torch.tensor(sorted(eos_ids), device=response.device))]
-        values = {"query": query.tolist(), "pioneer_response": response.tolist()}
+    encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"] if text else []  # noqa: E731
+    literal_ids = [encode(text) for text, *_ in pieces]
+    eos = torch.tensor(sorted(eos_ids))
+    result = []
+    for prompt, response in zip(prompts, pioneer_responses):
+        values = {"query": prompt.input_ids.tolist(), "pioneer_response": response[~torch.isin(response, eos.to(response.device))].tolist()}
         ids: list[int] = []
         for literal, (_, field, _, _) in zip(literal_ids, pieces):
             ids += literal
             if field is not None:
-                ids += values[field]
-        prompts.append(torch.tensor(ids, dtype=torch.long))
-    return prompts
+                ids += values[field] if field in values else encode(prompt.fields[field])
+        result.append(torch.tensor(ids, dtype=torch.long))
+    return result
 
 
 class CORY:
-    """Drives two `PPOTrainer`s (agent A and agent B) through the CORY loop."""
+    """Drives two `PPOTrainer`s (agent A and agent B) through the CORY loop on a task."""
 
-    def __init__(self, config: CORYConfig, agents: list[PPOTrainer], tokenizer, reward_fn: Callable[[list[str]], list[float]]):
+    names = ("agent_a", "agent_b")
+
+    def __init__(self, config: CORYConfig, agents: list[PPOTrainer], tokenizer, task: Task):
         if len(agents) != 2:
             raise ValueError(f"CORY needs exactly two agents, got {len(agents)}")
-        self.config, self.agents, self.tokenizer, self.reward_fn = config, agents, tokenizer, reward_fn
-        self.names = ("agent_a", "agent_b")
+        missing = template_fields(config.observer_template) - TEMPLATE_FIELDS - task.template_fields
+        if missing:
+            raise ValueError(f"observer_template uses field(s) {sorted(missing)} that task {task.name} does not offer")
+        self.config, self.agents, self.tokenizer, self.task = config, agents, tokenizer, task
+        self.template = task.wrap_template(config.observer_template)
 
-    def step(self, step: int, queries: list[torch.Tensor], gen_kwargs: dict) -> tuple[dict, list[dict]]:
-        """One CORY iteration on a batch of queries; returns (stats, a few samples)."""
+    def step(self, step: int, prompts: list[Prompt], gen_kwargs: dict) -> tuple[dict, list[dict]]:
+        """One CORY iteration on a batch of prompts; returns (stats, samples)."""
         cfg = self.config
         p, o = roles_at(step, cfg.swap_freq)
         pioneer, observer = self.agents[p], self.agents[o]
@@ -100,21 +108,21 @@ class CORY:
         t0 = time.perf_counter()
 
         # 1. the pioneer answers the query
+        queries, cut_pioneer = pioneer.fit_to_context([x.input_ids for x in prompts], gen_kwargs["max_new_tokens"])
         pioneer_responses = pioneer.generate(queries, **gen_kwargs)
         # 2. knowledge transfer: the observer answers a prompt holding the query and the pioneer's answer
         if cfg.knowledge_transfer:
-            obs_queries = observer_prompts(cfg.observer_template, queries, pioneer_responses, self.tokenizer, pioneer.eos_ids)
+            obs_queries = observer_prompts(self.template, prompts, pioneer_responses, self.tokenizer, pioneer.eos_ids)
         else:
             obs_queries = queries
+        obs_queries, cut_observer = observer.fit_to_context(obs_queries, gen_kwargs["max_new_tokens"])
         observer_responses = observer.generate(obs_queries, **gen_kwargs)
         t_gen = time.perf_counter()
 
         # 3. task rewards, each on the query plus the agent's own response; then the collective scores
-        query_texts = decode(queries)
         pioneer_texts, observer_texts = decode(pioneer_responses), decode(observer_responses)
-        rewards = self.reward_fn([q + r for q, r in zip(query_texts + query_texts, pioneer_texts + observer_texts)])
-        rewards = torch.tensor(rewards, dtype=torch.float32)
-        r_pioneer, r_observer = rewards[: len(queries)], rewards[len(queries) :]
+        rewards, reward_failures = safe_rewards(self.task, prompts + prompts, pioneer_texts + observer_texts)
+        r_pioneer, r_observer = rewards[: len(prompts)], rewards[len(prompts) :]
         s_pioneer, s_observer = collective_scores(r_pioneer, r_observer, cfg.other_reward_coef)
         t_score = time.perf_counter()
 
@@ -126,10 +134,11 @@ class CORY:
         stats = {
             "cory/pioneer_agent": float(p),
             "cory/collective_reward": (r_pioneer + r_observer).mean().item(),
+            "cory/reward_failures": float(reward_failures),
+            "cory/truncated_prompts": float(cut_pioneer + cut_observer),
             "time/generate": t_gen - t0,
             "time/score": t_score - t_gen,
             "time/ppo_step": t_step - t_score,
-            "time/step": t_step - t0,
         }
         per_role = {"pioneer": (p, pioneer_stats, r_pioneer, s_pioneer), "observer": (o, observer_stats, r_observer, s_observer)}
         for role, (idx, agent_stats, task_reward, score) in per_role.items():
@@ -137,16 +146,16 @@ class CORY:
                 "task_reward": task_reward.mean().item(),
                 "task_reward_std": task_reward.std().item(),
                 "score": score.mean().item(),
-                "kl": agent_stats["objective/kl"],
-                "kl_exact": agent_stats["objective/kl_exact"],
-                "kl_coef": agent_stats["objective/kl_coef"],
-                "response_len": agent_stats["tokens/responses_len_mean"],
+                "kl": agent_stats.get("objective/kl", float("nan")),
+                "kl_exact": agent_stats.get("objective/kl_exact", float("nan")),
+                "kl_coef": agent_stats.get("objective/kl_coef", float("nan")),
+                "response_len": agent_stats.get("tokens/responses_len_mean", float("nan")),
             }
             stats.update({f"{role}/{k}": v for k, v in summary.items()})
             stats.update({f"{self.names[idx]}/{k}": v for k, v in summary.items()})
             stats.update({f"{self.names[idx]}/{k}": v for k, v in agent_stats.items()})
         samples = [
-            {"query": q, "pioneer": pr, "observer": ob, "r_pioneer": a, "r_observer": b}
-            for q, pr, ob, a, b in zip(query_texts, pioneer_texts, observer_texts, r_pioneer.tolist(), r_observer.tolist())
+            {"query": x.text, "pioneer": pr, "observer": ob, "r_pioneer": a, "r_observer": b}
+            for x, pr, ob, a, b in zip(prompts, pioneer_texts, observer_texts, r_pioneer.tolist(), r_observer.tolist())
         ]
         return stats, samples

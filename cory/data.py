@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from cory.paths import hub_offline
 
@@ -84,16 +83,6 @@ class LengthSampler:
 
     def __call__(self) -> int:
         return int(self.rng.integers(self.low, self.high + 1))
-
-
-def imdb_prompts(path: str, tokenizer, min_chars: int, query_len: tuple[int, int], seed: int, split: str = "train") -> list[torch.Tensor]:
-    """IMDB review prefixes as in the paper: reviews over `min_chars` characters, their first 2..8 tokens."""
-    reviews = [r["text"] for r in read_records(path, ("text",), split) if len(r["text"]) > min_chars]
-    if not reviews:
-        raise ValueError(f"no review in {path} is longer than {min_chars} characters")
-    sampler = LengthSampler(*query_len, np.random.default_rng(seed))
-    encoded = tokenizer([t[:400] for t in reviews], add_special_tokens=False)["input_ids"]
-    return [torch.tensor(ids[: sampler()]) for ids in encoded]
 
 
 class PromptLoader:

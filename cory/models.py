@@ -75,14 +75,32 @@ def load_tokenizer(name: str):
     return tokenizer
 
 
-def load_causal_lm(name: str, dtype: str = "float32", device: str | torch.device = "cpu"):
+def quantization_config(load_in_4bit: bool, dtype: str):
+    """NF4 settings of QLoRA, or None; a clear error where bitsandbytes cannot run."""
+    if not load_in_4bit:
+        return None
+    if not torch.cuda.is_available():
+        raise RuntimeError("load_in_4bit needs a CUDA GPU (bitsandbytes); this machine has none: drop --load_in_4bit")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ModuleNotFoundError("load_in_4bit needs bitsandbytes: pip install bitsandbytes")
+    from transformers import BitsAndBytesConfig
+
+    compute = DTYPES[dtype] if dtype != "float32" else torch.bfloat16
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute)
+
+
+def load_causal_lm(name: str, dtype: str = "float32", device: str | torch.device = "cpu", load_in_4bit: bool = False):
     """A causal LM in eval mode with dropout off (its own and anything from `from_config`)."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    quantization = quantization_config(load_in_4bit, dtype)
     path = resolve_model(name)
     if Path(path).exists() and not any(Path(path).glob("*.safetensors")) and not any(Path(path).glob("*.bin")):
         raise FileNotFoundError(f"model directory {path} has no weights (*.safetensors or *.bin)")
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype]).to(device)
+    if quantization is not None:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], quantization_config=quantization, device_map={"": device})
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype]).to(device)
     disable_dropout_in_model(model)
     return model.eval()
 

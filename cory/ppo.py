@@ -89,9 +89,12 @@ class PPOConfig:
     """also subtract the running mean (needs use_score_scaling)"""
     score_clip: float | None = None
     """clip scaled scores to [-score_clip, score_clip]"""
+    max_consecutive_skips: int = 10
+    """stop with an error after this many steps in a row without an update (non-finite scores/loss/gradients)"""
 
     def __post_init__(self) -> None:
-        positive = ("learning_rate", "batch_size", "mini_batch_size", "gradient_accumulation_steps", "ppo_epochs")
+        positive = ("learning_rate", "batch_size", "mini_batch_size", "gradient_accumulation_steps", "ppo_epochs",
+                    "max_consecutive_skips")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
@@ -197,6 +200,10 @@ class PPOTrainer:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.eos_ids = eos_token_ids(self.policy.lm, tokenizer)
         self.skipped_minibatches = 0
+        self.skipped_steps = 0
+        self.consecutive_skips = 0
+        self._updates = 0
+        self.context_length = context_length(self.policy.lm)
 
     @property
     def device(self) -> torch.device:
@@ -216,6 +223,13 @@ class PPOTrainer:
                 out = unwrapped.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **gen_kwargs)
                 responses += [truncate_after_eos(row, self.eos_ids) for row in out[:, ids.shape[1] :]]
         return responses
+
+    def fit_to_context(self, queries: list[torch.Tensor], max_new_tokens: int) -> tuple[list[torch.Tensor], int]:
+        """Keep the last tokens of any prompt too long to leave `max_new_tokens` of context; returns (prompts, count cut)."""
+        limit = self.context_length - max_new_tokens
+        if limit <= 0:
+            raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in a context of {self.context_length}")
+        return [q[-limit:] for q in queries], sum(len(q) > limit for q in queries)
 
     def _score_rollout(self, batch: Rollout) -> dict[str, torch.Tensor]:
         """Log-probs, values, reference log-probs and exact KL of the sampled tokens, without gradients."""
@@ -252,9 +266,9 @@ class PPOTrainer:
         if len(queries) != cfg.batch_size:
             raise ValueError(f"step got {len(queries)} samples, config.batch_size is {cfg.batch_size}")
         t0 = time.perf_counter()
-        raw_scores = torch.as_tensor(
-            [float(s) for s in scores], dtype=torch.float32, device=self.device
-        )
+        raw_scores = torch.as_tensor([float(s) for s in scores], dtype=torch.float32, device=self.device)
+        if not torch.isfinite(raw_scores).all():
+            return self._count_skip(f"{int((~torch.isfinite(raw_scores)).sum())} non-finite score(s)")
         scores = self._scale_scores(raw_scores)
         batch = Rollout.from_lists(queries, responses, self.pad_id, self.device)
         mask = batch.response_mask.float()
@@ -278,8 +292,13 @@ class PPOTrainer:
 
         # 4. PPO epochs over shuffled minibatches
         t_opt = time.perf_counter()
+        self._updates = 0
         train_stats = self._optimise(batch, rollout["logprobs"], old_values, advantages, returns)
         t_opt = time.perf_counter() - t_opt
+        if self._updates == 0:
+            self._count_skip("every minibatch had a non-finite loss or gradient, or a ratio over ratio_threshold")
+        else:
+            self.consecutive_skips = 0
 
         # 5. stats, then the KL controller sees this step's penalty KL
         stats = self._stats(batch, rollout, kl, non_score, kl_coef, raw_scores, scores, returns, old_values, train_stats)
@@ -293,6 +312,20 @@ class PPOTrainer:
             }
         )
         return stats
+
+    def _is_eos(self, tokens: torch.Tensor) -> torch.Tensor:
+        return torch.isin(tokens, torch.tensor(sorted(self.eos_ids), device=tokens.device))
+
+    def _count_skip(self, why: str) -> dict[str, float]:
+        """Count a step without any update; too many in a row means the run is broken, so stop."""
+        self.skipped_steps += 1
+        self.consecutive_skips += 1
+        if self.consecutive_skips >= self.config.max_consecutive_skips:
+            raise RuntimeError(
+                f"{self.consecutive_skips} PPO steps in a row made no update (last: {why}); stopping. Check the reward "
+                "function, lower learning_rate, or set max_grad_norm."
+            )
+        return {"ppo/skipped_steps": float(self.skipped_steps), "ppo/skipped_minibatches": float(self.skipped_minibatches)}
 
     def _permutation(self, n: int) -> np.ndarray:
         return self.rng.permutation(n)
@@ -334,9 +367,13 @@ class PPOTrainer:
             else:
                 self.accelerator.backward(loss / cfg.gradient_accumulation_steps)
         if last_micro:
-            if cfg.max_grad_norm is not None:
-                self.accelerator.clip_grad_norm_(self.params, cfg.max_grad_norm)
-            self.optimizer.step()
+            if not grads_finite(self.params):
+                self.skipped_minibatches += 1  # leave the weights (and Adam's moments) untouched
+            elif any(p.grad is not None for p in self.params):
+                if cfg.max_grad_norm is not None:
+                    self.accelerator.clip_grad_norm_(self.params, cfg.max_grad_norm)
+                self.optimizer.step()
+                self._updates += 1
             self.optimizer.zero_grad()
         with torch.no_grad():
             entropy = masked_mean(entropy_from_logits(logits.detach()), mask)
@@ -376,6 +413,8 @@ class PPOTrainer:
             "ppo/val/mean": masked_mean(old_values, mask).item(),
             "ppo/val/var": masked_var(old_values, mask).item(),
             "ppo/skipped_minibatches": float(self.skipped_minibatches),
+            "ppo/skipped_steps": float(self.skipped_steps),
+            "tokens/eos_only_responses": float(((batch.response_mask.sum(-1) == 1) & self._is_eos(batch.responses[:, 0])).sum()),
         }
         for key in train_stats[0]:
             stats[f"ppo/{key}"] = float(np.mean([s[key] for s in train_stats]))
@@ -391,6 +430,8 @@ class PPOTrainer:
             "score_stats": self.score_stats.state_dict(),
             "rng": self.rng.bit_generator.state,
             "skipped_minibatches": self.skipped_minibatches,
+            "skipped_steps": self.skipped_steps,
+            "consecutive_skips": self.consecutive_skips,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -399,6 +440,8 @@ class PPOTrainer:
         self.score_stats.load_state_dict(state["score_stats"])
         self.rng.bit_generator.state = state["rng"]
         self.skipped_minibatches = state["skipped_minibatches"]
+        self.skipped_steps = state["skipped_steps"]
+        self.consecutive_skips = state["consecutive_skips"]
 
 
 def eos_token_ids(lm, tokenizer) -> set[int]:
@@ -414,3 +457,13 @@ def eos_token_ids(lm, tokenizer) -> set[int]:
         raise ValueError("the tokenizer has no EOS token: set tokenizer.eos_token")
     return ids
 
+
+
+def grads_finite(params: list[torch.Tensor]) -> bool:
+    return all(bool(torch.isfinite(p.grad).all()) for p in params if p.grad is not None)
+
+
+def context_length(lm) -> int:
+    """The longest sequence the model accepts (max_position_embeddings, or a large number if unbounded)."""
+    config = lm.config.get_text_config()
+    return int(getattr(config, "max_position_embeddings", None) or 1_000_000)

@@ -22,11 +22,11 @@ class Tracker:
             self.wandb = wandb.init(project=project, name=self.run_dir.name, config=config, resume="allow")
 
     def _truncate_after(self, step: int) -> None:
-        """Keep only the lines of steps < `step` (a fresh run keeps none)."""
-        if not self.metrics_path.exists():
-            return
-        kept = [line for line in self.metrics_path.read_text().splitlines() if line and json.loads(line)["step"] < step]
-        self.metrics_path.write_text("".join(line + "\n" for line in kept))
+        """Keep only the lines of steps < `step` (a fresh run keeps none): a resumed run logs no step twice."""
+        for path in (self.metrics_path, self.run_dir / "samples.jsonl"):
+            if path.exists():
+                kept = [line for line in path.read_text().splitlines() if _complete_before(line, step)]
+                path.write_text("".join(line + "\n" for line in kept))
 
     def log(self, step: int, stats: dict, samples: list[dict] | None = None) -> None:
         row = {"step": step, **{k: _clean(v) for k, v in stats.items()}}
@@ -56,6 +56,14 @@ def read_metrics(path: Path) -> list[dict]:
 def summary_line(stats: dict, keys: dict[str, str]) -> str:
     """'short=value' pairs for the keys present, for a tqdm postfix or a log line."""
     return " ".join(f"{short}={stats[k]:.3g}" for k, short in keys.items() if k in stats)
+
+
+def _complete_before(line: str, step: int) -> bool:
+    """A whole JSON line of a step before `step` (a line cut off by a crash is dropped)."""
+    try:
+        return json.loads(line)["step"] < step
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return False
 
 
 def _clean(value):

@@ -7,7 +7,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from accelerate import Accelerator  # noqa: E402
 
-from tests.tiny import gpt2_tokenizer  # noqa: E402
+from tests.tiny import gpt2_tokenizer, tiny_assets  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +23,9 @@ def accelerator():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def assets(tmp_path_factory, tokenizer):
+    """On disk: a tiny GPT-2 (`lm`), a tiny random sentiment classifier, 40 long reviews, 8 arithmetic problems."""
+    return tiny_assets(tmp_path_factory.mktemp("assets"), tokenizer)

@@ -8,7 +8,8 @@ from cory.config import RunConfig
 from cory.cory import CORY, CORYConfig, collective_scores, observer_prompts, roles_at
 from cory.policy import FrozenReference, ValueHeadPolicy
 from cory.ppo import PPOConfig, PPOTrainer
-from tests.tiny import tiny_gpt2
+from cory.task import Prompt
+from tests.tiny import TextTask, as_prompts, tiny_gpt2
 
 EOS = 50256
 TEMPLATE = 'I can make this sentence "{query}{pioneer_response}" more positive: {query}'
@@ -17,7 +18,7 @@ TEMPLATE = 'I can make this sentence "{query}{pioneer_response}" more positive: 
 def test_observer_prompt_holds_the_pioneer_response_where_the_template_puts_it(tokenizer):
     queries = [torch.tensor(tokenizer("The movie")["input_ids"]), torch.tensor(tokenizer("I watched this film")["input_ids"])]
     responses = [torch.tensor(tokenizer(" was great fun")["input_ids"] + [EOS]), torch.tensor(tokenizer(" twice")["input_ids"])]
-    prompts = observer_prompts(TEMPLATE, queries, responses, tokenizer, {EOS})
+    prompts = observer_prompts(TEMPLATE, as_prompts(queries, tokenizer), responses, tokenizer, {EOS})
     for q, r, p in zip(queries, responses, prompts):
         q_text, r_text = tokenizer.decode(q), tokenizer.decode(r, skip_special_tokens=True)
         assert tokenizer.decode(p) == TEMPLATE.format(query=q_text, pioneer_response=r_text)
@@ -55,7 +56,7 @@ def make_cory(tokenizer, accelerator, reward_fn, swap_freq=3, vocab=50257, **ppo
     reference = FrozenReference(tiny_gpt2(vocab, n_embd=16))
     agents = [PPOTrainer(config, ValueHeadPolicy(tiny_gpt2(vocab, seed=0, n_embd=16)), reference, tokenizer, accelerator, seed=i)
               for i in range(2)]
-    return CORY(CORYConfig(swap_freq=swap_freq), agents, tokenizer, reward_fn)
+    return CORY(CORYConfig(swap_freq=swap_freq), agents, tokenizer, TextTask(reward_fn))
 
 
 GEN = dict(do_sample=True, top_k=0, max_new_tokens=4, min_new_tokens=4)
@@ -66,7 +67,7 @@ def test_step_trains_both_agents_against_one_untouched_reference(tokenizer, acce
     before = [[p.clone() for p in a.policy.parameters()] for a in cory.agents]
     ref_before = [p.clone() for p in cory.agents[0].reference.lm.parameters()]
     assert cory.agents[0].reference is cory.agents[1].reference
-    queries = [torch.randint(0, 1000, (n,)) for n in (2, 3, 4, 5)]
+    queries = as_prompts([torch.randint(0, 1000, (n,)) for n in (2, 3, 4, 5)], tokenizer)
     stats, samples = cory.step(0, queries, GEN)
     for agent, params in zip(cory.agents, before):
         assert any(not torch.equal(a, b) for a, b in zip(params, agent.policy.parameters()))
@@ -80,7 +81,7 @@ def test_step_trains_both_agents_against_one_untouched_reference(tokenizer, acce
 
 def test_swap_keeps_each_agent_optimizer_state(tokenizer, accelerator):
     cory = make_cory(tokenizer, accelerator, lambda texts: [1.0 for _ in texts], swap_freq=1)
-    queries = [torch.randint(0, 1000, (3,)) for _ in range(4)]
+    queries = as_prompts([torch.randint(0, 1000, (3,)) for _ in range(4)], tokenizer)
     cory.step(0, queries, GEN)
     first_param = [next(iter(a.optimizer.state.values())) for a in cory.agents]
     exp_avg = [s["exp_avg"] for s in first_param]
@@ -127,10 +128,10 @@ def test_both_agents_learn_a_target_token(tokenizer, accelerator):
         a.eos_ids, a.pad_id = {vocab - 1}, vocab - 1
     decode = lambda ids: ["".join(chr(65 + int(t)) for t in row) for row in ids]  # noqa: E731  one char per token
     tokenizer_stub = type("Tok", (), {"batch_decode": staticmethod(lambda ids, skip_special_tokens=True: decode(ids))})()
-    reward = lambda texts: [0.0] * len(texts)  # noqa: E731  replaced below, texts are query+response
+    reward = TextTask(lambda texts: [t[-6:].count(chr(65 + target)) / 6 for t in texts])  # texts: query + response
     cory = CORY(CORYConfig(swap_freq=5, knowledge_transfer=False), agents, tokenizer_stub, reward)
     gen = dict(do_sample=True, top_k=0, max_new_tokens=6, min_new_tokens=6, pad_token_id=vocab - 1)
-    cory.reward_fn = lambda texts: [t[-6:].count(chr(65 + target)) / 6 for t in texts]
+    prompt = lambda: Prompt(q := torch.randint(0, vocab - 1, (3,)), decode([q])[0])  # noqa: E731
 
     def alone(agent):
         queries = [torch.randint(0, vocab - 1, (3,)) for _ in range(64)]
@@ -138,7 +139,7 @@ def test_both_agents_learn_a_target_token(tokenizer, accelerator):
 
     start = [alone(a) for a in agents]
     for step in range(30):
-        cory.step(step, [torch.randint(0, vocab - 1, (3,)) for _ in range(32)], gen)
+        cory.step(step, [prompt() for _ in range(32)], gen)
     end = [alone(a) for a in agents]
     assert max(start) < 0.3
     assert min(end) > 0.5, (start, end)

@@ -5,11 +5,12 @@ import pytest
 
 from cory.config import RunConfig, build, check_known_keys, load_task_config, parse_args
 from cory.cory import CORYConfig
-from cory.data import PromptLoader, imdb_prompts, read_records
+from cory.data import PromptLoader, read_records
+from cory.imdb import IMDBConfig, imdb_prompts
 from cory.models import resolve_model
 from cory.ppo import PPOConfig
 
-SECTIONS = (RunConfig, PPOConfig, CORYConfig)
+SECTIONS = (RunConfig, PPOConfig, CORYConfig, IMDBConfig)
 
 
 def test_presets_build_valid_configs():
@@ -87,13 +88,15 @@ def test_imdb_prompts_are_2_to_8_token_prefixes_of_long_reviews(tmp_path, tokeni
     path = tmp_path / "imdb.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     prompts = imdb_prompts(str(path), tokenizer, 200, (2, 8), seed=0)
-    assert len(prompts) == 20 and {len(p) for p in prompts} <= set(range(2, 9)) and len({len(p) for p in prompts}) > 1
+    lengths = {len(p.input_ids) for p in prompts}
+    assert len(prompts) == 20 and lengths <= set(range(2, 9)) and len(lengths) > 1
+    assert all(p.text == tokenizer.decode(p.input_ids) for p in prompts)
     loader = PromptLoader(prompts, 8, seed=0)
     first = [loader.next_batch() for _ in range(3)]
     assert loader.state_dict() == {"epoch": 1, "cursor": 8}  # 20 prompts: the third batch starts a new epoch
     replay = PromptLoader(prompts, 8, seed=0)
     replay.load_state_dict({"epoch": 0, "cursor": 8})
-    assert [t.tolist() for t in replay.next_batch()] == [t.tolist() for t in first[1]]
+    assert [p.text for p in replay.next_batch()] == [p.text for p in first[1]]
 
 
 def test_real_imdb_and_gsm8k_files_load():

@@ -37,3 +37,52 @@ def tiny_gpt2(vocab_size: int = 50257, seed: int = 0, n_embd: int = 32, n_layer:
 
 def param_checksum(model: torch.nn.Module) -> float:
     return float(sum(p.detach().double().square().sum() for p in model.parameters()))
+
+
+class TextTask:
+    """A task whose reward is a function of prompt text + response text (for tests)."""
+
+    name = "text"
+    template_fields: set[str] = set()
+
+    def __init__(self, reward_fn, prompts=None):
+        self.reward_fn, self._prompts = reward_fn, prompts
+
+    def wrap_template(self, template: str) -> str:
+        return template
+
+    def prompts(self, split: str = "train"):
+        return self._prompts
+
+    def reward(self, prompts, responses):
+        return self.reward_fn([p.text + r for p, r in zip(prompts, responses)])
+
+
+def as_prompts(ids_list, tokenizer):
+    from cory.task import Prompt
+
+    return [Prompt(torch.as_tensor(ids), tokenizer.decode(ids)) for ids in ids_list]
+
+
+def tiny_assets(root: Path, tokenizer) -> Path:
+    """A tiny GPT-2 (`lm`), a tiny random sentiment classifier, 40 long 'reviews' and 8 arithmetic problems."""
+    import json
+
+    from transformers import BertConfig, BertForSequenceClassification
+
+    tiny_gpt2(n_embd=16).save_pretrained(root / "lm")
+    tokenizer.save_pretrained(root / "lm")
+    torch.manual_seed(0)
+    classifier = BertForSequenceClassification(BertConfig(
+        vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+        max_position_embeddings=64, id2label={0: "NEGATIVE", 1: "POSITIVE"}, label2id={"NEGATIVE": 0, "POSITIVE": 1}))
+    classifier.save_pretrained(root / "classifier")
+    tokenizer.model_max_length = 64
+    tokenizer.save_pretrained(root / "classifier")
+    tokenizer.model_max_length = int(1e30)
+    words = ["good", "bad", "film", "plot", "actor", "great", "boring", "scene"]
+    reviews = [{"text": " ".join(words[(i * j) % 8] for j in range(60)), "label": 0} for i in range(40)]
+    (root / "reviews.jsonl").write_text("".join(json.dumps(r) + "\n" for r in reviews))
+    problems = [{"question": f"What is {i} plus {i + 1}?", "answer": f"{i} + {i + 1} = {2 * i + 1}\n#### {2 * i + 1}"} for i in range(8)]
+    (root / "problems.jsonl").write_text("".join(json.dumps(r) + "\n" for r in problems))
+    return root

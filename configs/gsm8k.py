@@ -1,0 +1,66 @@
+"""GSM8K: grade-school math; reward 1 if the completion's final number equals the reference answer, else 0.
+
+`defaults` is the paper's Table 2 (Llama-2-7b-chat, 4-bit + LoRA). A preset overrides some keys; a preset's
+`ppo` / `cory` sub-dict applies only to that script (the paper trains PPO at lr 1e-5 and CORY at 1e-4);
+`--key value` on the command line overrides all. Presets:
+- paper:   Table 2 as is (a CUDA GPU and the hub).
+- offline: SmolLM2-135M-Instruct on the local GSM8K files, a few short steps on a 2-core CPU.
+"""
+from cory.gsm8k import ONE_SHOT  # the paper's one-shot example (App. A.2)
+
+defaults = dict(
+    # model: 4-bit base + LoRA (rank/targets are not given in the paper; these are peft's usual choice for Llama)
+    model_name="meta-llama/Llama-2-7b-chat-hf",
+    load_in_4bit=True,
+    dtype="bfloat16",
+    lora_r=16,
+    lora_alpha=32,
+    lora_dropout=0.05,
+    lora_target_modules="q_proj,k_proj,v_proj,o_proj",
+    # data and prompts (App. A.2)
+    dataset_path="openai/gsm8k",
+    eval_dataset_path="openai/gsm8k",
+    prompt_template=ONE_SHOT + "Question: {question} Answer:",
+    observer_template=ONE_SHOT + "Question: {question} Reference: {pioneer_response} Answer:",
+    answer_extraction="flexible",
+    # sampling
+    response_min_tokens=256,
+    response_max_tokens=256,
+    top_k=0,
+    top_p=1.0,
+    repetition_penalty=1.0,
+    # PPO (Table 2)
+    steps=100,
+    learning_rate=1e-5,
+    batch_size=32,
+    mini_batch_size=2,
+    gradient_accumulation_steps=16,
+    init_kl_coef=0.01,
+    gamma=1.0,
+    lam=0.95,
+    cliprange=0.2,
+    cliprange_value=0.2,
+    vf_coef=0.1,
+    # CORY
+    swap_freq=5,
+)
+
+presets = dict(
+    paper=dict(cory=dict(learning_rate=1e-4)),
+    offline=dict(
+        model_name="smollm2-135m-instruct",
+        load_in_4bit=False,
+        dtype="float32",
+        lora_target_modules="q_proj,k_proj,v_proj,o_proj",
+        dataset_path="../shared/data/gsm8k/train.jsonl",
+        eval_dataset_path="../shared/data/gsm8k/test.jsonl",
+        response_min_tokens=96,
+        response_max_tokens=96,
+        steps=4,
+        batch_size=8,
+        mini_batch_size=4,
+        gradient_accumulation_steps=1,
+        ppo_epochs=1,
+        cory=dict(learning_rate=1e-4),
+    ),
+)

@@ -1,0 +1,103 @@
+"""pass@k on GSM8K for any saved policy: `python -m cory.eval.gsm8k --model PATH [--n_problems 200 --k 1 4]`.
+
+pass@1 greedy; pass@k as the paper defines it (k samples, passes if any is correct); and the unbiased pass@k
+estimator 1 - C(n-c, k) / C(n, k) from n >= k samples (Chen et al., 2021). Writes per-problem results and a
+summary as JSON, prints a table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from math import comb
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from cory.eval.loading import load_policy_for_eval
+from cory.gsm8k import GSM8KConfig, GSM8KTask, is_correct
+from cory.paths import atomic_file
+from cory.ppo import left_pad
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased estimate of P(at least one of k samples is correct) from c correct out of n."""
+    if k > n:
+        raise ValueError(f"pass@{k} needs at least {k} samples, got {n}")
+    return 1.0 if n - c < k else 1.0 - comb(n - c, k) / comb(n, k)
+
+
+@torch.no_grad()
+def complete(lm, tokenizer, prompts, n: int, greedy: bool, max_new_tokens: int, batch_size: int, stop_text: str) -> list[list[str]]:
+    """n completions per prompt (greedy: one), generated in left-padded batches."""
+    pad = tokenizer.pad_token_id
+    kwargs = dict(max_new_tokens=max_new_tokens, pad_token_id=pad, do_sample=not greedy)
+    if not greedy:
+        kwargs.update(top_k=0, top_p=1.0)
+    if stop_text:
+        kwargs.update(stop_strings=[stop_text], tokenizer=tokenizer)
+    flat = [p for p in prompts for _ in range(n)]
+    texts = []
+    for start in tqdm(range(0, len(flat), batch_size), desc="generate", unit="batch"):
+        ids, mask = left_pad([p.input_ids for p in flat[start : start + batch_size]], pad)
+        out = lm.generate(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), **kwargs)
+        texts += tokenizer.batch_decode(out[:, ids.shape[1] :], skip_special_tokens=True)
+    return [texts[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+
+def evaluate(lm, tokenizer, config: GSM8KConfig, n_problems: int, n_samples: int, ks: list[int], max_new_tokens: int,
+             batch_size: int, seed: int = 0) -> dict:
+    prompts = GSM8KTask(config, tokenizer).prompts("test")[:n_problems]
+    grade = lambda text, p: is_correct(text, p.answer, config.answer_extraction, config.stop_text)  # noqa: E731
+    greedy = complete(lm, tokenizer, prompts, 1, True, max_new_tokens, batch_size, config.stop_text)
+    torch.manual_seed(seed)
+    sampled = complete(lm, tokenizer, prompts, n_samples, False, max_new_tokens, batch_size, config.stop_text) if n_samples else []
+    problems = []
+    for i, p in enumerate(prompts):
+        row = {"question": p.fields["question"], "answer": p.answer, "greedy": greedy[i][0], "greedy_correct": grade(greedy[i][0], p)}
+        if n_samples:
+            row["samples"] = sampled[i]
+            row["samples_correct"] = [grade(t, p) for t in sampled[i]]
+        problems.append(row)
+    summary = {"n_problems": len(problems), "pass@1_greedy": sum(r["greedy_correct"] for r in problems) / len(problems)}
+    for k in ks if n_samples else []:
+        correct = [sum(r["samples_correct"]) for r in problems]
+        summary[f"pass@{k}_any_of_first_k"] = sum(any(r["samples_correct"][:k]) for r in problems) / len(problems)
+        summary[f"pass@{k}_unbiased"] = sum(pass_at_k(n_samples, c, k) for c in correct) / len(problems)
+    return {"summary": summary, "problems": problems}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="saved policy dir (full model or adapter), alias or hub id")
+    parser.add_argument("--dataset_path", default="openai/gsm8k", help="test problems: hub id or local jsonl/parquet")
+    parser.add_argument("--n_problems", type=int, default=200)
+    parser.add_argument("--n_samples", type=int, default=0, help="sampled completions per problem (0: greedy only)")
+    parser.add_argument("--k", type=int, nargs="+", default=[1])
+    parser.add_argument("--max_new_tokens", type=int, default=256)
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--use_chat_template", action="store_true")
+    parser.add_argument("--answer_extraction", default="flexible", choices=["flexible", "strict"])
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="", help="JSON output (default: <model dir>/gsm8k_eval.json, or ./gsm8k_eval.json)")
+    args = parser.parse_args(argv)
+    if args.n_samples and max(args.k) > args.n_samples:
+        parser.error(f"--k {max(args.k)} needs --n_samples >= {max(args.k)}")
+    config = GSM8KConfig(eval_dataset_path=args.dataset_path, use_chat_template=args.use_chat_template,
+                         answer_extraction=args.answer_extraction)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    lm, tokenizer = load_policy_for_eval(args.model, args.dtype, device)
+    result = evaluate(lm, tokenizer, config, args.n_problems, args.n_samples, args.k, args.max_new_tokens, args.batch_size, args.seed)
+    result["model"], result["settings"] = args.model, vars(args)
+    out = Path(args.out or (Path(args.model) / "gsm8k_eval.json" if Path(args.model).is_dir() else "gsm8k_eval.json"))
+    atomic_file(out, json.dumps(result, indent=2))
+    print("| metric | value |\n| --- | --- |")
+    for key, value in result["summary"].items():
+        print(f"| {key} | {value:.3f} |" if isinstance(value, float) else f"| {key} | {value} |")
+    print(f"per-problem results: {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""GSM8K: grade-school math word problems; reward 1 if the final answer equals the reference, else 0."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+import torch
+
+from cory.data import read_records
+from cory.task import Prompt
+
+ONE_SHOT = (
+    "Question: Shawn has five toys. For Christmas, he got two toys each from his mom and dad. How many toys does "
+    "he have now? Answer: Shawn started with 5 toys. If he got 2 toys each from his mom and dad, then that is 4 more "
+    "toys. 5 + 4 = 9. "
+)
+NUMBER = re.compile(r"-?\$?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+")
+EXTRACTION_MODES = ("flexible", "strict")
+
+
+@dataclass
+class GSM8KConfig:
+    """Paper App. A.2: a one-shot prompt, binary exact-answer reward."""
+
+    dataset_path: str = "openai/gsm8k"
+    """hub id (config `main`) or a local jsonl/parquet with `question` and `answer` (train split)"""
+    eval_dataset_path: str = "openai/gsm8k"
+    """held-out problems (test split of a hub id, or a local file)"""
+    prompt_template: str = ONE_SHOT + "Question: {question} Answer:"
+    """the pioneer's prompt, with the field {question}"""
+    use_chat_template: bool = False
+    """wrap prompt (and observer) templates as one user turn of the tokenizer's chat template"""
+    answer_extraction: str = "flexible"
+    """flexible: the number after the last ####, else the last number; strict: only after ####"""
+    stop_text: str = "Question:"
+    """a completion is cut here before grading (a one-shot model goes on writing new questions)"""
+    format_penalty: float = 0.0
+    """subtracted from the reward of a completion without '####' (0: off, the paper's binary reward)"""
+
+    def __post_init__(self) -> None:
+        if self.answer_extraction not in EXTRACTION_MODES:
+            raise ValueError(f"answer_extraction must be one of {EXTRACTION_MODES}, got {self.answer_extraction!r}")
+        if "{question}" not in self.prompt_template:
+            raise ValueError("prompt_template lacks the field {question}")
+
+
+def normalise_number(text: str) -> Decimal | None:
+    """'$1,000.00' -> 1000, '72.' -> 72, '50%' -> 50, '-3' -> -3; None if it is not a number."""
+    cleaned = text.strip().replace(",", "").replace("$", "").rstrip("%").rstrip(".")
+    try:
+        value = Decimal(cleaned)
+    except InvalidOperation:
+        return None
+    return value if value.is_finite() else None
+
+
+def reference_answer(solution: str) -> str:
+    """The reference's final answer: the text after its last '####'."""
+    if "####" not in solution:
+        raise ValueError(f"GSM8K solution has no '####' final answer: {solution[-80:]!r}")
+    return solution.rsplit("####", 1)[1].strip()
+
+
+def extract_answer(completion: str, mode: str = "flexible", stop_text: str = "") -> Decimal | None:
+    """The completion's final number: after the last '####' (first number there), else (flexible) its last number."""
+    if stop_text and stop_text in completion:
+        completion = completion.split(stop_text, 1)[0]
+    if "####" in completion:
+        numbers = NUMBER.findall(completion.rsplit("####", 1)[1])
+        if numbers:
+            return normalise_number(numbers[0])
+        if mode == "strict":
+            return None
+    elif mode == "strict":
+        return None
+    numbers = NUMBER.findall(completion)
+    return normalise_number(numbers[-1]) if numbers else None
+
+
+def is_correct(completion: str, answer: str, mode: str = "flexible", stop_text: str = "") -> bool:
+    predicted = extract_answer(completion, mode, stop_text)
+    return predicted is not None and predicted == normalise_number(answer)
+
+
+def chat_wrap(template: str, tokenizer) -> str:
+    """`template` as one user turn of the tokenizer's chat template, ready for the assistant's answer."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("use_chat_template=True but the tokenizer has no chat template")
+    marker = "\x00CORY\x00"
+    wrapped = tokenizer.apply_chat_template([{"role": "user", "content": marker}], tokenize=False, add_generation_prompt=True)
+    before, after = wrapped.split(marker)
+    escape = lambda s: s.replace("{", "{{").replace("}", "}}")  # noqa: E731  literal braces of the chat format
+    return escape(before) + template + escape(after)
+
+
+class GSM8KTask:
+    name = "gsm8k"
+    template_fields = {"question"}
+
+    def __init__(self, config: GSM8KConfig, tokenizer):
+        self.config, self.tokenizer = config, tokenizer
+
+    def wrap_template(self, template: str) -> str:
+        return chat_wrap(template, self.tokenizer) if self.config.use_chat_template else template
+
+    def prompts(self, split: str = "train") -> list[Prompt]:
+        cfg = self.config
+        path = cfg.dataset_path if split == "train" else cfg.eval_dataset_path
+        rows = read_records(path, ("question", "answer"), split, hub_config="main")
+        answers = []
+        for row_no, row in enumerate(rows, 1):
+            try:
+                answers.append(reference_answer(row["answer"]))
+            except ValueError as e:
+                raise ValueError(f"{path} row {row_no}: {e}") from None
+        template = self.wrap_template(cfg.prompt_template)
+        texts = [template.format(question=r["question"]) for r in rows]
+        # a chat template writes its own BOS; a plain prompt gets the tokenizer's
+        ids = self.tokenizer(texts, add_special_tokens=not cfg.use_chat_template)["input_ids"]
+        return [Prompt(torch.tensor(i), t, {"question": r["question"]}, a) for i, t, r, a in zip(ids, texts, rows, answers)]
+
+    def reward(self, prompts: list[Prompt], responses: list[str]) -> list[float]:
+        """1.0 for the reference's number, else 0.0 (minus `format_penalty` without a '####')."""
+        cfg = self.config
+        rewards = []
+        for prompt, response in zip(prompts, responses):
+            reward = float(is_correct(response, prompt.answer, cfg.answer_extraction, cfg.stop_text))
+            if cfg.format_penalty and "####" not in response.split(cfg.stop_text, 1)[0]:
+                reward -= cfg.format_penalty
+            rewards.append(reward)
+        return rewards

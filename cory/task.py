@@ -1,0 +1,47 @@
+"""What a task gives the training loop: prompts (token ids + named text fields) and a reward on responses."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+
+
+@dataclass
+class Prompt:
+    """One query: its token ids, its text (what the reward sees before the response), and named fields
+    an observer template may use (e.g. `question`); `answer` is the reference answer where a task has one."""
+
+    input_ids: torch.Tensor
+    text: str
+    fields: dict[str, str] = field(default_factory=dict)
+    answer: str | None = None
+
+
+class Task(Protocol):
+    name: str
+    template_fields: set[str]
+    """text fields each prompt offers to an observer template, besides {query} and {pioneer_response}"""
+
+    def wrap_template(self, template: str) -> str:
+        """The observer template as the model should see it (e.g. inside a chat turn)."""
+
+    def prompts(self, split: str) -> list[Prompt]: ...
+
+    def reward(self, prompts: list[Prompt], responses: list[str]) -> list[float]: ...
+
+
+def safe_rewards(task: Task, prompts: list[Prompt], responses: list[str]) -> tuple[torch.Tensor, int]:
+    """Task rewards, never raising: a failing batch is retried sample by sample and a sample that still
+    fails scores NaN (the PPO step then skips the update). Returns (rewards, number of failed samples)."""
+    try:
+        return torch.tensor(task.reward(prompts, responses), dtype=torch.float32), 0
+    except Exception:  # noqa: BLE001  a reward model may raise anything; isolate the culprit
+        rewards = []
+        for prompt, response in zip(prompts, responses):
+            try:
+                rewards.append(float(task.reward([prompt], [response])[0]))
+            except Exception:  # noqa: BLE001
+                rewards.append(float("nan"))
+        rewards = torch.tensor(rewards, dtype=torch.float32)
+        return rewards, int(rewards.isnan().sum())

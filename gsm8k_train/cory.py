@@ -1,0 +1,38 @@
+"""CORY on GSM8K: pioneer and observer (two LoRA adapters on one base) trained on the collective exact-answer reward.
+
+    python gsm8k_train/cory.py                      # offline preset: SmolLM2-135M-Instruct, local GSM8K, CPU
+    python gsm8k_train/cory.py --preset paper       # Table 2: Llama-2-7b-chat, 4-bit + LoRA, lr 1e-4 (CUDA + hub)
+    python -m cory.eval.gsm8k --model runs/gsm8k-cory-offline-seed0/final/agent_a    # one agent alone, pass@k
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from cory.agents import build_policies  # noqa: E402
+from cory.config import RunConfig  # noqa: E402
+from cory.cory import CORY, CORYConfig  # noqa: E402
+from cory.gsm8k import GSM8KConfig, GSM8KTask  # noqa: E402
+from cory.ppo import PPOConfig, PPOTrainer  # noqa: E402
+from cory.runner import setup, train  # noqa: E402
+
+PLOTS = {"accuracy (task reward)": ["pioneer/task_reward", "observer/task_reward", "agent_a/task_reward", "agent_b/task_reward"],
+         "KL to reference": ["agent_a/kl", "agent_b/kl"], "response length": ["agent_a/response_len", "agent_b/response_len"]}
+CONSOLE = {"pioneer/task_reward": "acc_pio", "observer/task_reward": "acc_obs", "agent_a/kl": "kl_a",
+           "agent_b/kl": "kl_b", "cory/pioneer_agent": "pio", "time/step": "s/step"}
+
+
+def main(argv=None) -> dict:
+    exp = setup("gsm8k", "cory", __doc__, (RunConfig, PPOConfig, CORYConfig, GSM8KConfig), argv)
+    run, ppo = exp.run, exp.sections[PPOConfig]
+    # 1. the task: one-shot prompts, binary exact-answer reward
+    task = GSM8KTask(exp.sections[GSM8KConfig], exp.tokenizer)
+    # 2. two agents sharing one frozen reference (with LoRA: two adapters on one base)
+    policies, reference = build_policies(run, 2, exp.accelerator.device)
+    agents = [PPOTrainer(ppo, policy, reference, exp.tokenizer, exp.accelerator, seed=run.seed + i) for i, policy in enumerate(policies)]
+    # 3. the observer answers with the pioneer's solution as its reference; both learn the summed reward
+    cory = CORY(exp.sections[CORYConfig], agents, exp.tokenizer, task)
+    return train(exp, cory, task, ppo.batch_size, PLOTS, CONSOLE)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+"""PPO on GSM8K: one policy trained on the binary exact-answer reward (the paper's baseline).
+
+    python gsm8k_train/ppo.py                      # offline preset: SmolLM2-135M-Instruct, local GSM8K, CPU
+    python gsm8k_train/ppo.py --preset paper       # Table 2: Llama-2-7b-chat, 4-bit + LoRA, lr 1e-5 (CUDA + hub)
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from cory.agents import build_policies  # noqa: E402
+from cory.config import RunConfig  # noqa: E402
+from cory.cory import CORYConfig  # noqa: E402
+from cory.gsm8k import GSM8KConfig, GSM8KTask  # noqa: E402
+from cory.ppo import PPOConfig, PPOTrainer  # noqa: E402
+from cory.runner import setup, train  # noqa: E402
+from cory.single import SinglePPO  # noqa: E402
+
+PLOTS = {"accuracy (task reward)": ["env/reward_mean"], "KL to reference": ["objective/kl", "objective/kl_exact"],
+         "response length": ["tokens/responses_len_mean"]}
+CONSOLE = {"env/reward_mean": "acc", "objective/kl": "kl", "tokens/responses_len_mean": "len", "time/step": "s/step"}
+
+
+def main(argv=None) -> dict:
+    # the task file also holds CORY's keys: accepted here, unused
+    exp = setup("gsm8k", "ppo", __doc__, (RunConfig, PPOConfig, CORYConfig, GSM8KConfig), argv)
+    run, ppo = exp.run, exp.sections[PPOConfig]
+    task = GSM8KTask(exp.sections[GSM8KConfig], exp.tokenizer)
+    [policy], reference = build_policies(run, 1, exp.accelerator.device)
+    trainer = PPOTrainer(ppo, policy, reference, exp.tokenizer, exp.accelerator, seed=run.seed)
+    return train(exp, SinglePPO(trainer, exp.tokenizer, task), task, ppo.batch_size, PLOTS, CONSOLE)
+
+
+if __name__ == "__main__":
+    main()

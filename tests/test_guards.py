@@ -1,0 +1,71 @@
+"""Guards: non-finite scores and gradients skip the update and leave weights and Adam untouched; too many
+in a row stop the run; failing rewards and over-long prompts are counted, not fatal."""
+import pytest
+import torch
+
+from cory.task import Prompt, safe_rewards
+from tests.test_ppo_trainer import batch, make_trainer
+from tests.tiny import TextTask
+
+
+def snapshot(trainer):
+    return [p.detach().clone() for p in trainer.params]
+
+
+def unchanged(trainer, before):
+    return all(torch.equal(a, b) for a, b in zip(before, trainer.params))
+
+
+def test_non_finite_score_skips_the_step(tokenizer, accelerator):
+    trainer = make_trainer(tokenizer, accelerator)
+    queries, responses, scores = batch()
+    before = snapshot(trainer)
+    stats = trainer.step(queries, responses, [1.0, float("nan"), 0.3, 2.0])
+    assert stats["ppo/skipped_steps"] == 1 and unchanged(trainer, before) and not trainer.optimizer.state
+    stats = trainer.step(queries, responses, scores)  # a good step updates and resets the streak
+    assert stats["ppo/skipped_steps"] == 1 and trainer.consecutive_skips == 0 and not unchanged(trainer, before)
+
+
+def test_non_finite_gradient_skips_the_optimizer_step(tokenizer, accelerator):
+    trainer = make_trainer(tokenizer, accelerator, ppo_epochs=1)
+    trainer.policy.v_head.weight.register_hook(lambda g: torch.full_like(g, float("inf")))
+    before = snapshot(trainer)
+    stats = trainer.step(*batch())
+    assert stats["ppo/skipped_minibatches"] == 2 and stats["ppo/skipped_steps"] == 1
+    assert unchanged(trainer, before) and not trainer.optimizer.state  # Adam's moments untouched too
+
+
+def test_consecutive_skips_stop_the_run(tokenizer, accelerator):
+    trainer = make_trainer(tokenizer, accelerator, max_consecutive_skips=3)
+    queries, responses, _ = batch()
+    bad = [float("inf")] * 4
+    trainer.step(queries, responses, bad)
+    trainer.step(queries, responses, bad)
+    with pytest.raises(RuntimeError, match="3 PPO steps in a row made no update .*non-finite score"):
+        trainer.step(queries, responses, bad)
+
+
+def test_failing_reward_is_isolated_and_counted():
+    def fragile(texts):
+        if any("boom" in t for t in texts):
+            raise RuntimeError("reward model failed")
+        return [float(len(t)) for t in texts]
+
+    prompts = [Prompt(torch.tensor([1]), t) for t in ("ab", "boom", "c")]
+    rewards, failures = safe_rewards(TextTask(fragile), prompts, ["", "", "d"])
+    assert failures == 1 and rewards[0] == 2.0 and rewards[1].isnan() and rewards[2] == 2.0
+
+
+def test_prompts_longer_than_the_context_keep_their_end(tokenizer, accelerator):
+    trainer = make_trainer(tokenizer, accelerator)  # tiny GPT-2: 128 positions
+    fitted, cut = trainer.fit_to_context([torch.arange(200), torch.arange(5)], max_new_tokens=28)
+    assert cut == 1 and fitted[0].tolist() == list(range(100, 200)) and fitted[1].tolist() == list(range(5))
+    with pytest.raises(ValueError, match="leaves no room"):
+        trainer.fit_to_context([torch.arange(3)], max_new_tokens=128)
+
+
+def test_eos_only_responses_are_counted(tokenizer, accelerator):
+    trainer = make_trainer(tokenizer, accelerator)
+    queries, responses, scores = batch()
+    responses[2] = torch.tensor([50256])
+    assert trainer.step(queries, responses, scores)["tokens/eos_only_responses"] == 1

@@ -1,0 +1,93 @@
+"""Checkpoints: a run killed with SIGKILL and resumed ends exactly where an uninterrupted run ends."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cory.agents import build_policies, load_policy_weights, write_policy
+from cory.checkpoint import MARKER, check_same_config, complete_checkpoints, find_checkpoint
+from cory.config import RunConfig
+from tests.tiny import tiny_gpt2
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def command(assets, out, *extra):
+    return [sys.executable, str(ROOT / "imdb_train" / "cory.py"), "--model_name", str(assets / "lm"),
+            "--reward_model", str(assets / "classifier"), "--dataset_path", str(assets / "reviews.jsonl"),
+            "--steps", "6", "--batch_size", "4", "--mini_batch_size", "2", "--ppo_epochs", "1", "--learning_rate", "1e-3",
+            "--swap_freq", "2", "--response_min_tokens", "2", "--response_max_tokens", "4", "--save_every", "3",
+            "--log_samples_every", "1", "--output_dir", str(out), "--run_name", "run", *extra]
+
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def test_kill_and_resume_equals_an_uninterrupted_run(assets, tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    subprocess.run(command(assets, straight), env=ENV, check=True, capture_output=True, timeout=600)
+
+    proc = subprocess.Popen(command(assets, resumed), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = resumed / "run" / "checkpoints" / "step-0000003" / MARKER
+    deadline = time.time() + 600
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (resumed / "run" / "final").exists()
+
+    out = subprocess.run(command(assets, resumed, "--resume_from", "auto"), env=ENV, check=True, capture_output=True,
+                         text=True, timeout=600)
+    assert "resumed from" in out.stderr + out.stdout
+
+    for agent in ("agent_a", "agent_b"):
+        a = load_file(straight / "run" / "final" / agent / "model.safetensors")
+        b = load_file(resumed / "run" / "final" / agent / "model.safetensors")
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), agent
+        assert torch.equal(load_file(straight / "run" / "final" / agent / "value_head.safetensors")["weight"],
+                           load_file(resumed / "run" / "final" / agent / "value_head.safetensors")["weight"])
+    rows = [[json.loads(line) for line in (d / "run" / "metrics.jsonl").read_text().splitlines()] for d in (straight, resumed)]
+    assert [r["step"] for r in rows[1]] == list(range(6))  # no step logged twice
+    for key in ("pioneer/task_reward", "observer/task_reward", "agent_a/kl", "cory/pioneer_agent"):
+        assert [r[key] for r in rows[0]] == [r[key] for r in rows[1]], key
+    assert [c.name for c in complete_checkpoints(resumed / "run")] == ["step-0000003", "step-0000006"]
+
+
+def test_lora_adapter_round_trip(tmp_path, tokenizer):
+    tiny_gpt2(n_embd=16).save_pretrained(tmp_path / "lm")
+    tokenizer.save_pretrained(tmp_path / "lm")
+    run = RunConfig(model_name=str(tmp_path / "lm"), lora_r=4, lora_target_modules="c_attn")
+    (a, b), _ = build_policies(run, 2, "cpu")
+    for p in b.trainable_parameters():
+        p.data.normal_()
+    write_policy(b, tokenizer, tmp_path / "b")
+    saved = [p.detach().clone() for p in b.trainable_parameters()]
+    for p in b.trainable_parameters():
+        p.data.zero_()
+    load_policy_weights(b, tmp_path / "b")
+    assert all(torch.equal(x, y) for x, y in zip(saved, b.trainable_parameters()))
+    assert not any(torch.equal(x, y) for x, y in zip(a.trainable_parameters()[:-2], b.trainable_parameters()[:-2]))
+
+
+def test_incomplete_checkpoint_is_never_loaded(tmp_path):
+    half = tmp_path / "checkpoints" / "step-0000004"
+    half.mkdir(parents=True)
+    assert find_checkpoint("auto", tmp_path) is None
+    with pytest.raises(ValueError, match="no COMPLETE marker"):
+        find_checkpoint(str(half), tmp_path)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        find_checkpoint(str(tmp_path / "nope"), tmp_path)
+
+
+def test_resume_refuses_a_changed_config():
+    check_same_config({"batch_size": 8, "steps": 10}, {"batch_size": 8, "steps": 20})  # more steps: fine
+    with pytest.raises(ValueError, match=r"config differs .*batch_size: 8 -> 16"):
+        check_same_config({"batch_size": 8}, {"batch_size": 16})

@@ -1,0 +1,51 @@
+"""Every training script runs end to end on tiny models, writes its outputs, and fails early on bad input."""
+import json
+import runpy
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+COMMON = ["--steps", "2", "--batch_size", "4", "--mini_batch_size", "2", "--ppo_epochs", "1", "--response_min_tokens", "2",
+          "--response_max_tokens", "3", "--run_name", "run"]
+
+
+def run_script(path: str, argv: list[str]) -> dict:
+    return runpy.run_path(str(ROOT / path))["main"](argv)
+
+
+def task_args(task, assets):
+    if task == "imdb":
+        return ["--reward_model", str(assets / "classifier"), "--dataset_path", str(assets / "reviews.jsonl")]
+    return ["--dataset_path", str(assets / "problems.jsonl"), "--prompt_template", "Q: {question} A:",
+            "--observer_template", "Q: {question} Hint: {pioneer_response} A:", "--lora_target_modules", "c_attn"]
+
+
+@pytest.mark.parametrize("script", ["imdb_train/ppo.py", "imdb_train/cory.py", "gsm8k_train/ppo.py", "gsm8k_train/cory.py"])
+def test_script_runs_and_writes_its_outputs(script, assets, tmp_path):
+    task = script.split("_")[0]
+    argv = ["--model_name", str(assets / "lm"), "--output_dir", str(tmp_path), *COMMON, *task_args(task, assets)]
+    stats = run_script(script, argv)
+    run_dir = tmp_path / "run"
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 1] and stats
+    assert (run_dir / "curves.png").stat().st_size > 0 and (run_dir / "config.json").exists()
+    names = ["agent_a", "agent_b"] if script.endswith("cory.py") else ["policy"]
+    assert sorted(p.name for p in (run_dir / "final").iterdir()) == names
+    assert (run_dir / "checkpoints" / "step-0000002" / "COMPLETE").exists()
+
+
+@pytest.mark.parametrize("argv, error, message", [
+    (["--batch_size", "5"], ValueError, "divisible"),
+    (["--swap_freq", "-1"], ValueError, "swap_freq must be >= 0"),
+    (["--observer_template", "{query} only"], ValueError, "lacks field"),
+    (["--load_in_4bit", "true"], ValueError, "set lora_r > 0"),
+    (["--load_in_4bit", "true", "--lora_r", "8"], RuntimeError, "needs a CUDA GPU"),
+    (["--dataset_path", "no/such.parquet"], FileNotFoundError, "no/such.parquet does not exist"),
+    (["--model_name", "./no/such/model"], FileNotFoundError, "does not exist"),
+])
+def test_bad_input_fails_before_training(argv, error, message, assets, tmp_path):
+    base = ["--model_name", str(assets / "lm"), "--output_dir", str(tmp_path), *COMMON, *task_args("imdb", assets)]
+    with pytest.raises(error, match=message):
+        run_script("imdb_train/cory.py", base + argv)
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
