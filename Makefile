@@ -3,7 +3,7 @@ PY := .venv/bin/python
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: venv assets demo demo-ppo test clean
+.PHONY: venv assets demo demo-ppo demo-gsm8k eval-gsm8k compare bench test clean
 
 venv: .venv/.installed
 .venv/.installed: requirements.txt offline-assets.txt pyproject.toml
@@ -23,6 +23,22 @@ demo: assets  ## the main job: CORY on IMDB, offline preset
 
 demo-ppo: assets  ## the PPO baseline, offline preset
 	$(PY) imdb_train/ppo.py --preset offline
+
+demo-gsm8k: venv  ## CORY on GSM8K (SmolLM2 + LoRA, a few CPU steps), then pass@1 of agent A alone
+	$(PY) -m cory.assets smollm2
+	$(PY) gsm8k_train/cory.py --preset offline
+	$(PY) -m cory.eval.gsm8k --model runs/gsm8k-cory-offline-seed0/final/agent_a --dataset_path ../shared/data/gsm8k/test.jsonl --n_problems 50 --max_new_tokens 96
+
+eval-gsm8k: venv  ## pass@1 (greedy) of the untrained offline model on 200 GSM8K test problems
+	$(PY) -m cory.assets smollm2
+	$(PY) -m cory.eval.gsm8k --model smollm2-135m-instruct --dataset_path ../shared/data/gsm8k/test.jsonl --n_problems 200 --out runs/gsm8k-eval-untrained.json
+
+compare: assets  ## PPO vs CORY, 3 seeds, offline preset (about an hour): results/offline/{summary.md,curves.png,pareto.png}
+	$(PY) scripts/compare.py --preset offline
+
+bench: assets  ## step-time benchmark (CPU offline preset), full fine-tuning and LoRA; JSON in benchmarks/results
+	$(PY) benchmarks/step_time.py --out benchmarks/results/step_time.json
+	$(PY) benchmarks/step_time.py --lora_r 16 --modes ppo cory swap --out benchmarks/results/step_time_lora.json
 
 test: venv
 	$(PY) -m pytest

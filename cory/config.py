@@ -53,6 +53,10 @@ class RunConfig:
     """how many of the newest checkpoints to keep"""
     resume_from: str = ""
     """'auto' (the newest complete checkpoint of this run, if any) or a checkpoint directory"""
+    eval_every: int = 0
+    """evaluate each agent alone on held-out prompts before training and every N steps (0: never)"""
+    eval_prompts: int = 64
+    """held-out prompts per evaluation (a fixed subset of the task's eval split)"""
 
     def __post_init__(self) -> None:
         if not 0 < self.response_min_tokens <= self.response_max_tokens:
@@ -63,6 +67,8 @@ class RunConfig:
             raise ValueError(f"steps must be > 0, got {self.steps}")
         if self.lora_r < 0:
             raise ValueError(f"lora_r must be >= 0, got {self.lora_r}")
+        if self.eval_every < 0 or self.eval_prompts < 1:
+            raise ValueError(f"need eval_every >= 0 and eval_prompts >= 1, got {self.eval_every}, {self.eval_prompts}")
         if self.save_every < 0 or self.keep_checkpoints < 1:
             raise ValueError(f"need save_every >= 0 and keep_checkpoints >= 1, got {self.save_every}, {self.keep_checkpoints}")
         if self.load_in_4bit and self.lora_r == 0:

@@ -204,6 +204,7 @@ class PPOTrainer:
         self.consecutive_skips = 0
         self._updates = 0
         self.context_length = context_length(self.policy.lm)
+        self.forward_seconds = {"policy": 0.0, "reference": 0.0}  # of the last rollout scoring, for benchmarks
 
     @property
     def device(self) -> torch.device:
@@ -231,17 +232,22 @@ class PPOTrainer:
             raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in a context of {self.context_length}")
         return [q[-limit:] for q in queries], sum(len(q) > limit for q in queries)
 
-    def _score_rollout(self, batch: Rollout) -> dict[str, torch.Tensor]:
+    def score_rollout(self, batch: Rollout) -> dict[str, torch.Tensor]:
         """Log-probs, values, reference log-probs and exact KL of the sampled tokens, without gradients."""
         chunk = self.config.forward_batch_size or self.config.mini_batch_size
         keep = batch.responses.shape[1] + 1
         parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("logprobs", "values", "ref_logprobs", "exact_kl")}
         self.policy.eval()
+        self.forward_seconds = {"policy": 0.0, "reference": 0.0}
         with torch.no_grad():
             for start in range(0, len(batch.responses), chunk):
                 rows = batch.rows(slice(start, start + chunk))
+                t0 = time.perf_counter()
                 logits, values = self.policy(rows.input_ids, rows.attention_mask, keep)
+                t1 = time.perf_counter()
                 ref_logits = self.reference.logits(rows.input_ids, rows.attention_mask, keep)
+                self.forward_seconds["policy"] += t1 - t0
+                self.forward_seconds["reference"] += time.perf_counter() - t1
                 logits, ref_logits = logits[:, :-1], ref_logits[:, :-1]
                 parts["logprobs"].append(selective_log_softmax(logits, rows.responses))
                 parts["values"].append(values[:, :-1])
@@ -275,7 +281,7 @@ class PPOTrainer:
 
         # 1. log-probs and values of the rollout, and the reference's
         t_fwd = time.perf_counter()
-        rollout = self._score_rollout(batch)
+        rollout = self.score_rollout(batch)
         t_fwd = time.perf_counter() - t_fwd
 
         # 2. per-token rewards: KL penalty everywhere, the score on the last token
@@ -306,6 +312,8 @@ class PPOTrainer:
         stats.update(
             {
                 "time/ppo/forward_pass": t_fwd,
+                "time/ppo/policy_forward": self.forward_seconds["policy"],
+                "time/ppo/reference_forward": self.forward_seconds["reference"],
                 "time/ppo/optimize_step": t_opt,
                 "time/ppo/total": time.perf_counter() - t0,
                 "ppo/learning_rate": self.optimizer.param_groups[0]["lr"],

@@ -20,9 +20,13 @@ from cory.agents import save_policy
 from cory.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
 from cory.config import RunConfig, build, check_known_keys, parse_args
 from cory.data import LengthSampler, PromptLoader
+from cory.eval.heldout import evaluate_agent
 from cory.models import load_tokenizer
 from cory.plots import plot_curves
 from cory.tracking import Tracker, read_metrics, summary_line
+
+
+EVAL_CONSOLE = {"reward_mean": "reward", "kl_exact": "kl", "combined_eta0.05": "r-0.05kl", "distinct_2": "distinct2"}
 
 
 @dataclass
@@ -69,6 +73,9 @@ def train(exp: Experiment, algorithm, task, batch_size: int, plots: dict[str, li
         start = state["steps_done"]
         tqdm.write(f"resumed from {checkpoint} after step {start}")
     tracker = Tracker(exp.run_dir, exp.config, run.log_with, resume_step=start)
+    eval_set = held_out_prompts(task, run.eval_prompts) if run.eval_every else []
+    if eval_set and start == 0:
+        evaluate_all(algorithm, task, eval_set, run, tracker, 0)
 
     stats: dict = {}
     bar = tqdm(range(start, run.steps), initial=start, total=run.steps, desc=exp.run_dir.name,
@@ -82,6 +89,8 @@ def train(exp: Experiment, algorithm, task, batch_size: int, plots: dict[str, li
         bar.set_postfix_str(summary_line(stats, console))
         tqdm.write(f"step {step:4d} " + summary_line(stats, console))
         done = step + 1
+        if eval_set and (done % run.eval_every == 0 or done == run.steps):
+            evaluate_all(algorithm, task, eval_set, run, tracker, done)
         if (run.save_every and done % run.save_every == 0) or done == run.steps:
             loop_state = {"loader": loader.state_dict(), "response_len": response_len.rng.bit_generator.state}
             save_checkpoint(exp.run_dir, done, algorithm, exp.tokenizer, loop_state, exp.config, run.keep_checkpoints)
@@ -92,3 +101,18 @@ def train(exp: Experiment, algorithm, task, batch_size: int, plots: dict[str, li
     tracker.close()
     print(f"metrics.jsonl, curves.png, checkpoints/ and final/ are in {exp.run_dir}")
     return stats
+
+
+def held_out_prompts(task, n: int) -> list:
+    """A fixed random subset of the task's eval split (the same for every run, seed and algorithm)."""
+    prompts = task.prompts("test")
+    return [prompts[i] for i in np.random.default_rng(1234).permutation(len(prompts))[:n]]
+
+
+def evaluate_all(algorithm, task, prompts, run: RunConfig, tracker: Tracker, steps_done: int) -> None:
+    """Each agent alone on the held-out prompts (a CORY agent answers x without the other's response)."""
+    gen = run.generation_kwargs(run.response_max_tokens)
+    for name, agent in zip(algorithm.names, algorithm.agents):
+        result = evaluate_agent(agent, task, prompts, gen, seed=run.seed)
+        tracker.log_eval(steps_done, name, result)
+        tqdm.write(f"eval after {steps_done} steps, {name}: " + summary_line(result["metrics"], EVAL_CONSOLE))

@@ -14,6 +14,7 @@ class Tracker:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.json").write_text(json.dumps(config, indent=2, default=str))
         self.metrics_path = self.run_dir / "metrics.jsonl"
+        self.eval_path = self.run_dir / "eval.jsonl"
         self._truncate_after(resume_step)
         self.wandb = None
         if log_with == "wandb":
@@ -23,9 +24,10 @@ class Tracker:
 
     def _truncate_after(self, step: int) -> None:
         """Keep only the lines of steps < `step` (a fresh run keeps none): a resumed run logs no step twice."""
-        for path in (self.metrics_path, self.run_dir / "samples.jsonl"):
+        # an evaluation logged as step N ran after N steps, before the checkpoint of step N: it stays
+        for path, limit in ((self.metrics_path, step), (self.run_dir / "samples.jsonl", step), (self.eval_path, step + 1)):
             if path.exists():
-                kept = [line for line in path.read_text().splitlines() if _complete_before(line, step)]
+                kept = [line for line in path.read_text().splitlines() if _complete_before(line, limit)]
                 path.write_text("".join(line + "\n" for line in kept))
 
     def log(self, step: int, stats: dict, samples: list[dict] | None = None) -> None:
@@ -43,6 +45,15 @@ class Tracker:
                 columns = list(samples[0])
                 payload["samples"] = wandb.Table(columns=columns, data=[[s[c] for c in columns] for s in samples])
             self.wandb.log(payload, step=step)
+
+    def log_eval(self, steps_done: int, agent: str, evaluation: dict) -> None:
+        """One held-out evaluation of one agent after `steps_done` steps, to eval.jsonl (and wandb as eval/<agent>/...)."""
+        row = {"step": steps_done, "agent": agent, **{k: _clean(v) for k, v in evaluation["metrics"].items()},
+               "samples": evaluation["samples"]}
+        with open(self.eval_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.wandb is not None:
+            self.wandb.log({f"eval/{agent}/{k}": v for k, v in evaluation["metrics"].items()}, step=steps_done)
 
     def close(self) -> None:
         if self.wandb is not None:

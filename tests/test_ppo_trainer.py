@@ -35,9 +35,9 @@ def test_first_minibatch_ratio_is_exactly_one(tokenizer, accelerator):
 def test_log_probs_do_not_depend_on_padding(tokenizer, accelerator):
     trainer = make_trainer(tokenizer, accelerator)
     queries, responses, _ = batch()
-    together = trainer._score_rollout(Rollout.from_lists(queries, responses, EOS, "cpu"))
+    together = trainer.score_rollout(Rollout.from_lists(queries, responses, EOS, "cpu"))
     for i in range(len(queries)):
-        alone = trainer._score_rollout(Rollout.from_lists([queries[i]], [responses[i]], EOS, "cpu"))
+        alone = trainer.score_rollout(Rollout.from_lists([queries[i]], [responses[i]], EOS, "cpu"))
         n = len(responses[i])
         for key in ("logprobs", "values", "ref_logprobs", "exact_kl"):
             torch.testing.assert_close(together[key][i, :n], alone[key][0, :n], atol=1e-5, rtol=0)

@@ -24,7 +24,8 @@ def command(assets, out, *extra):
             "--reward_model", str(assets / "classifier"), "--dataset_path", str(assets / "reviews.jsonl"),
             "--steps", "6", "--batch_size", "4", "--mini_batch_size", "2", "--ppo_epochs", "1", "--learning_rate", "1e-3",
             "--swap_freq", "2", "--response_min_tokens", "2", "--response_max_tokens", "4", "--save_every", "3",
-            "--log_samples_every", "1", "--output_dir", str(out), "--run_name", "run", *extra]
+            "--log_samples_every", "1", "--eval_every", "3", "--eval_prompts", "4", "--eval_dataset_path",
+            str(assets / "reviews.jsonl"), "--output_dir", str(out), "--run_name", "run", *extra]
 
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -59,6 +60,9 @@ def test_kill_and_resume_equals_an_uninterrupted_run(assets, tmp_path):
     for key in ("pioneer/task_reward", "observer/task_reward", "agent_a/kl", "cory/pioneer_agent"):
         assert [r[key] for r in rows[0]] == [r[key] for r in rows[1]], key
     assert [c.name for c in complete_checkpoints(resumed / "run")] == ["step-0000003", "step-0000006"]
+    evals = [[json.loads(line) for line in (d / "run" / "eval.jsonl").read_text().splitlines()] for d in (straight, resumed)]
+    assert [(r["step"], r["agent"]) for r in evals[1]] == [(s, a) for s in (0, 3, 6) for a in ("agent_a", "agent_b")]
+    assert [r["reward_mean"] for r in evals[0]] == [r["reward_mean"] for r in evals[1]]
 
 
 def test_lora_adapter_round_trip(tmp_path, tokenizer):

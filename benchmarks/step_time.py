@@ -1,0 +1,223 @@
+"""Step-time benchmark: where a PPO step and a CORY step spend their time, and what a role swap costs.
+
+    python benchmarks/step_time.py                         # IMDB offline preset (SmolLM2-135M, batch 32), CPU
+    python benchmarks/step_time.py --lora_r 16             # the same with LoRA (for the memory ratio)
+    python benchmarks/step_time.py --preset paper --model_name gpt2 --reward_model lvwerra/distilbert-imdb   # GPU
+
+Each mode runs in its own process (so peak memory is per mode): `ppo` and `cory` time full steps (generate,
+score, policy+value forward, reference forward, PPO update) at fixed query/response lengths; `update` times
+`PPOTrainer.step` alone on a fixed synthetic rollout (compare with benchmarks/trl_step_time.py); `swap` times
+our role exchange (a relabelling) and the official code's (save both models, reload them, new optimizers).
+Medians over `--steps` after `--warmup`. Prints a table, writes JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from benchmarks.synthetic import synthetic_rollout  # noqa: E402
+
+MODES = ("ppo", "cory", "update", "swap")
+
+
+def peak_memory_mb() -> float:
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def build(args):
+    """Config, task, and the pieces of `n` agents, as the training scripts build them."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    from cory.config import RunConfig, build as build_section, load_task_config
+    from cory.imdb import IMDBConfig, IMDBTask
+    from cory.models import load_tokenizer
+    from cory.ppo import PPOConfig
+
+    raw = load_task_config("imdb", args.preset)
+    raw.update(batch_size=args.batch_size, mini_batch_size=args.mini_batch_size or args.batch_size, ppo_epochs=args.ppo_epochs,
+               lora_r=args.lora_r, query_min_tokens=args.query_tokens, query_max_tokens=args.query_tokens)
+    raw.update({k: v for k, v in (("model_name", args.model_name), ("reward_model", args.reward_model),
+                                  ("dataset_path", args.dataset_path)) if v})
+    run, ppo, imdb = build_section(RunConfig, raw), build_section(PPOConfig, raw), build_section(IMDBConfig, raw)
+    set_seed(0)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    tokenizer = load_tokenizer(run.model_name)
+    return run, ppo, imdb, accelerator, tokenizer, IMDBTask
+
+
+def trainers(run, ppo, accelerator, tokenizer, n):
+    from cory.agents import build_policies
+    from cory.ppo import PPOTrainer
+
+    policies, reference = build_policies(run, n, accelerator.device)
+    return [PPOTrainer(ppo, p, reference, tokenizer, accelerator, seed=i) for i, p in enumerate(policies)]
+
+
+def timed_steps(step_fn, warmup: int, steps: int) -> list[dict]:
+    for i in range(warmup):
+        step_fn(i)
+    return [step_fn(warmup + i) for i in range(steps)]
+
+
+def median(rows: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in rows)
+
+
+def phases(rows: list[dict], prefixes: list[str]) -> dict:
+    """Median seconds per phase, summed over agents (`prefixes` = '' for PPO, 'agent_a/', 'agent_b/' for CORY)."""
+    total = lambda key: statistics.median(sum(r[p + key] for p in prefixes) for r in rows)  # noqa: E731
+    return {"generate": median(rows, "time/generate"), "score": median(rows, "time/score"),
+            "policy_value_forward": total("time/ppo/policy_forward"), "reference_forward": total("time/ppo/reference_forward"),
+            "ppo_update": total("time/ppo/optimize_step"), "step": median(rows, "time/step")}
+
+
+def worker(args) -> dict:
+    from cory.cory import CORY, CORYConfig, roles_at
+    from cory.single import SinglePPO
+
+    run, ppo, imdb, accelerator, tokenizer, IMDBTask = build(args)
+    gen = dict(do_sample=True, top_k=0, top_p=1.0, max_new_tokens=args.response_tokens, min_new_tokens=args.response_tokens)
+    result = {"mode": args.worker, "device": str(accelerator.device), "threads": torch.get_num_threads()}
+
+    if args.worker == "update":
+        [trainer] = trainers(run, ppo, accelerator, tokenizer, 1)
+        queries, responses, scores = synthetic_rollout(args.batch_size, args.query_tokens, args.response_tokens, len(tokenizer))
+
+        def update(_):
+            t0 = time.perf_counter()
+            trainer.step(queries, responses, scores)
+            return {"time/update": time.perf_counter() - t0}
+
+        result["update_step"] = median(timed_steps(update, args.warmup, args.steps), "time/update")
+
+    elif args.worker == "swap":
+        agents = trainers(run, ppo, accelerator, tokenizer, 2)
+        t0 = time.perf_counter()
+        for step in range(1000):
+            pioneer, observer = (agents[i] for i in roles_at(step, 1))
+        result["swap_relabel"] = (time.perf_counter() - t0) / 1000
+        result["swap_official_reload"] = official_swap_seconds(agents, tokenizer, run, ppo, accelerator)
+
+    else:
+        task = IMDBTask(imdb, tokenizer, run.seed, accelerator.device)
+        prompts = [p for p in task.prompts("train") if len(p.input_ids) == args.query_tokens]
+        agents = trainers(run, ppo, accelerator, tokenizer, 2 if args.worker == "cory" else 1)
+        algorithm = CORY(CORYConfig(), agents, tokenizer, task) if args.worker == "cory" else SinglePPO(agents[0], tokenizer, task)
+
+        def step(i):
+            t0 = time.perf_counter()
+            stats, _ = algorithm.step(i, prompts[i * args.batch_size : (i + 1) * args.batch_size], gen)
+            stats["time/step"] = time.perf_counter() - t0
+            return stats
+
+        rows = timed_steps(step, args.warmup, args.steps)
+        prefixes = ["agent_a/", "agent_b/"] if args.worker == "cory" else [""]
+        result.update(phases(rows, prefixes))
+        result["tokens_per_second"] = len(agents) * args.batch_size * args.response_tokens / result["generate"]
+    result["peak_memory_mb"] = peak_memory_mb()
+    return result
+
+
+def official_swap_seconds(agents, tokenizer, run, ppo, accelerator) -> float:
+    """The official code's swap: save both models to disk, load them back, build fresh optimizers."""
+    from cory.agents import write_policy
+    from cory.models import load_causal_lm
+    from cory.policy import ValueHeadPolicy
+    from cory.ppo import PPOTrainer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        for i, agent in enumerate(agents):
+            write_policy(agent.policy, tokenizer, Path(tmp) / str(i))
+        for i, agent in enumerate(agents):
+            if run.lora_r:
+                from cory.agents import load_policy_weights
+
+                load_policy_weights(agent.policy, Path(tmp) / str(i))
+                PPOTrainer(ppo, agent.policy, agent.reference, tokenizer, accelerator)
+            else:
+                policy = ValueHeadPolicy(load_causal_lm(str(Path(tmp) / str(i)), run.dtype, accelerator.device))
+                PPOTrainer(ppo, policy, agent.reference, tokenizer, accelerator)
+        return time.perf_counter() - t0
+
+
+def run_modes(args) -> dict:
+    """Each mode in a fresh process; the parent collects, compares, prints and writes."""
+    results = {}
+    for mode in args.modes:
+        argv = [sys.executable, __file__, "--worker", mode] + [a for a in sys.argv[1:]]
+        out = subprocess.run(argv, capture_output=True, text=True)
+        if out.returncode != 0:
+            raise RuntimeError(f"benchmark mode {mode} failed:\n{out.stderr[-3000:]}")
+        results[mode] = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"{mode}: done", file=sys.stderr)
+    summary = {"settings": {k: v for k, v in vars(args).items() if k not in ("worker", "modes")}, "modes": results}
+    if {"ppo", "cory"} <= set(results):
+        ppo, cory = results["ppo"], results["cory"]
+        summary["ratios"] = {"cory_step_over_ppo_step": cory["step"] / ppo["step"],
+                             "cory_peak_memory_over_ppo": cory["peak_memory_mb"] / ppo["peak_memory_mb"]}
+        if "swap" in results:
+            summary["ratios"]["swap_over_cory_step"] = results["swap"]["swap_relabel"] / cory["step"]
+            summary["ratios"]["official_swap_over_cory_step"] = results["swap"]["swap_official_reload"] / cory["step"]
+    return summary
+
+
+def print_table(summary: dict) -> None:
+    modes = summary["modes"]
+    keys = ["generate", "score", "policy_value_forward", "reference_forward", "ppo_update", "step", "tokens_per_second", "peak_memory_mb"]
+    print("| phase (median s) | " + " | ".join(m for m in ("ppo", "cory") if m in modes) + " |")
+    print("| --- |" + " --- |" * sum(m in modes for m in ("ppo", "cory")))
+    for key in keys:
+        print(f"| {key} | " + " | ".join(f"{modes[m][key]:.3f}" for m in ("ppo", "cory") if m in modes) + " |")
+    for mode, key in (("update", "update_step"), ("swap", "swap_relabel"), ("swap", "swap_official_reload")):
+        if mode in modes:
+            print(f"| {key} | {modes[mode][key]:.6f} |")
+    for key, value in summary.get("ratios", {}).items():
+        print(f"| {key} | {value:.4f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="offline", help="preset of configs/imdb.py")
+    parser.add_argument("--model_name", default="")
+    parser.add_argument("--reward_model", default="")
+    parser.add_argument("--dataset_path", default="")
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--mini_batch_size", type=int, default=16)
+    parser.add_argument("--ppo_epochs", type=int, default=1)
+    parser.add_argument("--query_tokens", type=int, default=8)
+    parser.add_argument("--response_tokens", type=int, default=16)
+    parser.add_argument("--lora_r", type=int, default=0)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--out", default="benchmarks/results/step_time.json")
+    parser.add_argument("--worker", choices=MODES, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return
+    summary = run_modes(args)
+    print_table(summary)
+    from cory.paths import atomic_file
+
+    atomic_file(Path(args.out), json.dumps(summary, indent=2))
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
