@@ -49,13 +49,14 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(run_dir: Path, steps_done: int, algorithm, tokenizer, loop_state: dict, config: dict, keep: int) -> Path:
-    """Write the checkpoint after `steps_done` steps, then delete all but the newest `keep`."""
+def save_checkpoint(run_dir: Path, steps_done: int, algorithm, tokenizer, loop_state: dict, rngs: list[dict], config: dict,
+                    keep: int) -> Path:
+    """Write the checkpoint after `steps_done` steps (with the RNG state of every process), then delete all but the newest `keep`."""
     target = checkpoints_dir(run_dir) / f"step-{steps_done:07d}"
     with atomic_directory(target) as tmp:
         for name, trainer in zip(algorithm.names, algorithm.agents):
             write_policy(trainer.policy, tokenizer, tmp / name)
-        state = {"steps_done": steps_done, "agents": [t.state_dict() for t in algorithm.agents], "loop": loop_state, "rng": rng_state()}
+        state = {"steps_done": steps_done, "agents": [t.state_dict() for t in algorithm.agents], "loop": loop_state, "rng": rngs}
         torch.save(state, tmp / "state.pt")
         (tmp / "config.json").write_text(json.dumps(config, indent=2, default=str))
         (tmp / MARKER).write_text(str(steps_done))

@@ -33,6 +33,8 @@ class RunConfig:
     response_min_tokens: int = 4
     """new tokens per response are drawn per batch from [response_min_tokens, response_max_tokens]"""
     response_max_tokens: int = 16
+    do_sample: bool = True
+    """sample responses (False: greedy, for debugging and exact comparisons)"""
     top_k: int = 0
     top_p: float = 1.0
     repetition_penalty: float = 1.1
@@ -79,7 +81,7 @@ class RunConfig:
     def generation_kwargs(self, max_new_tokens: int) -> dict:
         """Sampling settings of the official code: pure sampling, light repetition penalty."""
         return dict(
-            do_sample=True,
+            do_sample=self.do_sample,
             top_k=self.top_k,
             top_p=self.top_p,
             repetition_penalty=self.repetition_penalty,

@@ -96,6 +96,9 @@ class CORY:
         missing = template_fields(config.observer_template) - TEMPLATE_FIELDS - task.template_fields
         if missing:
             raise ValueError(f"observer_template uses field(s) {sorted(missing)} that task {task.name} does not offer")
+        if agents[0].deepspeed and agents[0].policy.lm is agents[1].policy.lm:
+            raise ValueError("two LoRA agents share one base model, which two DeepSpeed engines cannot hold: "
+                             "use DDP (configs/accelerate/ddp.yaml) for LoRA CORY, or full fine-tuning with DeepSpeed")
         self.config, self.agents, self.tokenizer, self.task = config, agents, tokenizer, task
         self.template = task.wrap_template(config.observer_template)
 

@@ -86,9 +86,20 @@ class FrozenReference:
     def __init__(self, lm: nn.Module, disable_adapters: bool = False):
         self.lm = lm
         self.disable_adapters = disable_adapters
+        self.deepspeed_ready = False
         if not disable_adapters:
             lm.eval()
             lm.requires_grad_(False)
+
+    def prepare_for_deepspeed(self, accelerator) -> None:
+        """ZeRO-3 shards every engine's weights: a separate reference gets its own inference engine (once).
+        A LoRA reference is the policy's own base, which the policy's engine already holds."""
+        if self.deepspeed_ready or self.disable_adapters:
+            return
+        from cory._trl import prepare_deepspeed
+
+        self.lm = prepare_deepspeed(self.lm, accelerator)
+        self.deepspeed_ready = True
 
     @torch.no_grad()
     def logits(self, input_ids, attention_mask, logits_to_keep: int) -> torch.Tensor:

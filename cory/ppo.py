@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.utils import DistributedType
 
 from cory._trl import entropy_from_logits, selective_log_softmax, unwrap_model_for_generation
 from cory.policy import FrozenReference, ValueHeadPolicy
@@ -185,6 +186,10 @@ class PPOTrainer:
         self.config = config
         self.tokenizer = tokenizer
         self.accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+        self.deepspeed = self.accelerator.distributed_type == DistributedType.DEEPSPEED
+        if self.deepspeed:
+            check_deepspeed_accumulation(self.accelerator, config.gradient_accumulation_steps)
+            reference.prepare_for_deepspeed(self.accelerator)
         self.reference = reference
         self.params = policy.trainable_parameters()  # listed once: with peft this walks every named parameter
         self.optimizer = torch.optim.Adam(self.params, lr=config.learning_rate)
@@ -205,6 +210,8 @@ class PPOTrainer:
         self._updates = 0
         self.context_length = context_length(self.policy.lm)
         self.forward_seconds = {"policy": 0.0, "reference": 0.0}  # of the last rollout scoring, for benchmarks
+        self.distributed = self.accelerator.num_processes > 1
+        self._sum_across = (lambda t: self.accelerator.reduce(t, "sum")) if self.distributed else None
 
     @property
     def device(self) -> torch.device:
@@ -273,8 +280,8 @@ class PPOTrainer:
             raise ValueError(f"step got {len(queries)} samples, config.batch_size is {cfg.batch_size}")
         t0 = time.perf_counter()
         raw_scores = torch.as_tensor([float(s) for s in scores], dtype=torch.float32, device=self.device)
-        if not torch.isfinite(raw_scores).all():
-            return self._count_skip(f"{int((~torch.isfinite(raw_scores)).sum())} non-finite score(s)")
+        if self._any_process(not torch.isfinite(raw_scores).all()):
+            return self._count_skip("non-finite score(s)")
         scores = self._scale_scores(raw_scores)
         batch = Rollout.from_lists(queries, responses, self.pad_id, self.device)
         mask = batch.response_mask.float()
@@ -289,11 +296,11 @@ class PPOTrainer:
         kl_coef = self.kl_ctl.value
         rewards, non_score = per_token_rewards(scores, kl, kl_coef, mask)
         if cfg.whiten_rewards:
-            rewards = masked_whiten(rewards, mask, shift_mean=False)
+            rewards = masked_whiten(rewards, mask, shift_mean=False, sum_across=self._sum_across)
 
         # 3. advantages and returns, whitened over valid tokens only
         advantages, returns = gae(rewards, rollout["values"], mask, cfg.gamma, cfg.lam)
-        advantages = masked_whiten(advantages, mask).detach()
+        advantages = masked_whiten(advantages, mask, sum_across=self._sum_across).detach()
         old_values = rollout["values"] * mask
 
         # 4. PPO epochs over shuffled minibatches
@@ -306,8 +313,8 @@ class PPOTrainer:
         else:
             self.consecutive_skips = 0
 
-        # 5. stats, then the KL controller sees this step's penalty KL
-        stats = self._stats(batch, rollout, kl, non_score, kl_coef, raw_scores, scores, returns, old_values, train_stats)
+        # 5. stats (averaged over processes), then the KL controller sees this step's penalty KL
+        stats = self._mean_across(self._stats(batch, rollout, kl, non_score, kl_coef, raw_scores, scores, returns, old_values, train_stats))
         self.kl_ctl.update(stats["objective/kl"], cfg.batch_size * self.accelerator.num_processes)
         stats.update(
             {
@@ -323,6 +330,19 @@ class PPOTrainer:
 
     def _is_eos(self, tokens: torch.Tensor) -> torch.Tensor:
         return torch.isin(tokens, torch.tensor(sorted(self.eos_ids), device=tokens.device))
+
+    def _any_process(self, flag: bool) -> bool:
+        """True if `flag` is true on any process: every process must take the same branch, or DDP hangs."""
+        if not self.distributed:
+            return bool(flag)
+        return bool(self.accelerator.reduce(torch.tensor([float(flag)], device=self.device), "sum").item() > 0)
+
+    def _mean_across(self, stats: dict[str, float]) -> dict[str, float]:
+        if not self.distributed:
+            return stats
+        keys = sorted(stats)
+        means = self.accelerator.reduce(torch.tensor([stats[k] for k in keys], device=self.device, dtype=torch.float64), "mean")
+        return dict(zip(keys, means.tolist()))
 
     def _count_skip(self, why: str) -> dict[str, float]:
         """Count a step without any update; too many in a row means the run is broken, so stop."""
@@ -353,7 +373,7 @@ class PPOTrainer:
                     batch.rows(idx), old_logprobs[idx], old_values[idx], advantages[idx], returns[idx], keep, last_micro
                 )
                 all_stats.append(stats)
-            if cfg.target_kl is not None and all_stats[-1]["policykl"] > 1.5 * cfg.target_kl:
+            if cfg.target_kl is not None and self._any_process(all_stats[-1]["policy/policykl"] > 1.5 * cfg.target_kl):
                 break
         self.optimizer.zero_grad()
         return all_stats
@@ -369,11 +389,12 @@ class PPOTrainer:
             pg_loss, pg_stats = policy_loss(logprobs, old_logprobs, advantages, mask, cfg.cliprange)
             vf_loss, vf_stats = value_loss(vpreds, old_values, returns, mask, cfg.cliprange_value)
             loss = pg_loss + cfg.vf_coef * vf_loss
-            skip = pg_stats["ratio_mean"].item() > cfg.ratio_threshold or not torch.isfinite(loss).item()
+            skip = self._any_process(pg_stats["ratio_mean"].item() > cfg.ratio_threshold or not torch.isfinite(loss).item())
             if skip:
                 self.skipped_minibatches += 1
             else:
-                self.accelerator.backward(loss / cfg.gradient_accumulation_steps)
+                # DeepSpeed's engine divides by its own gradient_accumulation_steps (checked equal to ours)
+                self.accelerator.backward(loss if self.deepspeed else loss / cfg.gradient_accumulation_steps)
         if last_micro:
             if not grads_finite(self.params):
                 self.skipped_minibatches += 1  # leave the weights (and Adam's moments) untouched
@@ -465,6 +486,13 @@ def eos_token_ids(lm, tokenizer) -> set[int]:
         raise ValueError("the tokenizer has no EOS token: set tokenizer.eos_token")
     return ids
 
+
+
+def check_deepspeed_accumulation(accelerator: Accelerator, ours: int) -> None:
+    """DeepSpeed steps its optimizer every `gradient_accumulation_steps` backward calls of its own config."""
+    theirs = accelerator.state.deepspeed_plugin.deepspeed_config.get("gradient_accumulation_steps")
+    if theirs not in (ours, "auto"):
+        raise ValueError(f"the DeepSpeed config has gradient_accumulation_steps={theirs} but PPOConfig has {ours}: make them equal")
 
 
 def grads_finite(params: list[torch.Tensor]) -> bool:

@@ -33,9 +33,26 @@ def masked_var(values: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) 
     return variance
 
 
-def masked_whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
-    """Whiten with the mean and variance of the valid tokens only; padding does not leak in."""
-    mean, var = masked_mean(values, mask), masked_var(values, mask)
+def global_masked_mean_var(values: torch.Tensor, mask: torch.Tensor, sum_across) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and Bessel-corrected variance of the valid tokens of every process; `sum_across` all-reduces a sum."""
+    mask = mask.to(values.dtype)
+    values = torch.where(mask.bool(), values, torch.zeros_like(values))
+    total, count = sum_across(torch.stack([(values * mask).sum(), mask.sum()]))
+    mean = total / count
+    if count < 2:
+        raise ValueError("masked_var needs at least two valid tokens for an unbiased variance")
+    return mean, sum_across(((values - mean) ** 2 * mask).sum()) / (count - 1)
+
+
+def masked_whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, sum_across=None) -> torch.Tensor:
+    """Whiten with the mean and variance of the valid tokens only; padding does not leak in.
+
+    Data-parallel: pass `sum_across` (a sum over processes) and every process uses the global statistics.
+    """
+    if sum_across is None:
+        mean, var = masked_mean(values, mask), masked_var(values, mask)
+    else:
+        mean, var = global_masked_mean_var(values, mask, sum_across)
     whitened = (values - mean) * torch.rsqrt(var + 1e-8)
     if not shift_mean:
         whitened = whitened + mean

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import gather_object, set_seed
 from tqdm import tqdm
 
 from cory.agents import save_policy
-from cory.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
+from cory.checkpoint import find_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from cory.config import RunConfig, build, check_known_keys, parse_args
 from cory.data import LengthSampler, PromptLoader
 from cory.eval.heldout import evaluate_agent
@@ -51,9 +51,9 @@ def setup(task: str, algorithm: str, description: str, sections: tuple[type, ...
     check_known_keys(raw, sections)
     built = {cls: build(cls, raw) for cls in sections}
     run: RunConfig = built[RunConfig]
-    set_seed(run.seed)
     run_dir = Path(run.output_dir) / (run.run_name or f"{task}-{algorithm}-{preset}-seed{run.seed}")
     accelerator = Accelerator(cpu=not torch.cuda.is_available())  # one accelerator owns every agent
+    set_seed(run.seed, device_specific=True)  # each process samples its own noise (process 0: plain seed)
     config = {"preset": preset, **{k: v for cls in sections for k, v in dataclasses.asdict(built[cls]).items()}}
     return Experiment(preset, config, built, run_dir, accelerator, load_tokenizer(run.model_name))
 
@@ -61,7 +61,8 @@ def setup(task: str, algorithm: str, description: str, sections: tuple[type, ...
 def train(exp: Experiment, algorithm, task, batch_size: int, plots: dict[str, list[str]], console: dict[str, str]) -> dict:
     """Run `exp.run.steps` steps of `algorithm` on `task` (resuming if asked); returns the last step's stats."""
     run, accelerator = exp.run, exp.accelerator
-    loader = PromptLoader(task.prompts("train"), batch_size, run.seed)
+    rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
+    loader = PromptLoader(task.prompts("train"), batch_size * world, run.seed)  # one global batch, one shard per process
     response_len = LengthSampler(run.response_min_tokens, run.response_max_tokens, np.random.default_rng(run.seed))
     start = 0
     checkpoint = find_checkpoint(run.resume_from, exp.run_dir)
@@ -69,10 +70,12 @@ def train(exp: Experiment, algorithm, task, batch_size: int, plots: dict[str, li
         state = load_checkpoint(checkpoint, algorithm, exp.config)
         loader.load_state_dict(state["loop"]["loader"])
         response_len.rng.bit_generator.state = state["loop"]["response_len"]
-        set_rng_state(state["rng"])
+        if len(state["rng"]) != world:
+            raise ValueError(f"checkpoint {checkpoint} was written by {len(state['rng'])} process(es); resume with as many, not {world}")
+        set_rng_state(state["rng"][rank])
         start = state["steps_done"]
         tqdm.write(f"resumed from {checkpoint} after step {start}")
-    tracker = Tracker(exp.run_dir, exp.config, run.log_with, resume_step=start)
+    tracker = Tracker(exp.run_dir, exp.config, run.log_with, resume_step=start, enabled=main)
     eval_set = held_out_prompts(task, run.eval_prompts) if run.eval_every else []
     if eval_set and start == 0:
         evaluate_all(algorithm, task, eval_set, run, tracker, 0)
@@ -82,25 +85,55 @@ def train(exp: Experiment, algorithm, task, batch_size: int, plots: dict[str, li
                disable=not accelerator.is_main_process)
     for step in bar:
         t0 = time.perf_counter()
-        stats, samples = algorithm.step(step, loader.next_batch(), run.generation_kwargs(response_len()))
+        shard = loader.next_batch()[rank * batch_size : (rank + 1) * batch_size]
+        stats, samples = algorithm.step(step, shard, run.generation_kwargs(response_len()))
         stats["time/step"] = time.perf_counter() - t0
+        stats = mean_across_processes(accelerator, stats)
         log_samples = run.log_samples_every and step % run.log_samples_every == 0
         tracker.log(step, stats, samples[:4] if log_samples else None)
         bar.set_postfix_str(summary_line(stats, console))
-        tqdm.write(f"step {step:4d} " + summary_line(stats, console))
+        if main:
+            tqdm.write(f"step {step:4d} " + summary_line(stats, console))
         done = step + 1
         if eval_set and (done % run.eval_every == 0 or done == run.steps):
             evaluate_all(algorithm, task, eval_set, run, tracker, done)
         if (run.save_every and done % run.save_every == 0) or done == run.steps:
             loop_state = {"loader": loader.state_dict(), "response_len": response_len.rng.bit_generator.state}
-            save_checkpoint(exp.run_dir, done, algorithm, exp.tokenizer, loop_state, exp.config, run.keep_checkpoints)
+            rngs = gather_object([rng_state()]) if world > 1 else [rng_state()]
+            if main:
+                save_checkpoint(exp.run_dir, done, algorithm, exp.tokenizer, loop_state, rngs, exp.config, run.keep_checkpoints)
+            accelerator.wait_for_everyone()
 
-    for name, agent in zip(algorithm.names, algorithm.agents):
-        save_policy(agent.policy, exp.tokenizer, exp.run_dir / "final" / name)
-    plot_curves(read_metrics(tracker.metrics_path), plots, exp.run_dir / "curves.png", title=exp.run_dir.name)
+    if world > 1:
+        check_in_sync(accelerator, algorithm)
+    if main:
+        for name, agent in zip(algorithm.names, algorithm.agents):
+            save_policy(agent.policy, exp.tokenizer, exp.run_dir / "final" / name)
+        plot_curves(read_metrics(tracker.metrics_path), plots, exp.run_dir / "curves.png", title=exp.run_dir.name)
+        print(f"metrics.jsonl, curves.png, checkpoints/ and final/ are in {exp.run_dir}")
     tracker.close()
-    print(f"metrics.jsonl, curves.png, checkpoints/ and final/ are in {exp.run_dir}")
+    accelerator.wait_for_everyone()
     return stats
+
+
+def check_in_sync(accelerator: Accelerator, algorithm) -> None:
+    """Every process must hold the same weights after data-parallel training; stop loudly if not."""
+    for name, agent in zip(algorithm.names, algorithm.agents):
+        checksum = torch.stack([p.detach().double().square().sum() for p in agent.params]).sum().reshape(1)
+        sums = accelerator.gather(checksum.to(accelerator.device)).tolist()
+        if max(sums) - min(sums) > 1e-9 * max(abs(s) for s in sums):
+            raise RuntimeError(f"{name}'s weights differ across processes (checksums {sums})")
+    if accelerator.is_main_process:
+        tqdm.write(f"weights of {', '.join(algorithm.names)} identical on all {accelerator.num_processes} processes")
+
+
+def mean_across_processes(accelerator: Accelerator, stats: dict) -> dict:
+    """Every logged number is the mean over processes (PPO's own stats already are; the task rewards are not)."""
+    if accelerator.num_processes == 1:
+        return stats
+    keys = sorted(k for k, v in stats.items() if isinstance(v, (int, float)))
+    means = accelerator.reduce(torch.tensor([float(stats[k]) for k in keys], device=accelerator.device, dtype=torch.float64), "mean")
+    return {**stats, **dict(zip(keys, means.tolist()))}
 
 
 def held_out_prompts(task, n: int) -> list:
@@ -112,7 +145,8 @@ def held_out_prompts(task, n: int) -> list:
 def evaluate_all(algorithm, task, prompts, run: RunConfig, tracker: Tracker, steps_done: int) -> None:
     """Each agent alone on the held-out prompts (a CORY agent answers x without the other's response)."""
     gen = run.generation_kwargs(run.response_max_tokens)
-    for name, agent in zip(algorithm.names, algorithm.agents):
+    for name, agent in zip(algorithm.names, algorithm.agents):  # every process runs it (ZeRO-3 gathers weights to generate)
         result = evaluate_agent(agent, task, prompts, gen, seed=run.seed)
         tracker.log_eval(steps_done, name, result)
-        tqdm.write(f"eval after {steps_done} steps, {name}: " + summary_line(result["metrics"], EVAL_CONSOLE))
+        if tracker.enabled:
+            tqdm.write(f"eval after {steps_done} steps, {name}: " + summary_line(result["metrics"], EVAL_CONSOLE))

@@ -9,14 +9,18 @@ from pathlib import Path
 class Tracker:
     """Appends one JSON object per step to `run_dir/metrics.jsonl`; resumes without duplicating steps."""
 
-    def __init__(self, run_dir: Path, config: dict, log_with: str = "", project: str = "cory", resume_step: int = 0):
+    def __init__(self, run_dir: Path, config: dict, log_with: str = "", project: str = "cory", resume_step: int = 0,
+                 enabled: bool = True):
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.json").write_text(json.dumps(config, indent=2, default=str))
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self.eval_path = self.run_dir / "eval.jsonl"
-        self._truncate_after(resume_step)
+        self.enabled = enabled  # False on every process but the main one
         self.wandb = None
+        if not enabled:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.json").write_text(json.dumps(config, indent=2, default=str))
+        self._truncate_after(resume_step)
         if log_with == "wandb":
             import wandb
 
@@ -31,6 +35,8 @@ class Tracker:
                 path.write_text("".join(line + "\n" for line in kept))
 
     def log(self, step: int, stats: dict, samples: list[dict] | None = None) -> None:
+        if not self.enabled:
+            return
         row = {"step": step, **{k: _clean(v) for k, v in stats.items()}}
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(row) + "\n")
@@ -48,6 +54,8 @@ class Tracker:
 
     def log_eval(self, steps_done: int, agent: str, evaluation: dict) -> None:
         """One held-out evaluation of one agent after `steps_done` steps, to eval.jsonl (and wandb as eval/<agent>/...)."""
+        if not self.enabled:
+            return
         row = {"step": steps_done, "agent": agent, **{k: _clean(v) for k, v in evaluation["metrics"].items()},
                "samples": evaluation["samples"]}
         with open(self.eval_path, "a") as f:
