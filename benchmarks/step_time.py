@@ -5,7 +5,9 @@
     python benchmarks/step_time.py --preset paper --model_name gpt2 --reward_model lvwerra/distilbert-imdb   # GPU
 
 Each mode runs in its own process (so peak memory is per mode): `ppo` and `cory` time full steps (generate,
-score, policy+value forward, reference forward, PPO update) at fixed query/response lengths; `update` times
+score, policy+value forward, reference forward, PPO update) at fixed query/response lengths;
+`cory_no_transfer` is CORY with the observer prompted by x alone (equal work per agent: the loop's own
+overhead, since with knowledge transfer the observer's prompt is the template plus x plus y1); `update` times
 `PPOTrainer.step` alone on a fixed synthetic rollout (compare with benchmarks/trl_step_time.py); `swap` times
 our role exchange (a relabelling) and the official code's (save both models, reload them, new optimizers).
 Medians over `--steps` after `--warmup`. Prints a table, writes JSON.
@@ -28,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from benchmarks.synthetic import synthetic_rollout  # noqa: E402
 
-MODES = ("ppo", "cory", "update", "swap")
+MODES = ("ppo", "cory", "cory_no_transfer", "update", "swap")
 
 
 def peak_memory_mb() -> float:
@@ -115,8 +117,10 @@ def worker(args) -> dict:
     else:
         task = IMDBTask(imdb, tokenizer, run.seed, accelerator.device)
         prompts = [p for p in task.prompts("train") if len(p.input_ids) == args.query_tokens]
-        agents = trainers(run, ppo, accelerator, tokenizer, 2 if args.worker == "cory" else 1)
-        algorithm = CORY(CORYConfig(), agents, tokenizer, task) if args.worker == "cory" else SinglePPO(agents[0], tokenizer, task)
+        two = args.worker.startswith("cory")
+        agents = trainers(run, ppo, accelerator, tokenizer, 2 if two else 1)
+        cory_config = CORYConfig(knowledge_transfer=args.worker == "cory")
+        algorithm = CORY(cory_config, agents, tokenizer, task) if two else SinglePPO(agents[0], tokenizer, task)
 
         def step(i):
             t0 = time.perf_counter()
@@ -125,8 +129,9 @@ def worker(args) -> dict:
             return stats
 
         rows = timed_steps(step, args.warmup, args.steps)
-        prefixes = ["agent_a/", "agent_b/"] if args.worker == "cory" else [""]
+        prefixes = ["agent_a/", "agent_b/"] if two else [""]
         result.update(phases(rows, prefixes))
+        result["prompt_tokens_per_agent"] = [median(rows, p + "tokens/queries_len_mean") for p in prefixes]
         result["tokens_per_second"] = len(agents) * args.batch_size * args.response_tokens / result["generate"]
     result["peak_memory_mb"] = peak_memory_mb()
     return result
@@ -170,6 +175,8 @@ def run_modes(args) -> dict:
         ppo, cory = results["ppo"], results["cory"]
         summary["ratios"] = {"cory_step_over_ppo_step": cory["step"] / ppo["step"],
                              "cory_peak_memory_over_ppo": cory["peak_memory_mb"] / ppo["peak_memory_mb"]}
+        if "cory_no_transfer" in results:
+            summary["ratios"]["cory_no_transfer_step_over_ppo_step"] = results["cory_no_transfer"]["step"] / ppo["step"]
         if "swap" in results:
             summary["ratios"]["swap_over_cory_step"] = results["swap"]["swap_relabel"] / cory["step"]
             summary["ratios"]["official_swap_over_cory_step"] = results["swap"]["swap_official_reload"] / cory["step"]
@@ -179,10 +186,11 @@ def run_modes(args) -> dict:
 def print_table(summary: dict) -> None:
     modes = summary["modes"]
     keys = ["generate", "score", "policy_value_forward", "reference_forward", "ppo_update", "step", "tokens_per_second", "peak_memory_mb"]
-    print("| phase (median s) | " + " | ".join(m for m in ("ppo", "cory") if m in modes) + " |")
-    print("| --- |" + " --- |" * sum(m in modes for m in ("ppo", "cory")))
+    columns = [m for m in ("ppo", "cory", "cory_no_transfer") if m in modes]
+    print("| phase (median s) | " + " | ".join(columns) + " |")
+    print("| --- |" + " --- |" * len(columns))
     for key in keys:
-        print(f"| {key} | " + " | ".join(f"{modes[m][key]:.3f}" for m in ("ppo", "cory") if m in modes) + " |")
+        print(f"| {key} | " + " | ".join(f"{modes[m][key]:.3f}" for m in columns) + " |")
     for mode, key in (("update", "update_step"), ("swap", "swap_relabel"), ("swap", "swap_official_reload")):
         if mode in modes:
             print(f"| {key} | {modes[mode][key]:.6f} |")

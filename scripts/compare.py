@@ -31,7 +31,7 @@ from cory.plots import plot_mean_std, plot_pareto  # noqa: E402
 
 PRESETS = {
     # the task preset each training script runs, and the comparison's own settings
-    "offline": dict(task_preset="offline", steps=24, eval_every=6, eval_prompts=64, seeds=[0, 1, 2]),
+    "offline": dict(task_preset="offline", steps=20, eval_every=5, eval_prompts=48, seeds=[0, 1, 2]),
     "paper": dict(task_preset="paper", steps=100, eval_every=10, eval_prompts=256, seeds=[0, 1, 2]),
 }
 ALGORITHMS = ("ppo", "cory")

@@ -137,3 +137,16 @@ def test_adaptive_kl_controller():
     fixed = FixedKLController(0.3)
     fixed.update(100.0, 256)
     assert fixed.value == 0.3
+
+
+def test_global_whitening_equals_whitening_the_concatenated_batch():
+    """Two processes holding the same shard: sum_across doubles each sum; stats must equal those of [x; x]."""
+    from cory.ppo_math import global_masked_mean_var
+
+    values = torch.tensor([[1.0, 2.0, 9.0], [3.0, 4.0, 9.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0]])
+    mean, var = global_masked_mean_var(values, mask, lambda t: 2 * t)
+    # valid tokens of [x; x]: 1,2,3,4,1,2,3,4 -> mean 2.5, squared deviations sum 2*(2.25+0.25+0.25+2.25) = 10, /7
+    assert mean.item() == pytest.approx(2.5) and var.item() == pytest.approx(10 / 7)
+    doubled = masked_whiten(torch.cat([values, values]), torch.cat([mask, mask]))
+    torch.testing.assert_close(masked_whiten(values, mask, sum_across=lambda t: 2 * t), doubled[:2])

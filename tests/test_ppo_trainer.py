@@ -102,3 +102,13 @@ def test_ppo_learns_to_emit_a_target_token(tokenizer, accelerator):
         trainer.step(queries, responses, scores)
     assert np.mean(rewards[:3]) < 0.25
     assert np.mean(rewards[-3:]) > 0.5
+
+
+def test_target_kl_stops_the_epochs_early(tokenizer, accelerator):
+    trainer = make_trainer(tokenizer, accelerator, ppo_epochs=4, target_kl=1e-12)
+    trainer.step(*batch())
+    first_param_state = next(iter(trainer.optimizer.state.values()))
+    assert int(first_param_state["step"]) == 2  # one epoch of 2 minibatches, then policy KL > 1.5 * target_kl
+    untargeted = make_trainer(tokenizer, accelerator, ppo_epochs=4)
+    untargeted.step(*batch())
+    assert int(next(iter(untargeted.optimizer.state.values()))["step"]) == 8
