@@ -27,11 +27,11 @@ demo-ppo: assets  ## the PPO baseline, offline preset
 demo-gsm8k: venv  ## CORY on GSM8K (SmolLM2 + LoRA, a few CPU steps), then pass@1 of agent A alone
 	$(PY) -m cory.assets smollm2
 	$(PY) gsm8k_train/cory.py --preset offline
-	$(PY) -m cory.eval.gsm8k --model runs/gsm8k-cory-offline-seed0/final/agent_a --dataset_path ../shared/data/gsm8k/test.jsonl --n_problems 50 --max_new_tokens 96
+	$(PY) -m cory.eval.gsm8k --model runs/gsm8k-cory-offline-seed0/final/agent_a --dataset_path ../shared/data/gsm8k/test.jsonl --n_problems 50 --max_new_tokens 96 --use_chat_template
 
 eval-gsm8k: venv  ## pass@1 (greedy) of the untrained offline model on 200 GSM8K test problems
 	$(PY) -m cory.assets smollm2
-	$(PY) -m cory.eval.gsm8k --model smollm2-135m-instruct --dataset_path ../shared/data/gsm8k/test.jsonl --n_problems 200 --out runs/gsm8k-eval-untrained.json
+	$(PY) -m cory.eval.gsm8k --model smollm2-135m-instruct --dataset_path ../shared/data/gsm8k/test.jsonl --n_problems 200 --use_chat_template --out runs/gsm8k-eval-untrained.json
 
 compare: assets  ## PPO vs CORY, 3 seeds, offline preset (about an hour): results/offline/{summary.md,curves.png,pareto.png}
 	$(PY) scripts/compare.py --preset offline

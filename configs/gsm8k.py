@@ -51,6 +51,7 @@ presets = dict(
         model_name="smollm2-135m-instruct",
         load_in_4bit=False,
         dtype="float32",
+        use_chat_template=True,  # the instruct model answers a user turn; the bare one-shot text often gets EOS
         lora_target_modules="q_proj,k_proj,v_proj,o_proj",
         dataset_path="../shared/data/gsm8k/train.jsonl",
         eval_dataset_path="../shared/data/gsm8k/test.jsonl",

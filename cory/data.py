@@ -61,8 +61,8 @@ def _read_table(path: Path, columns) -> list[dict]:
 def _read_hub(name: str, columns, split: str, hub_config: str | None) -> list[dict]:
     if hub_offline():
         raise FileNotFoundError(
-            f"dataset {name!r} is a hub id and HF_HUB_OFFLINE=1 forbids the hub; pass --dataset_path with a local "
-            "file (e.g. ../shared/data/imdb/train.parquet)"
+            f"dataset {name!r} is a hub id and HF_HUB_OFFLINE=1 forbids the hub; pass --dataset_path (training) or "
+            "--eval_dataset_path (held-out) with a local file, e.g. ../shared/data/imdb/train.parquet"
         )
     from datasets import load_dataset
 

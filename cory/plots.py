@@ -18,10 +18,18 @@ def plot_curves(rows: list[dict], panels: dict[str, list[str]], path: Path, titl
             points = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
             if points:
                 ax.plot(*zip(*points), label=key)
-        ax.set_title(panel)
-        ax.set_xlabel("step")
-        ax.legend(fontsize=7)
-        ax.grid(alpha=0.3)
+        _decorate(ax, panel)
+    return _save(fig, path, title)
+
+
+def _decorate(ax, panel: str) -> None:
+    ax.set_title(panel)
+    ax.set_xlabel("step")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+
+
+def _save(fig, path: Path, title: str) -> Path:
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -46,16 +54,8 @@ def plot_mean_std(series: dict[str, dict[int, list[float]]], panels: dict[str, s
             std = np.array([np.std(by_step[s]) for s in steps])
             ax.plot(steps, mean, marker="o", ms=3, label=curve)
             ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
-        ax.set_title(panel)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+        _decorate(ax, panel)
+    return _save(fig, path, title)
 
 
 def plot_pareto(points: dict[str, list[tuple[float, float, int]]], path: Path, title: str = "") -> Path:
@@ -74,7 +74,4 @@ def plot_pareto(points: dict[str, list[tuple[float, float, int]]], path: Path, t
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(title or "reward vs KL (large: end of training)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path, "")

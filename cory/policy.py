@@ -66,7 +66,9 @@ class ValueHeadPolicy(nn.Module):
     @property
     def is_gradient_checkpointing(self) -> bool:
         """Read by trl's `unwrap_model_for_generation`, which turns checkpointing off while generating."""
-        return bool(getattr(self.lm, "is_activation_checkpointing", getattr(self.lm, "is_gradient_checkpointing", False)))
+        if hasattr(self.lm, "is_activation_checkpointing"):  # transformers >= 5 (the old name warns)
+            return bool(self.lm.is_activation_checkpointing)
+        return bool(getattr(self.lm, "is_gradient_checkpointing", False))
 
     def gradient_checkpointing_disable(self) -> None:
         self.lm.gradient_checkpointing_disable()
