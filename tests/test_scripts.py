@@ -18,7 +18,8 @@ def task_args(task, assets):
     if task == "imdb":
         return ["--reward_model", str(assets / "classifier"), "--dataset_path", str(assets / "reviews.jsonl")]
     return ["--dataset_path", str(assets / "problems.jsonl"), "--prompt_template", "Q: {question} A:",
-            "--observer_template", "Q: {question} Hint: {pioneer_response} A:", "--lora_target_modules", "c_attn"]
+            "--observer_template", "Q: {question} Hint: {pioneer_response} A:", "--lora_target_modules", "c_attn",
+            "--use_chat_template", "false"]
 
 
 @pytest.mark.parametrize("script", ["imdb_train/ppo.py", "imdb_train/cory.py", "gsm8k_train/ppo.py", "gsm8k_train/cory.py"])
