@@ -193,7 +193,10 @@ class PPOTrainer:
         self.reference = reference
         self.params = policy.trainable_parameters()  # listed once: with peft this walks every named parameter
         self.optimizer = torch.optim.Adam(self.params, lr=config.learning_rate)
-        self.model, self.optimizer = self.accelerator.prepare(policy, self.optimizer)
+        if self.accelerator.num_processes > 1:
+            ddp_only_own_parameters(policy, self.params)
+        with policy.active():  # peft trains only the active adapter: DDP must see this agent's as trainable
+            self.model, self.optimizer = self.accelerator.prepare(policy, self.optimizer)
         self.policy: ValueHeadPolicy = self.accelerator.unwrap_model(self.model)
         self.kl_ctl = (
             AdaptiveKLController(config.init_kl_coef, config.target, config.horizon)
@@ -486,6 +489,16 @@ def eos_token_ids(lm, tokenizer) -> set[int]:
         raise ValueError("the tokenizer has no EOS token: set tokenizer.eos_token")
     return ids
 
+
+
+def ddp_only_own_parameters(policy: ValueHeadPolicy, own: list[torch.Tensor]) -> None:
+    """DDP syncs this agent's trainable parameters only. With LoRA both agents live in one peft model: without
+    this, one agent's DDP would also claim (and mis-sync) the other agent's adapter and the frozen base."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    own_ids = {id(p) for p in own}
+    others = [name for name, p in policy.named_parameters() if id(p) not in own_ids]
+    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(policy, others)
 
 
 def check_deepspeed_accumulation(accelerator: Accelerator, ours: int) -> None:

@@ -52,3 +52,14 @@ def test_two_processes_equal_one_with_the_same_global_batch(assets, tmp_path):
     rows = [[json.loads(line) for line in (tmp_path / d / "run" / "metrics.jsonl").read_text().splitlines()] for d in ("one", "two")]
     for key in ("pioneer/task_reward", "observer/task_reward", "agent_a/kl", "agent_b/ppo/loss/value"):
         assert [r[key] for r in rows[0]] == pytest.approx([r[key] for r in rows[1]], rel=1e-4, abs=1e-5), key
+
+
+def test_lora_agents_sharing_one_base_stay_in_sync(assets, tmp_path):
+    """Two adapters on one peft model: each agent's DDP must sync its own adapter only (it once mis-synced B's)."""
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "configs" / "accelerate" / "ddp.yaml"),
+              "--num_processes", "2", "--main_process_port", str(free_port())]
+    extra = ["--lora_r", "4", "--lora_target_modules", "c_attn", "--do_sample", "true"]
+    out = subprocess.run([*launch, str(ROOT / "imdb_train" / "cory.py"), *args(assets, tmp_path, 2), *extra], env=ENV,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "weights of agent_a, agent_b identical on all 2 processes" in out.stdout + out.stderr
