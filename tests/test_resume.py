@@ -95,3 +95,20 @@ def test_resume_refuses_a_changed_config():
     check_same_config({"batch_size": 8, "steps": 10}, {"batch_size": 8, "steps": 20})  # more steps: fine
     with pytest.raises(ValueError, match=r"config differs .*batch_size: 8 -> 16"):
         check_same_config({"batch_size": 8}, {"batch_size": 16})
+
+
+def test_saved_lora_agent_loads_alone_for_evaluation(tmp_path, tokenizer):
+    from cory.eval.loading import load_policy_for_eval
+
+    tiny_gpt2(n_embd=16).save_pretrained(tmp_path / "lm")
+    tokenizer.save_pretrained(tmp_path / "lm")
+    (a, b), _ = build_policies(RunConfig(model_name=str(tmp_path / "lm"), lora_r=4, lora_target_modules="c_attn"), 2, "cpu")
+    for p in b.trainable_parameters():
+        p.data.normal_(0, 0.1)
+    write_policy(b, tokenizer, tmp_path / "agent_b")
+    lm, tok = load_policy_for_eval(str(tmp_path / "agent_b"))
+    ids, mask = torch.randint(0, 1000, (2, 5)), torch.ones(2, 5, dtype=torch.long)
+    with torch.no_grad():
+        expected, _ = b(ids, mask, 5)
+        torch.testing.assert_close(lm(ids, attention_mask=mask).logits, expected, atol=1e-4, rtol=1e-4)
+    assert tok.eos_token == tokenizer.eos_token

@@ -22,4 +22,4 @@ def load_policy_for_eval(model: str, dtype: str = "float32", device="cpu"):
 
     base_name = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
     lm = PeftModel.from_pretrained(load_causal_lm(base_name, dtype, device), str(adapter)).merge_and_unload()
-    return lm.eval(), load_tokenizer(model)
+    return lm.eval(), load_tokenizer(base_name)  # an adapter trains no tokens: the base's tokenizer is the one
