@@ -62,10 +62,14 @@ def reference_answer(solution: str) -> str:
     return solution.rsplit("####", 1)[1].strip()
 
 
+def before_stop(completion: str, stop_text: str) -> str:
+    """The completion up to `stop_text` (all of it when the text is absent or empty)."""
+    return completion.split(stop_text, 1)[0] if stop_text else completion
+
+
 def extract_answer(completion: str, mode: str = "flexible", stop_text: str = "") -> Decimal | None:
     """The completion's final number: after the last '####' (first number there), else (flexible) its last number."""
-    if stop_text and stop_text in completion:
-        completion = completion.split(stop_text, 1)[0]
+    completion = before_stop(completion, stop_text)
     if "####" in completion:
         numbers = NUMBER.findall(completion.rsplit("####", 1)[1])
         if numbers:
@@ -126,7 +130,7 @@ class GSM8KTask:
         rewards = []
         for prompt, response in zip(prompts, responses):
             reward = float(is_correct(response, prompt.answer, cfg.answer_extraction, cfg.stop_text))
-            if cfg.format_penalty and "####" not in response.split(cfg.stop_text, 1)[0]:
+            if cfg.format_penalty and "####" not in before_stop(response, cfg.stop_text):
                 reward -= cfg.format_penalty
             rewards.append(reward)
         return rewards

@@ -317,7 +317,7 @@ class PPOTrainer:
             self.consecutive_skips = 0
 
         # 5. stats (averaged over processes), then the KL controller sees this step's penalty KL
-        stats = self._mean_across(self._stats(batch, rollout, kl, non_score, kl_coef, raw_scores, scores, returns, old_values, train_stats))
+        stats = mean_over_processes(self.accelerator, self._stats(batch, rollout, kl, non_score, kl_coef, raw_scores, scores, returns, old_values, train_stats))
         self.kl_ctl.update(stats["objective/kl"], cfg.batch_size * self.accelerator.num_processes)
         stats.update(
             {
@@ -339,13 +339,6 @@ class PPOTrainer:
         if not self.distributed:
             return bool(flag)
         return bool(self.accelerator.reduce(torch.tensor([float(flag)], device=self.device), "sum").item() > 0)
-
-    def _mean_across(self, stats: dict[str, float]) -> dict[str, float]:
-        if not self.distributed:
-            return stats
-        keys = sorted(stats)
-        means = self.accelerator.reduce(torch.tensor([stats[k] for k in keys], device=self.device, dtype=torch.float64), "mean")
-        return dict(zip(keys, means.tolist()))
 
     def _count_skip(self, why: str) -> dict[str, float]:
         """Count a step without any update; too many in a row means the run is broken, so stop."""
@@ -489,6 +482,15 @@ def eos_token_ids(lm, tokenizer) -> set[int]:
         raise ValueError("the tokenizer has no EOS token: set tokenizer.eos_token")
     return ids
 
+
+
+def mean_over_processes(accelerator: Accelerator, stats: dict) -> dict:
+    """Every number of `stats` replaced by its mean over processes (other values kept); one all-reduce."""
+    if accelerator.num_processes == 1:
+        return stats
+    keys = sorted(k for k, v in stats.items() if isinstance(v, (int, float)))
+    means = accelerator.reduce(torch.tensor([float(stats[k]) for k in keys], device=accelerator.device, dtype=torch.float64), "mean")
+    return {**stats, **dict(zip(keys, means.tolist()))}
 
 
 def ddp_only_own_parameters(policy: ValueHeadPolicy, own: list[torch.Tensor]) -> None:

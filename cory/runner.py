@@ -23,6 +23,7 @@ from cory.data import LengthSampler, PromptLoader
 from cory.eval.heldout import evaluate_agent
 from cory.models import load_tokenizer
 from cory.plots import plot_curves
+from cory.ppo import mean_over_processes
 from cory.tracking import Tracker, read_metrics, summary_line
 
 
@@ -88,7 +89,7 @@ def train(exp: Experiment, algorithm, task, batch_size: int, plots: dict[str, li
         shard = loader.next_batch()[rank * batch_size : (rank + 1) * batch_size]
         stats, samples = algorithm.step(step, shard, run.generation_kwargs(response_len()))
         stats["time/step"] = time.perf_counter() - t0
-        stats = mean_across_processes(accelerator, stats)
+        stats = mean_over_processes(accelerator, stats)  # the task rewards are per process
         log_samples = run.log_samples_every and step % run.log_samples_every == 0
         tracker.log(step, stats, samples[:4] if log_samples else None)
         bar.set_postfix_str(summary_line(stats, console))
@@ -125,15 +126,6 @@ def check_in_sync(accelerator: Accelerator, algorithm) -> None:
             raise RuntimeError(f"{name}'s weights differ across processes (checksums {sums})")
     if accelerator.is_main_process:
         tqdm.write(f"weights of {', '.join(algorithm.names)} identical on all {accelerator.num_processes} processes")
-
-
-def mean_across_processes(accelerator: Accelerator, stats: dict) -> dict:
-    """Every logged number is the mean over processes (PPO's own stats already are; the task rewards are not)."""
-    if accelerator.num_processes == 1:
-        return stats
-    keys = sorted(k for k, v in stats.items() if isinstance(v, (int, float)))
-    means = accelerator.reduce(torch.tensor([float(stats[k]) for k in keys], device=accelerator.device, dtype=torch.float64), "mean")
-    return {**stats, **dict(zip(keys, means.tolist()))}
 
 
 def held_out_prompts(task, n: int) -> list:
