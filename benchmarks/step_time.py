@@ -1,21 +1,26 @@
 """Step-time benchmark: where a PPO step and a CORY step spend their time, and what a role swap costs.
 
-    python benchmarks/step_time.py                         # IMDB offline preset (SmolLM2-135M, batch 32), CPU
+    python benchmarks/step_time.py                         # IMDB offline preset (SmolLM2-135M, batch 32), CPU, fp32 and bf16
     python benchmarks/step_time.py --lora_r 16             # the same with LoRA (for the memory ratio)
     python benchmarks/step_time.py --preset paper --model_name gpt2 --reward_model lvwerra/distilbert-imdb   # GPU
 
 Each mode runs in its own process (so peak memory is per mode): `ppo` and `cory` time full steps (generate,
 score, policy+value forward, reference forward, PPO update) at fixed query/response lengths;
 `cory_no_transfer` is CORY with the observer prompted by x alone (equal work per agent: the loop's own
-overhead, since with knowledge transfer the observer's prompt is the template plus x plus y1); `update` times
+overhead, since with knowledge transfer the observer's prompt is the template plus x plus y1); `ppo_observer` is
+PPO alone on prompts shaped like the observer's (template + x + a random y1), so that CORY's step can be compared
+with the two agents' own work (`ppo` + `ppo_observer`); `update` times
 `PPOTrainer.step` alone on a fixed synthetic rollout (compare with benchmarks/trl_step_time.py); `swap` times
 our role exchange (a relabelling) and the official code's (save both models, reload them, new optimizers).
+Every mode runs once per `--precisions` entry (`no` = fp32, `bf16`), each in its own process.
 Medians over `--steps` after `--warmup`. Prints a table, writes JSON.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import resource
 import statistics
 import subprocess
@@ -30,7 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from benchmarks.synthetic import synthetic_rollout  # noqa: E402
 
-MODES = ("ppo", "cory", "cory_no_transfer", "update", "swap")
+MODES = ("ppo", "ppo_observer", "cory", "cory_no_transfer", "update", "swap")
+PRECISION_LABEL = {"no": "fp32", "bf16": "bf16"}
 
 
 def peak_memory_mb() -> float:
@@ -48,15 +54,17 @@ def build(args):
     from cory.imdb import IMDBConfig, IMDBTask
     from cory.models import load_tokenizer
     from cory.ppo import PPOConfig
+    from cory.precision import resolve_mixed_precision
 
     raw = load_task_config("imdb", args.preset)
     raw.update(batch_size=args.batch_size, mini_batch_size=args.mini_batch_size or args.batch_size, ppo_epochs=args.ppo_epochs,
                lora_r=args.lora_r, query_min_tokens=args.query_tokens, query_max_tokens=args.query_tokens)
     raw.update({k: v for k, v in (("model_name", args.model_name), ("reward_model", args.reward_model),
                                   ("dataset_path", args.dataset_path)) if v})
+    raw["mixed_precision"] = resolve_mixed_precision(args.mixed_precision, torch.cuda.is_available())
     run, ppo, imdb = build_section(RunConfig, raw), build_section(PPOConfig, raw), build_section(IMDBConfig, raw)
     set_seed(0)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=run.mixed_precision)
     tokenizer = load_tokenizer(run.model_name)
     return run, ppo, imdb, accelerator, tokenizer, IMDBTask
 
@@ -93,7 +101,8 @@ def worker(args) -> dict:
 
     run, ppo, imdb, accelerator, tokenizer, IMDBTask = build(args)
     gen = dict(do_sample=True, top_k=0, top_p=1.0, max_new_tokens=args.response_tokens, min_new_tokens=args.response_tokens)
-    result = {"mode": args.worker, "device": str(accelerator.device), "threads": torch.get_num_threads()}
+    result = {"mode": args.worker, "mixed_precision": run.mixed_precision, "device": str(accelerator.device),
+              "threads": torch.get_num_threads()}
 
     if args.worker == "update":
         [trainer] = trainers(run, ppo, accelerator, tokenizer, 1)
@@ -121,6 +130,8 @@ def worker(args) -> dict:
         agents = trainers(run, ppo, accelerator, tokenizer, 2 if two else 1)
         cory_config = CORYConfig(knowledge_transfer=args.worker == "cory")
         algorithm = CORY(cory_config, agents, tokenizer, task) if two else SinglePPO(agents[0], tokenizer, task)
+        if args.worker == "ppo_observer":
+            prompts = observer_shaped(prompts, cory_config, tokenizer, args.response_tokens, agents[0].eos_ids)
 
         def step(i):
             t0 = time.perf_counter()
@@ -135,6 +146,30 @@ def worker(args) -> dict:
         result["tokens_per_second"] = len(agents) * args.batch_size * args.response_tokens / result["generate"]
     result["peak_memory_mb"] = peak_memory_mb()
     return result
+
+
+def observer_shaped(prompts, cory_config, tokenizer, response_tokens: int, eos_ids: set[int]) -> list:
+    """Prompts as long as the observer's: the template around x and a random y1 of `response_tokens` tokens."""
+    from cory.cory import observer_prompts
+    from cory.task import Prompt
+
+    g = torch.Generator().manual_seed(0)
+    fake = [torch.randint(1000, 20000, (response_tokens,), generator=g) for _ in prompts]
+    ids = observer_prompts(cory_config.observer_template, prompts, fake, tokenizer, eos_ids)
+    return [Prompt(q, p.text, p.fields) for q, p in zip(ids, prompts)]
+
+
+def machine() -> dict:
+    """What the numbers were measured on, and how busy it was when the benchmark started."""
+    from cory.precision import bf16_supported
+
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    info = {"cpu": model, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "native_bf16": bf16_supported(torch.cuda.is_available()), "load_average_at_start": os.getloadavg()[0]}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
 
 
 def official_swap_seconds(agents, tokenizer, run, ppo, accelerator) -> float:
@@ -161,41 +196,58 @@ def official_swap_seconds(agents, tokenizer, run, ppo, accelerator) -> float:
 
 
 def run_modes(args) -> dict:
-    """Each mode in a fresh process; the parent collects, compares, prints and writes."""
+    """Each (mode, precision) in a fresh process; the parent collects, compares, prints and writes."""
     results = {}
-    for mode in args.modes:
-        argv = [sys.executable, __file__, "--worker", mode] + [a for a in sys.argv[1:]]
-        out = subprocess.run(argv, capture_output=True, text=True)
-        if out.returncode != 0:
-            raise RuntimeError(f"benchmark mode {mode} failed:\n{out.stderr[-3000:]}")
-        results[mode] = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"{mode}: done", file=sys.stderr)
-    summary = {"settings": {k: v for k, v in vars(args).items() if k not in ("worker", "modes")}, "modes": results}
-    if {"ppo", "cory"} <= set(results):
-        ppo, cory = results["ppo"], results["cory"]
-        summary["ratios"] = {"cory_step_over_ppo_step": cory["step"] / ppo["step"],
-                             "cory_peak_memory_over_ppo": cory["peak_memory_mb"] / ppo["peak_memory_mb"]}
-        if "cory_no_transfer" in results:
-            summary["ratios"]["cory_no_transfer_step_over_ppo_step"] = results["cory_no_transfer"]["step"] / ppo["step"]
-        if "swap" in results:
-            summary["ratios"]["swap_over_cory_step"] = results["swap"]["swap_relabel"] / cory["step"]
-            summary["ratios"]["official_swap_over_cory_step"] = results["swap"]["swap_official_reload"] / cory["step"]
+    passed = [a for a in sys.argv[1:]]
+    for precision in args.precisions:
+        label = PRECISION_LABEL[precision]
+        for mode in args.modes:
+            argv = [sys.executable, __file__, "--worker", mode, "--mixed_precision", precision] + passed
+            out = subprocess.run(argv, capture_output=True, text=True)
+            if out.returncode != 0:
+                raise RuntimeError(f"benchmark mode {mode} ({label}) failed:\n{out.stderr[-3000:]}")
+            results[f"{mode}_{label}"] = json.loads(out.stdout.strip().splitlines()[-1])
+            print(f"{mode} {label}: done", file=sys.stderr)
+    settings = {k: v for k, v in vars(args).items() if k not in ("worker", "modes", "mixed_precision")}
+    summary = {"machine": machine(), "settings": settings, "modes": results, **headline(results)}
     return summary
+
+
+def headline(results: dict) -> dict:
+    """Top-level numbers: step seconds per mode and precision, and the ratios the targets are stated in."""
+    out = {f"{key.rsplit('_', 1)[0]}_step_s_{key.rsplit('_', 1)[1]}": r["step"] for key, r in results.items() if "step" in r}
+    for label in PRECISION_LABEL.values():
+        ppo, cory, observer = (results.get(f"{m}_{label}") for m in ("ppo", "cory", "ppo_observer"))
+        if ppo and cory:
+            out[f"cory_over_ppo_{label}"] = cory["step"] / ppo["step"]
+            out[f"cory_peak_memory_over_ppo_{label}"] = cory["peak_memory_mb"] / ppo["peak_memory_mb"]
+        if ppo and cory and observer:
+            out[f"cory_over_both_agents_work_{label}"] = cory["step"] / (ppo["step"] + observer["step"])
+        swap = results.get(f"swap_{label}")
+        if swap and cory:
+            out[f"swap_over_cory_step_{label}"] = swap["swap_relabel"] / cory["step"]
+            out[f"official_swap_over_cory_step_{label}"] = swap["swap_official_reload"] / cory["step"]
+    for mode in ("ppo", "cory", "cory_no_transfer", "ppo_observer"):
+        if f"{mode}_fp32" in results and f"{mode}_bf16" in results:
+            out[f"{mode}_bf16_over_fp32"] = results[f"{mode}_bf16"]["step"] / results[f"{mode}_fp32"]["step"]
+    return out
 
 
 def print_table(summary: dict) -> None:
     modes = summary["modes"]
     keys = ["generate", "score", "policy_value_forward", "reference_forward", "ppo_update", "step", "tokens_per_second", "peak_memory_mb"]
-    columns = [m for m in ("ppo", "cory", "cory_no_transfer") if m in modes]
+    columns = [m for m in modes if "step" in modes[m]]
     print("| phase (median s) | " + " | ".join(columns) + " |")
     print("| --- |" + " --- |" * len(columns))
     for key in keys:
         print(f"| {key} | " + " | ".join(f"{modes[m][key]:.3f}" for m in columns) + " |")
-    for mode, key in (("update", "update_step"), ("swap", "swap_relabel"), ("swap", "swap_official_reload")):
-        if mode in modes:
-            print(f"| {key} | {modes[mode][key]:.6f} |")
-    for key, value in summary.get("ratios", {}).items():
-        print(f"| {key} | {value:.4f} |")
+    for mode, result in modes.items():
+        for key in ("update_step", "swap_relabel", "swap_official_reload"):
+            if key in result:
+                print(f"| {mode}: {key} | {result[key]:.6f} |")
+    for key, value in summary.items():
+        if isinstance(value, float):
+            print(f"| {key} | {value:.4f} |")
 
 
 def main() -> None:
@@ -213,6 +265,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--precisions", nargs="+", default=["no", "bf16"], choices=list(PRECISION_LABEL))
+    parser.add_argument("--mixed_precision", default="no", help=argparse.SUPPRESS)  # set per worker by the parent
     parser.add_argument("--out", default="benchmarks/results/step_time.json")
     parser.add_argument("--worker", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -11,6 +11,7 @@ from cory.config import RunConfig
 from cory.models import load_causal_lm
 from cory.paths import atomic_directory
 from cory.policy import FrozenReference, ValueHeadPolicy
+from cory.precision import cast_frozen_linear_weights, low_precision_dtype
 
 AGENT_NAMES = ("agent_a", "agent_b")
 
@@ -21,12 +22,17 @@ def build_policies(run: RunConfig, n_agents: int, device) -> tuple[list[ValueHea
     Full fine-tuning: n copies of the weights plus one frozen reference, never more.
     LoRA (`lora_r > 0`): one base model holding one adapter per agent; the reference is that base with
     adapters disabled, so the base weights exist once whatever the number of agents.
+    With mixed precision the frozen linear weights (the reference; with LoRA the base) are stored in low precision.
     """
     base = load_causal_lm(run.model_name, run.dtype, device, run.load_in_4bit)
     names = AGENT_NAMES[:n_agents] if n_agents > 1 else (AGENT_NAMES[0],)
+    frozen_dtype = low_precision_dtype(run.mixed_precision)
     if run.lora_r == 0:
         policies = [ValueHeadPolicy(copy.deepcopy(base)).to(device) for _ in names]
-        return policies, FrozenReference(base)
+        reference = FrozenReference(base)
+        if frozen_dtype is not None:
+            cast_frozen_linear_weights(base, frozen_dtype)
+        return policies, reference
     from peft import LoraConfig, get_peft_model
 
     targets = run.lora_target_modules
@@ -40,6 +46,8 @@ def build_policies(run: RunConfig, n_agents: int, device) -> tuple[list[ValueHea
     peft_model = get_peft_model(base, lora, adapter_name=names[0])
     for name in names[1:]:
         peft_model.add_adapter(name, lora)
+    if frozen_dtype is not None and not run.load_in_4bit:
+        cast_frozen_linear_weights(peft_model, frozen_dtype)
     policies = [ValueHeadPolicy(peft_model, adapter_name=name).to(device) for name in names]
     return policies, FrozenReference(peft_model, disable_adapters=True)
 

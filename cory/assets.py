@@ -18,6 +18,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from cory.data import read_records
 from cory.models import package_dir, smollm2_dir
 from cory.paths import atomic_directory, cache_dir
+from cory.precision import bf16_supported
 
 MIN_ACCURACY = 0.80
 ID2LABEL = {0: "NEGATIVE", 1: "POSITIVE"}
@@ -71,6 +72,11 @@ def _encode(tokenizer, rows, max_length):
     return tokenizer(texts, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
 
 
+def _autocast():
+    """bf16 autocast where the CPU has native bf16 (several times faster there); the saved weights stay fp32."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16_supported(cuda=False))
+
+
 def _train(model, tokenizer, rows, max_length, rng, batch_size=32, lr=5e-5):
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     steps = len(rows) // batch_size
@@ -78,7 +84,8 @@ def _train(model, tokenizer, rows, max_length, rng, batch_size=32, lr=5e-5):
     model.train()
     rows = [rows[i] for i in rng.permutation(len(rows))]
     for batch in tqdm(list(_batches(rows, batch_size))[:steps], desc="train sentiment classifier"):
-        out = model(**_encode(tokenizer, batch, max_length), labels=torch.tensor([r["label"] for r in batch]))
+        with _autocast():
+            out = model(**_encode(tokenizer, batch, max_length), labels=torch.tensor([r["label"] for r in batch]))
         out.loss.backward()
         optimizer.step()
         schedule.step()
@@ -90,7 +97,8 @@ def _train(model, tokenizer, rows, max_length, rng, batch_size=32, lr=5e-5):
 def _accuracy(model, tokenizer, rows, max_length) -> float:
     correct = 0
     for batch in tqdm(list(_batches(rows, 128)), desc="evaluate sentiment classifier"):
-        pred = model(**_encode(tokenizer, batch, max_length)).logits.argmax(-1)
+        with _autocast():
+            pred = model(**_encode(tokenizer, batch, max_length)).logits.argmax(-1)
         correct += int((pred == torch.tensor([r["label"] for r in batch])).sum())
     return correct / len(rows)
 

@@ -21,7 +21,10 @@ class RunConfig:
     model_name: str = "gpt2"
     """hub id, local HF directory, or the offline alias smollm2-135m-instruct"""
     dtype: str = "float32"
-    """weights dtype: float32, bfloat16, float16"""
+    """weights dtype: float32, bfloat16, float16 (for trainable weights keep float32 and use mixed_precision)"""
+    mixed_precision: str = ""
+    """no | bf16 | fp16 (GPU only): autocast for every model forward, fp32 master weights, frozen weights in low
+    precision; '' = accelerate's setting (`accelerate launch --mixed_precision`), else no"""
     lora_r: int = 0
     """LoRA rank; 0 trains all weights (then each agent is a full copy beside one frozen reference)"""
     lora_alpha: int = 16
@@ -75,6 +78,8 @@ class RunConfig:
             raise ValueError(f"need save_every >= 0 and keep_checkpoints >= 1, got {self.save_every}, {self.keep_checkpoints}")
         if self.load_in_4bit and self.lora_r == 0:
             raise ValueError("load_in_4bit trains LoRA adapters on frozen 4-bit weights: set lora_r > 0")
+        if self.mixed_precision not in ("", "no", "bf16", "fp16"):
+            raise ValueError(f"mixed_precision must be '', no, bf16 or fp16, got {self.mixed_precision!r}")
         if self.log_with not in ("", "wandb"):
             raise ValueError(f"log_with must be '' or 'wandb', got {self.log_with!r}")
 

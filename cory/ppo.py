@@ -231,7 +231,8 @@ class PPOTrainer:
         with unwrap_model_for_generation(self.model, self.accelerator) as unwrapped:
             for start in range(0, len(query_tensors), batch_size):
                 ids, mask = left_pad(query_tensors[start : start + batch_size], self.pad_id)
-                out = unwrapped.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **gen_kwargs)
+                with self.accelerator.autocast():  # one region: autocast casts each weight once per call, not per token
+                    out = unwrapped.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **gen_kwargs)
                 responses += [truncate_after_eos(row, self.eos_ids) for row in out[:, ids.shape[1] :]]
         return responses
 
@@ -253,9 +254,11 @@ class PPOTrainer:
             for start in range(0, len(batch.responses), chunk):
                 rows = batch.rows(slice(start, start + chunk))
                 t0 = time.perf_counter()
-                logits, values = self.policy(rows.input_ids, rows.attention_mask, keep)
+                with self.accelerator.autocast():  # the same autocast as the training forward: ratio 1 at the start
+                    logits, values = self.policy(rows.input_ids, rows.attention_mask, keep)
                 t1 = time.perf_counter()
-                ref_logits = self.reference.logits(rows.input_ids, rows.attention_mask, keep)
+                with self.accelerator.autocast():
+                    ref_logits = self.reference.logits(rows.input_ids, rows.attention_mask, keep)
                 self.forward_seconds["policy"] += t1 - t0
                 self.forward_seconds["reference"] += time.perf_counter() - t1
                 logits, ref_logits = logits[:, :-1], ref_logits[:, :-1]
@@ -379,7 +382,8 @@ class PPOTrainer:
         mask = rows.response_mask.float()
         sync = self.accelerator.no_sync(self.model) if not last_micro else contextlib.nullcontext()
         with sync:
-            logits, vpreds = self.model(rows.input_ids, rows.attention_mask, keep)
+            with self.accelerator.autocast():  # the model only: log-softmax and losses below run in fp32
+                logits, vpreds = self.model(rows.input_ids, rows.attention_mask, keep)
             logits, vpreds = logits[:, :-1], vpreds[:, :-1]
             logprobs = selective_log_softmax(logits, rows.responses)
             pg_loss, pg_stats = policy_loss(logprobs, old_logprobs, advantages, mask, cfg.cliprange)
@@ -392,13 +396,17 @@ class PPOTrainer:
                 # DeepSpeed's engine divides by its own gradient_accumulation_steps (checked equal to ours)
                 self.accelerator.backward(loss if self.deepspeed else loss / cfg.gradient_accumulation_steps)
         if last_micro:
-            if not grads_finite(self.params):
+            scaled = self.accelerator.scaler is not None  # fp16: the grad scaler skips (and learns from) overflows
+            if not scaled and not grads_finite(self.params):
                 self.skipped_minibatches += 1  # leave the weights (and Adam's moments) untouched
             elif any(p.grad is not None for p in self.params):
                 if cfg.max_grad_norm is not None:
                     self.accelerator.clip_grad_norm_(self.params, cfg.max_grad_norm)
                 self.optimizer.step()
-                self._updates += 1
+                if scaled and self.optimizer.step_was_skipped:
+                    self.skipped_minibatches += 1
+                else:
+                    self._updates += 1
             self.optimizer.zero_grad()
         with torch.no_grad():
             entropy = masked_mean(entropy_from_logits(logits.detach()), mask)

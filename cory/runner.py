@@ -23,6 +23,7 @@ from cory.data import LengthSampler, PromptLoader
 from cory.eval.heldout import evaluate_agent
 from cory.models import load_tokenizer
 from cory.plots import plot_curves
+from cory.precision import resolve_mixed_precision
 from cory.ppo import mean_over_processes
 from cory.tracking import Tracker, read_metrics, summary_line
 
@@ -51,9 +52,11 @@ def setup(task: str, algorithm: str, description: str, sections: tuple[type, ...
     preset, raw = parse_args(task, description, sections, argv, algorithm)
     check_known_keys(raw, sections)
     built = {cls: build(cls, raw) for cls in sections}
-    run: RunConfig = built[RunConfig]
+    cuda = torch.cuda.is_available()
+    run = built[RunConfig] = dataclasses.replace(
+        built[RunConfig], mixed_precision=resolve_mixed_precision(built[RunConfig].mixed_precision, cuda, tqdm.write))
     run_dir = Path(run.output_dir) / (run.run_name or f"{task}-{algorithm}-{preset}-seed{run.seed}")
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())  # one accelerator owns every agent
+    accelerator = Accelerator(cpu=not cuda, mixed_precision=run.mixed_precision)  # one accelerator owns every agent
     set_seed(run.seed, device_specific=True)  # each process samples its own noise (process 0: plain seed)
     config = {"preset": preset, **{k: v for cls in sections for k, v in dataclasses.asdict(built[cls]).items()}}
     return Experiment(preset, config, built, run_dir, accelerator, load_tokenizer(run.model_name))
