@@ -14,12 +14,13 @@ from safetensors.torch import load_file
 from cory.agents import build_policies, load_policy_weights, write_policy
 from cory.checkpoint import MARKER, check_same_config, complete_checkpoints, find_checkpoint
 from cory.config import RunConfig
+from cory.precision import bf16_supported
 from tests.tiny import tiny_gpt2
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def command(assets, out, *extra):
+def run_command(assets, out, *extra):
     return [sys.executable, str(ROOT / "imdb_train" / "cory.py"), "--model_name", str(assets / "lm"),
             "--reward_model", str(assets / "classifier"), "--dataset_path", str(assets / "reviews.jsonl"),
             "--steps", "6", "--batch_size", "4", "--mini_batch_size", "2", "--ppo_epochs", "1", "--learning_rate", "1e-3",
@@ -31,11 +32,14 @@ def command(assets, out, *extra):
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
-def test_kill_and_resume_equals_an_uninterrupted_run(assets, tmp_path):
+@pytest.mark.parametrize("precision", ["no", pytest.param("bf16", marks=pytest.mark.skipif(
+    not bf16_supported(False), reason="this CPU has no native bf16"))])
+def test_kill_and_resume_equals_an_uninterrupted_run(assets, tmp_path, precision):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    subprocess.run(command(assets, straight), env=ENV, check=True, capture_output=True, timeout=600)
+    command = lambda out, *extra: run_command(assets, out, "--mixed_precision", precision, *extra)  # noqa: E731
+    subprocess.run(command(straight), env=ENV, check=True, capture_output=True, timeout=600)
 
-    proc = subprocess.Popen(command(assets, resumed), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(command(resumed), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     marker = resumed / "run" / "checkpoints" / "step-0000003" / MARKER
     deadline = time.time() + 600
     while not marker.exists() and proc.poll() is None and time.time() < deadline:
@@ -45,7 +49,7 @@ def test_kill_and_resume_equals_an_uninterrupted_run(assets, tmp_path):
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     assert not (resumed / "run" / "final").exists()
 
-    out = subprocess.run(command(assets, resumed, "--resume_from", "auto"), env=ENV, check=True, capture_output=True,
+    out = subprocess.run(command(resumed, "--resume_from", "auto"), env=ENV, check=True, capture_output=True,
                          text=True, timeout=600)
     assert "resumed from" in out.stderr + out.stdout
 
