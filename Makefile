@@ -3,7 +3,7 @@ PY := .venv/bin/python
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: venv assets demo demo-ppo demo-gsm8k eval-gsm8k compare bench test clean
+.PHONY: venv assets demo demo-ppo demo-gsm8k eval-gsm8k compare bench precision test clean
 
 venv: .venv/.installed
 .venv/.installed: requirements.txt offline-assets.txt pyproject.toml
@@ -36,9 +36,12 @@ eval-gsm8k: venv  ## pass@1 (greedy) of the untrained offline model on 200 GSM8K
 compare: assets  ## PPO vs CORY, 3 seeds, offline preset (about an hour): results/offline/{summary.md,curves.png,pareto.png}
 	$(PY) scripts/compare.py --preset offline
 
-bench: assets  ## step-time benchmark (CPU offline preset), full fine-tuning and LoRA; JSON in benchmarks/results
+bench: assets  ## step-time benchmark (CPU offline preset), fp32 and bf16 side by side, full fine-tuning and LoRA; JSON in benchmarks/results
 	$(PY) benchmarks/step_time.py --out benchmarks/results/step_time.json
 	$(PY) benchmarks/step_time.py --lora_r 16 --modes ppo cory swap --out benchmarks/results/step_time_lora.json
+
+precision: assets  ## PPO and CORY in fp32 and in bf16, same seed, 30 steps: results/precision/{summary.md,curves.png}
+	$(PY) scripts/precision_curves.py
 
 test: venv
 	$(PY) -m pytest

@@ -17,6 +17,8 @@ defaults = dict(
     min_review_chars=200,
     query_min_tokens=2,
     query_max_tokens=8,
+    # precision: bf16 autocast with fp32 master weights (every GPU the paper presets need has bf16)
+    mixed_precision="bf16",
     # sampling (the official code's settings)
     response_min_tokens=4,
     response_max_tokens=16,
@@ -60,5 +62,7 @@ presets = dict(
         mini_batch_size=16,
         ppo_epochs=1,  # two optimizer steps per PPO step: what a 2-core CPU affords in ~15 minutes
         learning_rate=5e-5,
+        # bf16 stays (inherited): on a CPU with avx512_bf16/AMX a step is ~2x faster and learns like fp32
+        # (results/precision); a CPU without native bf16 falls back to fp32 with one line
     ),
 )

@@ -8,6 +8,7 @@ renamed, so a crash leaves either the whole checkpoint or none; a directory with
 from __future__ import annotations
 
 import json
+import pickle
 import random
 import shutil
 from pathlib import Path
@@ -35,7 +36,11 @@ def complete_checkpoints(run_dir: Path) -> list[Path]:
 
 
 def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every global RNG, as tensors and plain types only (what `torch.load(weights_only=True)` accepts)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    numpy_state = {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                   "has_gauss": int(has_gauss), "gauss": float(gauss)}
+    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -43,7 +48,8 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -94,7 +100,11 @@ def load_checkpoint(path: Path, algorithm, config: dict) -> dict:
     (`steps_done`, `loop`, `rng`); the caller restores the RNGs last, once everything is built."""
     path = Path(path)
     check_same_config(json.loads((path / "config.json").read_text()), config)
-    state = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
+    try:  # weights_only: a shared checkpoint can hold tensors and plain values, never code to run
+        state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise ValueError(f"{path / 'state.pt'} holds more than tensors and plain values (refused, nothing was run): "
+                         f"{str(error).splitlines()[0]}") from None
     for name, trainer, agent_state in zip(algorithm.names, algorithm.agents, state["agents"]):
         load_policy_weights(trainer.policy, path / name)
         trainer.load_state_dict(agent_state)

@@ -27,7 +27,7 @@ def args(assets, out, per_process_batch):
             str(assets / "reviews.jsonl"), "--steps", "2", "--swap_freq", "1", "--batch_size", str(per_process_batch),
             "--mini_batch_size", str(per_process_batch), "--ppo_epochs", "1", "--learning_rate", "1e-3",
             "--do_sample", "false", "--query_min_tokens", "4", "--query_max_tokens", "4", "--response_min_tokens", "3",
-            "--response_max_tokens", "3", "--output_dir", str(out), "--run_name", "run"]
+            "--response_max_tokens", "3", "--output_dir", str(out), "--run_name", "run", "--mixed_precision", "no"]
 
 
 def test_two_processes_equal_one_with_the_same_global_batch(assets, tmp_path):

@@ -116,3 +116,39 @@ def test_saved_lora_agent_loads_alone_for_evaluation(tmp_path, tokenizer):
         expected, _ = b(ids, mask, 5)
         torch.testing.assert_close(lm(ids, attention_mask=mask).logits, expected, atol=1e-4, rtol=1e-4)
     assert tok.eos_token == tokenizer.eos_token
+
+
+class _RunsCode:
+    """A pickle payload that would create a file when unpickled."""
+
+    def __init__(self, target):
+        self.target = str(target)
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.target),))
+
+
+def test_a_checkpoint_with_pickled_code_is_refused_without_running_it(tmp_path):
+    from cory.checkpoint import load_checkpoint
+
+    checkpoint = tmp_path / "step-0000001"
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text("{}")
+    ran = tmp_path / "payload-ran"
+    torch.save({"steps_done": 1, "agents": [], "evil": _RunsCode(ran)}, checkpoint / "state.pt")
+    with pytest.raises(ValueError, match="refused, nothing was run"):
+        load_checkpoint(checkpoint, algorithm=None, config={})
+    assert not ran.exists()
+
+
+def test_rng_state_round_trips_through_a_weights_only_load(tmp_path):
+    import random
+
+    import numpy as np
+
+    from cory.checkpoint import rng_state, set_rng_state
+
+    torch.save(rng_state(), tmp_path / "rng.pt")
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected

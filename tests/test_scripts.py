@@ -7,7 +7,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMON = ["--steps", "2", "--batch_size", "4", "--mini_batch_size", "2", "--ppo_epochs", "1", "--response_min_tokens", "2",
-          "--response_max_tokens", "3", "--run_name", "run"]
+          "--response_max_tokens", "3", "--run_name", "run", "--mixed_precision", "no"]  # in-process: accelerate's state is fp32
 
 
 def run_script(path: str, argv: list[str]) -> dict:
