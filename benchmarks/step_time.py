@@ -96,12 +96,27 @@ def phases(rows: list[dict], prefixes: list[str]) -> dict:
             "ppo_update": total("time/ppo/optimize_step"), "step": median(rows, "time/step")}
 
 
-def worker(args) -> dict:
-    from cory.cory import CORY, CORYConfig, roles_at
+def step_setup(mode: str, args, run, ppo, imdb, accelerator, tokenizer, IMDBTask):
+    """(algorithm, prompts, generation kwargs) for a full-step mode: PPO, CORY, or one of their variants."""
+    from cory.cory import CORY, CORYConfig
     from cory.single import SinglePPO
 
-    run, ppo, imdb, accelerator, tokenizer, IMDBTask = build(args)
+    task = IMDBTask(imdb, tokenizer, run.seed, accelerator.device)
+    prompts = [p for p in task.prompts("train") if len(p.input_ids) == args.query_tokens]
+    two = mode.startswith("cory")
+    agents = trainers(run, ppo, accelerator, tokenizer, 2 if two else 1)
+    cory_config = CORYConfig(knowledge_transfer=mode == "cory")
+    algorithm = CORY(cory_config, agents, tokenizer, task) if two else SinglePPO(agents[0], tokenizer, task)
+    if mode == "ppo_observer":
+        prompts = observer_shaped(prompts, cory_config, tokenizer, args.response_tokens, agents[0].eos_ids)
     gen = dict(do_sample=True, top_k=0, top_p=1.0, max_new_tokens=args.response_tokens, min_new_tokens=args.response_tokens)
+    return algorithm, prompts, gen
+
+
+def worker(args) -> dict:
+    from cory.cory import roles_at
+
+    run, ppo, imdb, accelerator, tokenizer, IMDBTask = build(args)
     result = {"mode": args.worker, "mixed_precision": run.mixed_precision, "device": str(accelerator.device),
               "threads": torch.get_num_threads()}
 
@@ -125,14 +140,8 @@ def worker(args) -> dict:
         result["swap_official_reload"] = official_swap_seconds(agents, tokenizer, run, ppo, accelerator)
 
     else:
-        task = IMDBTask(imdb, tokenizer, run.seed, accelerator.device)
-        prompts = [p for p in task.prompts("train") if len(p.input_ids) == args.query_tokens]
-        two = args.worker.startswith("cory")
-        agents = trainers(run, ppo, accelerator, tokenizer, 2 if two else 1)
-        cory_config = CORYConfig(knowledge_transfer=args.worker == "cory")
-        algorithm = CORY(cory_config, agents, tokenizer, task) if two else SinglePPO(agents[0], tokenizer, task)
-        if args.worker == "ppo_observer":
-            prompts = observer_shaped(prompts, cory_config, tokenizer, args.response_tokens, agents[0].eos_ids)
+        algorithm, prompts, gen = step_setup(args.worker, args, run, ppo, imdb, accelerator, tokenizer, IMDBTask)
+        agents, two = algorithm.agents, args.worker.startswith("cory")
 
         def step(i):
             t0 = time.perf_counter()
@@ -164,8 +173,8 @@ def machine() -> dict:
     """What the numbers were measured on, and how busy it was when the benchmark started."""
     from cory.precision import bf16_supported
 
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), platform.processor())
     info = {"cpu": model, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "native_bf16": bf16_supported(torch.cuda.is_available()), "load_average_at_start": os.getloadavg()[0]}
     if torch.cuda.is_available():
@@ -199,11 +208,10 @@ def official_swap_seconds(agents, tokenizer, run, ppo, accelerator) -> float:
 def run_modes(args) -> dict:
     """Each (mode, precision) in a fresh process; the parent collects, compares, prints and writes."""
     results = {}
-    passed = [a for a in sys.argv[1:]]
     for precision in args.precisions:
         label = PRECISION_LABEL[precision]
         for mode in args.modes:
-            argv = [sys.executable, __file__, "--worker", mode, "--mixed_precision", precision] + passed
+            argv = [sys.executable, __file__, "--worker", mode, "--mixed_precision", precision] + sys.argv[1:]
             out = subprocess.run(argv, capture_output=True, text=True)
             if out.returncode != 0:
                 raise RuntimeError(f"benchmark mode {mode} ({label}) failed:\n{out.stderr[-3000:]}")
@@ -251,8 +259,8 @@ def print_table(summary: dict) -> None:
             print(f"| {key} | {value:.4f} |")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_setup_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags that decide what is built and at which shapes (shared with benchmarks/profile_step.py)."""
     parser.add_argument("--preset", default="offline", help="preset of configs/imdb.py")
     parser.add_argument("--model_name", default="")
     parser.add_argument("--reward_model", default="")
@@ -264,6 +272,11 @@ def main() -> None:
     parser.add_argument("--response_tokens", type=int, default=16)
     parser.add_argument("--lora_r", type=int, default=0)
     parser.add_argument("--warmup", type=int, default=1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_setup_arguments(parser)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     parser.add_argument("--precisions", nargs="+", default=["no", "bf16"], choices=list(PRECISION_LABEL))

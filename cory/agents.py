@@ -11,7 +11,7 @@ from cory.config import RunConfig
 from cory.models import load_causal_lm
 from cory.paths import atomic_directory
 from cory.policy import FrozenReference, ValueHeadPolicy
-from cory.precision import cast_frozen_linear_weights, low_precision_dtype
+from cory.precision import low_precision_dtype
 
 AGENT_NAMES = ("agent_a", "agent_b")
 
@@ -26,13 +26,10 @@ def build_policies(run: RunConfig, n_agents: int, device) -> tuple[list[ValueHea
     """
     base = load_causal_lm(run.model_name, run.dtype, device, run.load_in_4bit)
     names = AGENT_NAMES[:n_agents] if n_agents > 1 else (AGENT_NAMES[0],)
-    frozen_dtype = low_precision_dtype(run.mixed_precision)
+    frozen_dtype = None if run.load_in_4bit else low_precision_dtype(run.mixed_precision)  # 4-bit stays 4-bit
     if run.lora_r == 0:
         policies = [ValueHeadPolicy(copy.deepcopy(base)).to(device) for _ in names]
-        reference = FrozenReference(base)
-        if frozen_dtype is not None:
-            cast_frozen_linear_weights(base, frozen_dtype)
-        return policies, reference
+        return policies, FrozenReference(base, store_dtype=frozen_dtype)
     from peft import LoraConfig, get_peft_model
 
     targets = run.lora_target_modules
@@ -46,10 +43,8 @@ def build_policies(run: RunConfig, n_agents: int, device) -> tuple[list[ValueHea
     peft_model = get_peft_model(base, lora, adapter_name=names[0])
     for name in names[1:]:
         peft_model.add_adapter(name, lora)
-    if frozen_dtype is not None and not run.load_in_4bit:
-        cast_frozen_linear_weights(peft_model, frozen_dtype)
     policies = [ValueHeadPolicy(peft_model, adapter_name=name).to(device) for name in names]
-    return policies, FrozenReference(peft_model, disable_adapters=True)
+    return policies, FrozenReference(peft_model, disable_adapters=True, store_dtype=frozen_dtype)
 
 
 def write_policy(policy: ValueHeadPolicy, tokenizer, directory: Path) -> None:

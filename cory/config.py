@@ -11,6 +11,8 @@ import importlib.util
 import typing
 from pathlib import Path
 
+from cory.precision import MODES as PRECISION_MODES
+
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
@@ -78,8 +80,8 @@ class RunConfig:
             raise ValueError(f"need save_every >= 0 and keep_checkpoints >= 1, got {self.save_every}, {self.keep_checkpoints}")
         if self.load_in_4bit and self.lora_r == 0:
             raise ValueError("load_in_4bit trains LoRA adapters on frozen 4-bit weights: set lora_r > 0")
-        if self.mixed_precision not in ("", "no", "bf16", "fp16"):
-            raise ValueError(f"mixed_precision must be '', no, bf16 or fp16, got {self.mixed_precision!r}")
+        if self.mixed_precision not in ("", *PRECISION_MODES):
+            raise ValueError(f"mixed_precision must be '' or one of {PRECISION_MODES}, got {self.mixed_precision!r}")
         if self.log_with not in ("", "wandb"):
             raise ValueError(f"log_with must be '' or 'wandb', got {self.log_with!r}")
 

@@ -6,6 +6,8 @@ import contextlib
 import torch
 from torch import nn
 
+from cory.precision import cast_frozen_linear_weights
+
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """Positions that count only real tokens, so a left-padded row is computed as if alone.
@@ -83,15 +85,21 @@ class ValueHeadPolicy(nn.Module):
 
 
 class FrozenReference:
-    """The frozen pre-trained model: its own copy, or a peft model with its adapters disabled."""
+    """The frozen pre-trained model: its own copy, or a peft model with its adapters disabled.
 
-    def __init__(self, lm: nn.Module, disable_adapters: bool = False):
+    `store_dtype` (mixed precision): its frozen linear weights are kept in that dtype (with LoRA: the base the
+    agents share), which under autocast gives bit-identical logits without a cast per op.
+    """
+
+    def __init__(self, lm: nn.Module, disable_adapters: bool = False, store_dtype: torch.dtype | None = None):
         self.lm = lm
         self.disable_adapters = disable_adapters
         self.deepspeed_ready = False
         if not disable_adapters:
             lm.eval()
             lm.requires_grad_(False)
+        if store_dtype is not None:
+            cast_frozen_linear_weights(lm, store_dtype)
 
     def prepare_for_deepspeed(self, accelerator) -> None:
         """ZeRO-3 shards every engine's weights: a separate reference gets its own inference engine (once).

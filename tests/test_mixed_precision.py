@@ -14,7 +14,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from cory import precision
 from cory.policy import FrozenReference, ValueHeadPolicy
 from cory.ppo import PPOConfig, PPOTrainer
-from cory.precision import cast_frozen_linear_weights, resolve_mixed_precision
+from cory.precision import resolve_mixed_precision
 from tests.test_ppo_trainer import batch, learn_target_token
 from tests.tiny import tiny_gpt2
 
@@ -72,8 +72,7 @@ def test_fp16_on_cpu_stops_the_script_before_any_model_loads(tmp_path):
 def test_frozen_bf16_weights_give_bit_identical_autocast_logits(make):
     policy_lm = make()
     frozen = copy.deepcopy(policy_lm)
-    reference = FrozenReference(frozen)
-    cast_frozen_linear_weights(frozen, torch.bfloat16)
+    reference = FrozenReference(frozen, store_dtype=torch.bfloat16)
     head, embedding = frozen.get_output_embeddings(), frozen.get_input_embeddings()
     assert head.weight.dtype == torch.bfloat16 and embedding.weight.dtype == torch.float32  # a tied head is untied
     assert all(p.dtype == torch.float32 for p in policy_lm.parameters())  # the trainable copy is untouched
@@ -89,9 +88,7 @@ def test_frozen_bf16_weights_give_bit_identical_autocast_logits(make):
 @needs_bf16
 def test_bf16_first_minibatch_ratio_is_one_and_the_master_weights_stay_fp32(tokenizer, bf16_accelerator):
     config = PPOConfig(batch_size=4, mini_batch_size=2, ppo_epochs=2, learning_rate=1e-3)
-    frozen = tiny_gpt2(seed=1)
-    reference = FrozenReference(frozen)
-    cast_frozen_linear_weights(frozen, torch.bfloat16)
+    reference = FrozenReference(tiny_gpt2(seed=1), store_dtype=torch.bfloat16)
     trainer = PPOTrainer(config, ValueHeadPolicy(tiny_gpt2()), reference, tokenizer, bf16_accelerator)
     seen = []
     train_minibatch = trainer._train_minibatch
@@ -112,9 +109,7 @@ def test_bf16_exact_kl_is_zero_while_policy_and_reference_are_equal(tokenizer, b
     from cory.ppo import Rollout
 
     lm = tiny_gpt2()
-    frozen = copy.deepcopy(lm)
-    reference = FrozenReference(frozen)
-    cast_frozen_linear_weights(frozen, torch.bfloat16)
+    reference = FrozenReference(copy.deepcopy(lm), store_dtype=torch.bfloat16)
     trainer = PPOTrainer(PPOConfig(batch_size=4, mini_batch_size=2), ValueHeadPolicy(lm), reference, tokenizer, bf16_accelerator)
     scored = trainer.score_rollout(Rollout.from_lists(*batch()[:2], pad_id=50256, device="cpu"))
     assert torch.equal(scored["logprobs"], scored["ref_logprobs"])
