@@ -3,7 +3,7 @@ PY := .venv/bin/python
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: venv assets demo demo-ppo demo-gsm8k eval-gsm8k compare bench precision test clean
+.PHONY: venv assets demo demo-ppo demo-gsm8k eval-gsm8k compare sweep bench precision test clean
 
 venv: .venv/.installed
 .venv/.installed: requirements.txt offline-assets.txt pyproject.toml
@@ -33,8 +33,11 @@ eval-gsm8k: venv  ## pass@1 (greedy) of the untrained offline model on 200 GSM8K
 	$(PY) -m cory.assets smollm2
 	$(PY) -m cory.eval.gsm8k --model smollm2-135m-instruct --dataset_path ../shared/data/gsm8k/test.jsonl --n_problems 200 --use_chat_template --out runs/gsm8k-eval-untrained.json
 
-compare: assets  ## PPO vs CORY, 3 seeds, offline preset (about an hour): results/offline/{summary.md,curves.png,pareto.png}
+compare: assets  ## PPO vs CORY, 3 seeds x 60 steps, offline preset (resumable): results/imdb/{summary.md,curves.png,pareto.png}
 	$(PY) scripts/compare.py --preset offline
+
+sweep: assets  ## compare + the KL-robustness sweep (fixed KL coefficient 0.05 and 0, 2 seeds each): results/imdb/sweep.png
+	$(PY) scripts/compare.py --preset offline --sweep init_kl_coef=0.05,adap_kl_ctrl=false init_kl_coef=0,adap_kl_ctrl=false
 
 bench: assets  ## step-time benchmark (CPU offline preset), fp32 and bf16 side by side, full fine-tuning and LoRA; JSON in benchmarks/results
 	$(PY) benchmarks/step_time.py --out benchmarks/results/step_time.json

@@ -102,6 +102,15 @@ class CORY:
         self.config, self.agents, self.tokenizer, self.task = config, agents, tokenizer, task
         self.template = task.wrap_template(config.observer_template)
 
+    def observer_queries(self, observer: PPOTrainer, prompts: list[Prompt], queries: list[torch.Tensor],
+                         pioneer_responses: list[torch.Tensor], max_new_tokens: int) -> tuple[list[torch.Tensor], int]:
+        """What the observer sees (the template around x and y1, or x alone without knowledge transfer),
+        cut to its context; returns (queries, number cut)."""
+        if self.config.knowledge_transfer:
+            eos_ids = set().union(*(agent.eos_ids for agent in self.agents))
+            queries = observer_prompts(self.template, prompts, pioneer_responses, self.tokenizer, eos_ids)
+        return observer.fit_to_context(queries, max_new_tokens)
+
     def step(self, step: int, prompts: list[Prompt], gen_kwargs: dict) -> tuple[dict, list[dict]]:
         """One CORY iteration on a batch of prompts; returns (stats, samples)."""
         cfg = self.config
@@ -114,11 +123,7 @@ class CORY:
         queries, cut_pioneer = pioneer.fit_to_context([x.input_ids for x in prompts], gen_kwargs["max_new_tokens"])
         pioneer_responses = pioneer.generate(queries, **gen_kwargs)
         # 2. knowledge transfer: the observer answers a prompt holding the query and the pioneer's answer
-        if cfg.knowledge_transfer:
-            obs_queries = observer_prompts(self.template, prompts, pioneer_responses, self.tokenizer, pioneer.eos_ids)
-        else:
-            obs_queries = queries
-        obs_queries, cut_observer = observer.fit_to_context(obs_queries, gen_kwargs["max_new_tokens"])
+        obs_queries, cut_observer = self.observer_queries(observer, prompts, queries, pioneer_responses, gen_kwargs["max_new_tokens"])
         observer_responses = observer.generate(obs_queries, **gen_kwargs)
         t_gen = time.perf_counter()
 

@@ -58,20 +58,39 @@ def plot_mean_std(series: dict[str, dict[int, list[float]]], panels: dict[str, s
     return _save(fig, path, title)
 
 
-def plot_pareto(points: dict[str, list[tuple[float, float, int]]], path: Path, title: str = "") -> Path:
-    """Task reward vs KL, one point per (run, evaluation); the last evaluation of each run is drawn larger."""
+def plot_trajectories(series: dict[str, dict[str, dict[int, list[float]]]], x: str, y: str, path: Path, title: str = "") -> Path:
+    """One trajectory per curve in the (x, y) plane: the mean over seeds at each step, in step order, the
+    last point drawn large (the paper's reward-KL plane)."""
     fig, ax = plt.subplots(figsize=(5.5, 4.2))
-    for curve, pts in points.items():
-        if not pts:
+    for curve, metrics in series.items():
+        steps = sorted(set(metrics.get(x, {})) & set(metrics.get(y, {})))
+        if not steps:
             continue
-        kl, reward, final = zip(*pts)
-        line = ax.scatter(kl, reward, s=12, alpha=0.5, label=curve)
-        ends = [(k, r) for k, r, f in pts if f]
-        if ends:
-            ax.scatter(*zip(*ends), s=60, color=line.get_facecolor()[0], edgecolors="black")
-    ax.set_xlabel("KL(pi || pi_ref), exact, summed over the response")
-    ax.set_ylabel("held-out task reward")
+        xs, ys = [np.mean(metrics[x][s]) for s in steps], [np.mean(metrics[y][s]) for s in steps]
+        (line,) = ax.plot(xs, ys, marker="o", ms=3, label=curve)
+        ax.scatter(xs[-1:], ys[-1:], s=80, color=line.get_color(), edgecolors="black", zorder=3)
+    ax.set_xlabel("KL(pi || pi_ref), exact, summed over the response" if x == "kl_exact" else x)
+    ax.set_ylabel("held-out task reward" if y == "reward_mean" else y)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title(title or "reward vs KL (large: end of training)")
+    ax.set_title(title, fontsize=9)
     return _save(fig, path, "")
+
+
+def plot_grid(grid: dict[str, dict[str, dict[str, dict[int, list[float]]]]], rows: dict[str, str], path: Path, title: str = "") -> Path:
+    """A panel per (metric, setting): `grid[setting]` is a `plot_mean_std` series; `rows` maps metric -> row title."""
+    fig, axes = plt.subplots(len(rows), len(grid), figsize=(4.2 * len(grid), 3.0 * len(rows)), squeeze=False)
+    for col, (setting, series) in enumerate(grid.items()):
+        for row, (metric, label) in enumerate(rows.items()):
+            ax = axes[row][col]
+            for curve, metrics in series.items():
+                by_step = metrics.get(metric, {})
+                steps = sorted(by_step)
+                if steps:
+                    mean = np.array([np.mean(by_step[s]) for s in steps])
+                    std = np.array([np.std(by_step[s]) for s in steps])
+                    ax.plot(steps, mean, marker="o", ms=2, label=curve)
+                    ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
+            _decorate(ax, f"{setting}: {label}" if row == 0 else label)
+            ax.title.set_fontsize(8)
+    return _save(fig, path, title)

@@ -21,6 +21,7 @@ from cory.checkpoint import find_checkpoint, load_checkpoint, rng_state, save_ch
 from cory.config import RunConfig, build, check_known_keys, parse_args
 from cory.data import LengthSampler, PromptLoader
 from cory.eval.heldout import evaluate_agent
+from cory.eval.roles import evaluate_observer_roles
 from cory.models import load_tokenizer
 from cory.plots import plot_curves
 from cory.precision import resolve_mixed_precision
@@ -138,10 +139,17 @@ def held_out_prompts(task, n: int) -> list:
 
 
 def evaluate_all(algorithm, task, prompts, run: RunConfig, tracker: Tracker, steps_done: int) -> None:
-    """Each agent alone on the held-out prompts (a CORY agent answers x without the other's response)."""
+    """Each agent alone on the held-out prompts (a CORY agent answers x without the other's response); before
+    and after training, each CORY agent also as observer of the other's and of its own answer."""
     gen = run.generation_kwargs(run.response_max_tokens)
+    alone = {}
     for name, agent in zip(algorithm.names, algorithm.agents):  # every process runs it (ZeRO-3 gathers weights to generate)
-        result = evaluate_agent(agent, task, prompts, gen, seed=run.seed)
-        tracker.log_eval(steps_done, name, result)
+        alone[name] = evaluate_agent(agent, task, prompts, gen, seed=run.seed)
+        tracker.log_eval(steps_done, name, alone[name])
         if tracker.enabled:
-            tqdm.write(f"eval after {steps_done} steps, {name}: " + summary_line(result["metrics"], EVAL_CONSOLE))
+            tqdm.write(f"eval after {steps_done} steps, {name}: " + summary_line(alone[name]["metrics"], EVAL_CONSOLE))
+    if hasattr(algorithm, "observer_queries") and steps_done in (0, run.steps):
+        for (name, role), result in evaluate_observer_roles(algorithm, prompts, gen, alone, seed=run.seed).items():
+            tracker.log_eval(steps_done, name, result, role=role)
+            if tracker.enabled:
+                tqdm.write(f"eval after {steps_done} steps, {name} as {role}: " + summary_line(result["metrics"], EVAL_CONSOLE))

@@ -52,16 +52,18 @@ class Tracker:
                 payload["samples"] = wandb.Table(columns=columns, data=[[s[c] for c in columns] for s in samples])
             self.wandb.log(payload, step=step)
 
-    def log_eval(self, steps_done: int, agent: str, evaluation: dict) -> None:
-        """One held-out evaluation of one agent after `steps_done` steps, to eval.jsonl (and wandb as eval/<agent>/...)."""
+    def log_eval(self, steps_done: int, agent: str, evaluation: dict, role: str = "alone") -> None:
+        """One held-out evaluation of one agent in one role after `steps_done` steps, to eval.jsonl
+        (with its per-prompt values) and to wandb as eval/<agent>/... (eval/<agent>/<role>/... for other roles)."""
         if not self.enabled:
             return
-        row = {"step": steps_done, "agent": agent, **{k: _clean(v) for k, v in evaluation["metrics"].items()},
-               "samples": evaluation["samples"]}
+        row = {"step": steps_done, "agent": agent, "role": role, **{k: _clean(v) for k, v in evaluation["metrics"].items()},
+               "samples": evaluation["samples"], "per_prompt": evaluation.get("per_prompt")}
         with open(self.eval_path, "a") as f:
             f.write(json.dumps(row) + "\n")
         if self.wandb is not None:
-            self.wandb.log({f"eval/{agent}/{k}": v for k, v in evaluation["metrics"].items()}, step=steps_done)
+            prefix = f"eval/{agent}/" if role == "alone" else f"eval/{agent}/{role}/"
+            self.wandb.log({prefix + k: v for k, v in evaluation["metrics"].items()}, step=steps_done)
 
     def close(self) -> None:
         if self.wandb is not None:

@@ -65,7 +65,12 @@ def test_kill_and_resume_equals_an_uninterrupted_run(assets, tmp_path, precision
         assert [r[key] for r in rows[0]] == [r[key] for r in rows[1]], key
     assert [c.name for c in complete_checkpoints(resumed / "run")] == ["step-0000003", "step-0000006"]
     evals = [[json.loads(line) for line in (d / "run" / "eval.jsonl").read_text().splitlines()] for d in (straight, resumed)]
-    assert [(r["step"], r["agent"]) for r in evals[1]] == [(s, a) for s in (0, 3, 6) for a in ("agent_a", "agent_b")]
+    agents, observer_roles = ("agent_a", "agent_b"), ("observer_of_other", "observer_of_self")
+    expected = []
+    for step in (0, 3, 6):  # each agent alone at every evaluation; both observer roles before and after training
+        expected += [(step, a, "alone") for a in agents]
+        expected += [(step, a, r) for a in agents for r in observer_roles] if step in (0, 6) else []
+    assert [(r["step"], r["agent"], r["role"]) for r in evals[1]] == expected  # none twice after the resume
     assert [r["reward_mean"] for r in evals[0]] == [r["reward_mean"] for r in evals[1]]
 
 

@@ -50,3 +50,30 @@ def test_bad_input_fails_before_training(argv, error, message, assets, tmp_path)
     with pytest.raises(error, match=message):
         run_script("imdb_train/cory.py", base + argv)
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_compare_runs_both_methods_in_parallel_then_reports(assets, tmp_path):
+    """Two runs at once as subprocesses; a second call trains nothing and only rebuilds the report."""
+    compare = runpy.run_path(str(ROOT / "scripts" / "compare.py"))["main"]
+    argv = ["--results_dir", str(tmp_path), "--name", "tiny", "--seeds", "0", "--steps", "2", "--eval_every", "1",
+            "--eval_prompts", "3", "--jobs", "2", "--model_name", str(assets / "lm"), "--eval_dataset_path",
+            str(assets / "reviews.jsonl"), *COMMON[2:-4], "--mixed_precision", "no", *task_args("imdb", assets)]
+    compare(argv)
+    out = tmp_path / "tiny"
+    for run in ("ppo-seed0", "cory-seed0"):
+        run_dir = out / "runs" / "default" / run
+        assert (run_dir / "final").is_dir() and not (run_dir / "checkpoints").exists()  # finished: checkpoints dropped
+    rows = [json.loads(line) for line in (out / "runs" / "default" / "cory-seed0" / "eval.jsonl").read_text().splitlines()]
+    assert {(r["step"], r["role"]) for r in rows} >= {(0, "observer_of_other"), (2, "observer_of_self"), (1, "alone")}
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["comparison"] for r in summary["paired"]] == ["CORY agent A - PPO", "CORY agent B - PPO"]
+    walls = (out / "wall_seconds.json").read_text()
+    compare(argv)  # nothing left to train
+    assert (out / "wall_seconds.json").read_text() == walls and (out / "curves.png").stat().st_size > 0
+
+
+def test_compare_refuses_a_malformed_sweep_setting(tmp_path):
+    compare = runpy.run_path(str(ROOT / "scripts" / "compare.py"))["main"]
+    with pytest.raises(SystemExit, match="key=value"):
+        compare(["--results_dir", str(tmp_path), "--sweep", "init_kl_coef"])
+    assert not (tmp_path / "imdb" / "runs").exists()

@@ -1,8 +1,9 @@
-"""Held-out evaluation of one policy alone: task reward, drift from the reference, and their trade-off.
+"""Held-out evaluation of one policy: task reward, drift from the reference, and their trade-off.
 
 For a fixed set of held-out prompts and a fixed sampling seed: mean/std task reward; KL(pi || pi_ref) summed
 over response tokens, exact over the vocabulary (the paper's measure) and as the sampled log-ratio; the paper's
-combined reward r_c = r - eta * KL for a few eta; response length; distinct-1/2; a few samples. Sampling runs
+combined reward r_c = r - eta * KL for a few eta; response length; distinct-1/2; a few samples; and the
+per-prompt values (reward, KL, length, response ids) that paired confidence intervals need. Sampling runs
 under a forked RNG, so evaluating during training does not change the training run.
 """
 from __future__ import annotations
@@ -24,9 +25,14 @@ def distinct_n(responses: list[list[int]], n: int) -> float:
 
 @torch.no_grad()
 def evaluate_agent(trainer: PPOTrainer, task: Task, prompts: list[Prompt], gen_kwargs: dict, seed: int = 0,
-                   batch_size: int = 64, etas=ETAS, n_samples: int = 3) -> dict:
-    """Sample one response per held-out prompt from `trainer`'s policy alone and measure it."""
-    queries = [p.input_ids for p in prompts]
+                   batch_size: int = 64, etas=ETAS, n_samples: int = 3, queries: list[torch.Tensor] | None = None) -> dict:
+    """Sample one response per held-out prompt from `trainer`'s policy and measure it.
+
+    By default the policy answers each prompt alone; `queries` (e.g. observer prompts holding another
+    response) replace what it sees, while the reward still scores prompt text + response, as in training,
+    and the KL compares policy and reference on the same queries.
+    """
+    queries = [p.input_ids for p in prompts] if queries is None else queries
     with torch.random.fork_rng(devices=[trainer.device] if trainer.device.type == "cuda" else []):
         torch.manual_seed(seed)
         responses = trainer.generate(queries, batch_size=batch_size, **gen_kwargs)
@@ -41,6 +47,8 @@ def evaluate_agent(trainer: PPOTrainer, task: Task, prompts: list[Prompt], gen_k
         kl_sampled.append(((scored["logprobs"] - scored["ref_logprobs"]) * mask).sum(-1).cpu())
     kl_exact, kl_sampled = torch.cat(kl_exact), torch.cat(kl_sampled)
     tokens = [r.tolist() for r in responses]
+    per_prompt = {"reward": [_finite_or_none(v) for v in rewards.tolist()], "kl_exact": kl_exact.tolist(),
+                  "response_len": [len(t) for t in tokens], "response_ids": tokens, "response_text": texts}
     result = {
         "reward_mean": rewards.nanmean().item(),
         "reward_std": float(np.nanstd(rewards.numpy())),
@@ -55,4 +63,8 @@ def evaluate_agent(trainer: PPOTrainer, task: Task, prompts: list[Prompt], gen_k
     for eta in etas:
         result[f"combined_eta{eta:g}"] = result["reward_mean"] - eta * result["kl_exact"]
     samples = [{"query": p.text, "response": t, "reward": r} for p, t, r in zip(prompts[:n_samples], texts, rewards.tolist())]
-    return {"metrics": result, "samples": samples}
+    return {"metrics": result, "samples": samples, "per_prompt": per_prompt, "responses": responses}
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if np.isfinite(value) else None

@@ -1,0 +1,43 @@
+"""Paired bootstrap confidence intervals for "method B minus method A" over seeds and prompts.
+
+Both methods are evaluated on the same held-out prompts with the same seeds, so the design is crossed:
+values[s][i] is seed s on prompt i. A bootstrap replicate draws seeds with replacement and, independently,
+prompts with replacement, and evaluates the statistic on that (seeds x prompts) selection of each method;
+the difference is paired because both methods get the same selection. This captures both sources of noise
+(training seeds and the finite prompt set), which a CI over seeds alone (3 values) or prompts alone hides.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+
+def paired_difference_ci(a: Sequence[Sequence], b: Sequence[Sequence], statistic: Callable[[list], float] = np.mean,
+                         n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> dict[str, float]:
+    """Point estimate and percentile CI of statistic(b) - statistic(a); a and b are [seeds][prompts] of
+    per-prompt values (numbers for a mean, any object for another statistic, e.g. response ids for distinct-n)."""
+    a, b = _matrix(a), _matrix(b)
+    if a.shape != b.shape:
+        raise ValueError(f"paired values need the same seeds x prompts, got {a.shape} and {b.shape}")
+    n_seeds, n_prompts = a.shape
+    rng = np.random.default_rng(seed)
+    diffs = np.empty(n_boot)
+    for k in range(n_boot):
+        rows, cols = rng.integers(0, n_seeds, n_seeds), rng.integers(0, n_prompts, n_prompts)
+        pick = np.ix_(rows, cols)
+        diffs[k] = statistic(list(b[pick].ravel())) - statistic(list(a[pick].ravel()))
+    alpha = (1 - level) / 2
+    low, high = np.quantile(diffs, [alpha, 1 - alpha])
+    return {"diff": float(statistic(list(b.ravel())) - statistic(list(a.ravel()))), "low": float(low), "high": float(high)}
+
+
+def _matrix(values) -> np.ndarray:
+    rows = list(values)
+    if len({len(r) for r in rows}) > 1:
+        raise ValueError("every seed needs the same number of prompts")
+    out = np.empty((len(rows), len(rows[0]) if rows else 0), dtype=object)
+    for s, row in enumerate(rows):
+        for i, value in enumerate(row):
+            out[s, i] = value
+    return out

@@ -1,0 +1,257 @@
+"""The PPO-vs-CORY report from the runs' eval.jsonl: final tables per seed, paired CIs, roles, sweep, plots.
+
+Every number comes from the held-out evaluations the runs logged (fixed prompts, fixed sampling seed), so
+the report can be rebuilt at any time from the run directories. Per-prompt values give paired bootstrap CIs
+over seeds and prompts (`cory.eval.bootstrap`). The second judge of positivity is VADER (a lexicon and rules,
+Hutto & Gilbert 2014), independent of the reward model: a policy that raises the reward model's score while
+VADER's falls is exploiting the reward model, not writing more positive text.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from cory.eval.bootstrap import paired_difference_ci
+from cory.eval.heldout import ETAS, distinct_n
+from cory.paths import atomic_file
+from cory.plots import plot_grid, plot_mean_std, plot_trajectories
+
+CURVES = {("ppo", "policy"): "PPO", ("cory", "agent_a"): "CORY agent A", ("cory", "agent_b"): "CORY agent B"}
+ETA_PLOT = 0.05
+METRICS = ("reward_mean", "kl_exact", *[f"combined_eta{e:g}" for e in ETAS], "distinct_1", "distinct_2", "response_len", "judge_vader")
+SHORT = {"reward_mean": "reward", "kl_exact": "KL", "response_len": "length", "judge_vader": "VADER"}
+DEGENERATE_FRACTION = 0.5
+"""collapse (degenerate text): final distinct-2 below this fraction of the untrained model's"""
+HACKED_SE = 2.0
+"""collapse (reward hacking): the reward rose since step 0 while VADER fell by more than this many standard
+errors of its per-prompt change (paired over the same prompts), so that sampling noise alone is not a collapse"""
+ROLES = ("alone", "observer_of_other", "observer_of_self")
+
+
+def judge(texts: list[str]) -> list[float]:
+    """VADER compound positivity in [-1, 1] per text."""
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    analyzer = SentimentIntensityAnalyzer()
+    return [analyzer.polarity_scores(t)["compound"] for t in texts]
+
+
+def per_prompt(row: dict, metric: str) -> list:
+    """Per-prompt values of `metric` in one evaluation row (what the bootstrap resamples)."""
+    values = row["per_prompt"]
+    reward = [np.nan if v is None else v for v in values["reward"]]
+    if metric == "reward_mean":
+        return reward
+    if metric.startswith("combined_eta"):
+        eta = float(metric.removeprefix("combined_eta"))
+        return [r - eta * k for r, k in zip(reward, values["kl_exact"])]
+    if metric in ("distinct_1", "distinct_2"):
+        return values["response_ids"]
+    if metric == "judge_vader":
+        return values.setdefault("judge_vader", judge(values["response_text"]))
+    return values[{"kl_exact": "kl_exact", "response_len": "response_len"}[metric]]
+
+
+def statistic(metric: str):
+    """How a list of per-prompt values becomes the metric (a mean, or corpus-level distinct-n)."""
+    if metric in ("distinct_1", "distinct_2"):
+        n = int(metric[-1])
+        return lambda responses: distinct_n(responses, n)
+    return lambda values: float(np.nanmean(np.asarray(values, dtype=float)))
+
+
+def value(row: dict, metric: str) -> float:
+    return statistic(metric)(per_prompt(row, metric))
+
+
+def read_eval(directory: Path) -> list[dict]:
+    path = directory / "eval.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
+
+
+def evals_of(rows: list[dict], agent: str, role: str = "alone") -> list[dict]:
+    """One agent's evaluations in one role, in step order (rows logged before roles existed count as alone)."""
+    return sorted((r for r in rows if r["agent"] == agent and r.get("role", "alone") == role and r.get("per_prompt")),
+                  key=lambda r: r["step"])
+
+
+def load(out: Path, jobs: list[tuple[str, str, int]]) -> dict[str, dict[str, dict[int, list[dict]]]]:
+    """setting -> curve -> seed -> that run's evaluation rows (all agents and roles)."""
+    runs: dict = {}
+    for setting, algorithm, seed in jobs:
+        rows = read_eval(out / "runs" / setting / f"{algorithm}-seed{seed}")
+        for (alg, agent), label in CURVES.items():
+            if alg == algorithm and evals_of(rows, agent):
+                runs.setdefault(setting, {}).setdefault(label, {})[seed] = rows
+    return runs
+
+
+def agent_of(label: str) -> str:
+    return next(agent for (_, agent), name in CURVES.items() if name == label)
+
+
+def final_table(by_curve: dict[str, dict[int, list[dict]]]) -> list[dict]:
+    """Final evaluation per (curve, seed), then mean and std per curve."""
+    table = []
+    for label, by_seed in by_curve.items():
+        finals = {seed: evals_of(rows, agent_of(label))[-1] for seed, rows in sorted(by_seed.items())}
+        values = {seed: {m: value(row, m) for m in METRICS} for seed, row in finals.items()}
+        table += [{"curve": label, "seed": str(seed), "step": finals[seed]["step"], **values[seed]} for seed in values]
+        for stat, fn in (("mean", np.mean), ("std", np.std)):
+            table.append({"curve": label, "seed": stat, "step": "", **{m: float(fn([v[m] for v in values.values()])) for m in METRICS}})
+    return table
+
+
+def paired_table(by_curve: dict, baseline: str = "PPO", n_boot: int = 2000) -> list[dict]:
+    """For each CORY agent: final(agent) - final(PPO) on the same seeds and prompts, with a 95% bootstrap CI."""
+    if baseline not in by_curve:
+        return []
+    table = []
+    for label, by_seed in by_curve.items():
+        seeds = sorted(set(by_seed) & set(by_curve[baseline]))
+        if label == baseline or not seeds:
+            continue
+        base = [evals_of(by_curve[baseline][s], "policy")[-1] for s in seeds]
+        mine = [evals_of(by_seed[s], agent_of(label))[-1] for s in seeds]
+        row = {"comparison": f"{label} - {baseline}", "seeds": len(seeds)}
+        for m in METRICS:
+            boots = n_boot if m not in ("distinct_1", "distinct_2") else n_boot // 4  # corpus statistics are slower
+            row[m] = paired_difference_ci([per_prompt(r, m) for r in base], [per_prompt(r, m) for r in mine], statistic(m), boots)
+        table.append(row)
+    return table
+
+
+def role_table(by_curve: dict) -> list[dict]:
+    """Each CORY agent in each role, before training and at the end: mean +- std over seeds of reward and KL."""
+    table = []
+    for label, by_seed in by_curve.items():
+        if label == "PPO":
+            continue
+        for role in ROLES:
+            for when in ("first", "last"):
+                rows = [evals_of(r, agent_of(label), role) for r in by_seed.values()]
+                picked = [r[0] if when == "first" else r[-1] for r in rows if r]
+                if not picked:
+                    continue
+                entry = {"agent": label, "role": role, "step": picked[0]["step"], "seeds": len(picked)}
+                for m in ("reward_mean", "kl_exact", "judge_vader", "distinct_2"):
+                    vals = [value(r, m) for r in picked]
+                    entry[m] = (float(np.mean(vals)), float(np.std(vals)))
+                table.append(entry)
+    return table
+
+
+def sweep_table(runs: dict) -> list[dict]:
+    """Per setting and curve: final means over seeds, change since the untrained model, and collapse counts."""
+    table = []
+    for setting, by_curve in runs.items():
+        for label, by_seed in by_curve.items():
+            finals, collapsed, hacked, degenerate = [], 0, 0, 0
+            for rows in by_seed.values():
+                evals = evals_of(rows, agent_of(label))
+                first, last = evals[0], evals[-1]
+                f = {m: value(last, m) for m in ("reward_mean", "kl_exact", "distinct_2", "judge_vader")}
+                d_reward = f["reward_mean"] - value(first, "reward_mean")
+                judge_change = np.subtract(per_prompt(last, "judge_vader"), per_prompt(first, "judge_vader"))  # same prompts
+                d_judge = float(judge_change.mean())
+                is_hacked = d_reward > 0 and d_judge < -HACKED_SE * judge_change.std() / np.sqrt(len(judge_change))
+                is_degenerate = f["distinct_2"] < DEGENERATE_FRACTION * value(first, "distinct_2")
+                hacked, degenerate = hacked + bool(is_hacked), degenerate + bool(is_degenerate)
+                collapsed += bool(is_hacked or is_degenerate)
+                finals.append({**f, "d_reward": d_reward, "d_judge": d_judge})
+            entry = {"setting": setting, "curve": label, "seeds": len(finals), "collapsed": collapsed,
+                     "hacked": hacked, "degenerate": degenerate}
+            for m in finals[0]:
+                entry[m] = (float(np.mean([x[m] for x in finals])), float(np.std([x[m] for x in finals])))
+            table.append(entry)
+    return table
+
+
+def markdown(rows: list[dict], columns: list[str], names: dict[str, str] | None = None) -> str:
+    names = names or {}
+    lines = ["| " + " | ".join(names.get(c, c) for c in columns) + " |", "|" + " --- |" * len(columns)]
+    lines += ["| " + " | ".join(_fmt(row.get(c, "")) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, dict) and "diff" in v:
+        star = " *" if v["low"] > 0 or v["high"] < 0 else ""
+        return f"{v['diff']:+.3f} [{v['low']:+.3f}, {v['high']:+.3f}]{star}"
+    if isinstance(v, tuple):
+        return f"{v[0]:.3f} ± {v[1]:.3f}"
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return str(v)
+
+
+def write_report(out: Path, meta: dict, jobs: list[tuple[str, str, int]], walls: dict) -> dict:
+    """summary.md, summary.json and the plots in `out`; returns what summary.json holds."""
+    runs = load(out, jobs)
+    default = runs.get("default", {})
+    tables = {"final": final_table(default), "paired": paired_table(default), "roles": role_table(default),
+              "sweep": sweep_table(runs) if len(runs) > 1 else []}
+    hours = sum(walls.values()) / 3600
+    names = {**SHORT, **{f"combined_eta{e:g}": f"r-{e:g}KL" for e in ETAS}}
+    parts = [f"# PPO vs CORY on IMDB ({meta.get('task_preset', '')} preset)", "",
+             f"- command: `{meta.get('command', '')}`",
+             f"- settings (fixed before the runs): {meta.get('steps')} steps, seeds {meta.get('seeds')}, held-out evaluation on "
+             f"{meta.get('eval_prompts')} fixed IMDB test prefixes every {meta.get('eval_every')} steps (sampling seed = run seed), "
+             f"extra args {meta.get('extra_args', [])}",
+             f"- machine: {meta.get('machine', '')}; {meta.get('jobs', 1)} run(s) at a time; wall time "
+             f"{meta.get('elapsed_hours', float('nan')):.2f} h ({hours:.2f} h summed over runs); git commit {meta.get('git_commit', '')}",
+             "- metrics: held-out task reward (sentiment logit), exact KL(pi || pi_ref) summed over the response, "
+             "r - eta KL, distinct-1/2, response length (tokens), VADER compound of the response (an independent judge)",
+             "", "## Final held-out evaluation, per seed and mean ± std", "",
+             markdown(tables["final"], ["curve", "seed", "step", *METRICS], names), "",
+             "## Paired difference to PPO (same seeds, same prompts), 95% bootstrap CI over seeds and prompts", "",
+             "`*`: the CI excludes 0.", "",
+             markdown(tables["paired"], ["comparison", "seeds", *METRICS], names), ""]
+    if tables["roles"]:
+        parts += ["## Each CORY agent in each role (before training and at the end; mean ± std over seeds)", "",
+                  "alone: answers x; observer_of_other: answers the observer prompt holding the other agent's answer; "
+                  "observer_of_self: ... holding its own answer.", "",
+                  markdown(tables["roles"], ["agent", "role", "step", "seeds", "reward_mean", "kl_exact", "judge_vader", "distinct_2"], names), ""]
+    if tables["sweep"]:
+        parts += ["## KL-robustness sweep (final evaluation; mean ± std over seeds)", "",
+                  f"collapsed = hacked (reward up since step 0 while VADER down by > {HACKED_SE:g} standard errors) or degenerate (distinct-2 < "
+                  f"{DEGENERATE_FRACTION} x step 0's); counts are seeds.", "",
+                  markdown(tables["sweep"], ["setting", "curve", "seeds", "reward_mean", "kl_exact", "distinct_2", "judge_vader",
+                                             "d_reward", "d_judge", "hacked", "degenerate", "collapsed"], names), ""]
+    parts += ["![curves](curves.png)", "", "![reward vs KL](pareto.png)", ""]
+    if tables["sweep"]:
+        parts += ["![sweep](sweep.png)", ""]
+    if walls:
+        parts += ["## Wall time per run (minutes)", "", markdown([{"run": k, "minutes": v / 60} for k, v in sorted(walls.items())], ["run", "minutes"]), ""]
+    atomic_file(out / "summary.md", "\n".join(parts))
+    atomic_file(out / "summary.json", json.dumps({"meta": meta, **tables, "wall_seconds": walls}, indent=1, default=list))
+    plot(out, runs)
+    print("\n".join(parts[:20]))
+    return tables
+
+
+def series_of(by_curve: dict, metrics) -> dict:
+    """curve -> metric -> step -> [value per seed], from the `alone` evaluations."""
+    series = {}
+    for label, by_seed in by_curve.items():
+        series[label] = {m: {} for m in metrics}
+        for rows in by_seed.values():
+            for row in evals_of(rows, agent_of(label)):
+                for m in metrics:
+                    series[label][m].setdefault(row["step"], []).append(value(row, m))
+    return series
+
+
+def plot(out: Path, runs: dict) -> None:
+    combined = f"combined_eta{ETA_PLOT:g}"
+    default = runs.get("default", {})
+    panels = {"reward_mean": "held-out task reward", "kl_exact": "KL to reference (exact, summed)",
+              combined: f"combined reward r - {ETA_PLOT} KL"}
+    series = series_of(default, panels)
+    plot_mean_std(series, panels, out / "curves.png", title="IMDB, mean ± std over seeds")
+    plot_trajectories(series, "kl_exact", "reward_mean", out / "pareto.png", title="reward vs KL (mean over seeds; large: end)")
+    if len(runs) > 1:
+        grid = {setting: series_of(by_curve, ("reward_mean", "kl_exact", "judge_vader")) for setting, by_curve in runs.items()}
+        plot_grid(grid, {"reward_mean": "task reward", "kl_exact": "KL", "judge_vader": "VADER (2nd judge)"}, out / "sweep.png")

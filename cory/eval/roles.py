@@ -1,0 +1,27 @@
+"""Each CORY agent as an observer: given the other agent's answer, and given its own.
+
+The paper's claim 3 is that after training either agent works alone (the `alone` evaluation). Role-specific
+policies are a known failure of multi-agent LLM training, so the observer role is measured as well: agent i
+answers the observer prompt built from the query and a pioneer response, where the pioneer response is what
+the other agent (or agent i itself) answered alone on the same prompt with the same sampling seed.
+"""
+from __future__ import annotations
+
+from cory.eval.heldout import evaluate_agent
+from cory.task import Prompt
+
+OBSERVER_ROLES = ("observer_of_other", "observer_of_self")
+
+
+def evaluate_observer_roles(cory, prompts: list[Prompt], gen_kwargs: dict, alone: dict[str, dict], seed: int = 0) -> dict[tuple[str, str], dict]:
+    """(agent name, role) -> evaluation, for both observer roles of both agents; `alone[name]` is each agent's
+    evaluation alone on `prompts` (its responses become the pioneer responses)."""
+    queries = [p.input_ids for p in prompts]
+    results = {}
+    for i, (name, agent) in enumerate(zip(cory.names, cory.agents)):
+        leaders = {"observer_of_other": cory.names[1 - i], "observer_of_self": name}
+        for role in OBSERVER_ROLES:
+            pioneer_responses = alone[leaders[role]]["responses"]
+            obs_queries, _ = cory.observer_queries(agent, prompts, queries, pioneer_responses, gen_kwargs["max_new_tokens"])
+            results[name, role] = evaluate_agent(agent, cory.task, prompts, gen_kwargs, seed=seed, queries=obs_queries)
+    return results
