@@ -8,6 +8,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
 from cory.config import RunConfig
+from cory.errors import MissingInput
 from cory.models import load_causal_lm
 from cory.paths import atomic_directory
 from cory.policy import FrozenReference, ValueHeadPolicy
@@ -76,6 +77,6 @@ def load_policy_weights(policy: ValueHeadPolicy, directory: Path) -> None:
 
         found = sorted(directory.rglob("adapter_model.safetensors"))
         if not found:
-            raise FileNotFoundError(f"{directory} holds no adapter_model.safetensors for adapter {policy.adapter_name}")
+            raise MissingInput(f"{directory} holds no adapter_model.safetensors for adapter {policy.adapter_name}")
         set_peft_model_state_dict(policy.lm, load_peft_weights(str(found[0].parent)), adapter_name=policy.adapter_name)
     policy.v_head.load_state_dict(load_file(directory / "value_head.safetensors"))

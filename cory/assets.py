@@ -41,8 +41,8 @@ def sentiment_model_dir(imdb_dir: Path | None = None, n_train: int = 3000, n_tes
     model = AutoModelForSequenceClassification.from_pretrained(
         base, num_labels=2, id2label=ID2LABEL, label2id={v: k for k, v in ID2LABEL.items()}
     )
-    train = _sample(read_records(str(imdb_dir / "train.parquet"), ("text", "label")), n_train, rng)
-    test = _sample(read_records(str(imdb_dir / "test.parquet"), ("text", "label")), n_test, rng)
+    train = _sample(read_records(str(imdb_dir / "train.parquet"), {"text": str, "label": int}), n_train, rng)
+    test = _sample(read_records(str(imdb_dir / "test.parquet"), {"text": str, "label": int}), n_test, rng)
     start = time.time()
     _train(model, tokenizer, train, max_length, rng)
     accuracy = _accuracy(model, tokenizer, test, max_length)

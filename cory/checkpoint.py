@@ -2,11 +2,14 @@
 
 Layout: `run_dir/checkpoints/step-0000012/` = one directory per agent (HF model or peft adapter, value head),
 `state.pt` (optimizers, KL controllers, score statistics, trainer and loop RNGs, data position, step),
-`config.json`, and the marker `COMPLETE`, written last. The directory is built under a temporary name and
-renamed, so a crash leaves either the whole checkpoint or none; a directory without the marker is never loaded.
+`config.json`, and the marker `COMPLETE`, written last, holding a manifest (size and sha256 of every file).
+The directory is built under a temporary name and renamed, so a crash leaves either the whole checkpoint or
+none; a directory without the marker is never loaded, and one whose files no longer match their manifest or
+hold non-finite weights is skipped by `--resume_from auto` in favour of the newest one that verifies.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
 import random
@@ -15,12 +18,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
+from tqdm import tqdm
 
 from cory.agents import load_policy_weights, write_policy
+from cory.errors import MissingInput, UsageError
 from cory.paths import atomic_directory
 
 MARKER = "COMPLETE"
-RESUME_MAY_CHANGE = {"steps", "resume_from", "save_every", "keep_checkpoints", "log_with", "log_samples_every", "eval_every"}
+CORRUPT_SUFFIX = ".corrupt"
+RESUME_MAY_CHANGE = {"steps", "resume_from", "save_every", "keep_checkpoints", "log_with", "log_samples_every", "eval_every",
+                     "output_dir", "run_name", "overwrite"}  # where a run lives is not a setting: a moved run resumes
 
 
 def checkpoints_dir(run_dir: Path) -> Path:
@@ -32,7 +40,7 @@ def complete_checkpoints(run_dir: Path) -> list[Path]:
     root = checkpoints_dir(run_dir)
     if not root.is_dir():
         return []
-    return sorted(p for p in root.glob("step-*") if (p / MARKER).exists())
+    return sorted(p for p in root.glob("step-*") if not p.name.endswith(CORRUPT_SUFFIX) and (p / MARKER).exists())
 
 
 def rng_state() -> dict:
@@ -65,34 +73,86 @@ def save_checkpoint(run_dir: Path, steps_done: int, algorithm, tokenizer, loop_s
         state = {"steps_done": steps_done, "agents": [t.state_dict() for t in algorithm.agents], "loop": loop_state, "rng": rngs}
         torch.save(state, tmp / "state.pt")
         (tmp / "config.json").write_text(json.dumps(config, indent=2, default=str))
-        (tmp / MARKER).write_text(str(steps_done))
+        (tmp / MARKER).write_text(json.dumps({"steps_done": steps_done, "files": manifest(tmp)}, indent=1))
     for old in complete_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old)
     return target
 
 
-def find_checkpoint(resume_from: str, run_dir: Path) -> Path | None:
-    """`auto`: the newest complete checkpoint of this run (None if there is none); else the given path."""
+def manifest(directory: Path) -> dict[str, dict]:
+    """Size and sha256 of every file under `directory` except the marker."""
+    files = sorted(p for p in Path(directory).rglob("*") if p.is_file() and p.name != MARKER)
+    return {str(p.relative_to(directory)): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in files}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 23):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_checkpoint(path: Path) -> str | None:
+    """Why the checkpoint at `path` must not be loaded, or None if it is sound: the marker, every file of its
+    manifest (size, then hash), and every weight finite."""
+    path = Path(path)
+    if not (path / MARKER).exists():
+        return f"no {MARKER} marker (cut off mid-write)"
+    try:
+        files = json.loads((path / MARKER).read_text())["files"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return f"its {MARKER} marker holds no manifest"
+    for name, expected in files.items():
+        file = path / name
+        if not file.is_file():
+            return f"{name} is missing"
+        if file.stat().st_size != expected["size"]:
+            return f"{name} has {file.stat().st_size} bytes, the manifest says {expected['size']} (truncated?)"
+        if _sha256(file) != expected["sha256"]:
+            return f"{name} does not match its sha256 in the manifest (corrupted)"
+    for name in files:
+        if name.endswith(".safetensors"):
+            with safe_open(path / name, framework="pt") as f:
+                bad = next((key for key in f.keys() if not torch.isfinite(f.get_tensor(key)).all()), None)
+            if bad is not None:
+                return f"{name} holds non-finite values in {bad}"
+    return None
+
+
+def find_checkpoint(resume_from: str, run_dir: Path, log=tqdm.write) -> Path | None:
+    """`auto`: the newest checkpoint of this run that verifies (None if there is none); each newer one that
+    does not is renamed `<name>.corrupt` (kept for inspection, out of retention's way), saying why. Else the
+    given path, which must verify. Call it on the main process only: it may rename."""
     if not resume_from:
         return None
     if resume_from == "auto":
-        found = complete_checkpoints(run_dir)
-        return found[-1] if found else None
+        for candidate in reversed(complete_checkpoints(run_dir)):
+            problem = verify_checkpoint(candidate)
+            if problem is None:
+                return candidate
+            candidate.rename(candidate.with_name(candidate.name + CORRUPT_SUFFIX))
+            log(f"skipping checkpoint {candidate}: {problem}; kept as {candidate.name + CORRUPT_SUFFIX}")
+        return None
     path = Path(resume_from).expanduser()
     if not path.is_dir():
-        raise FileNotFoundError(f"resume_from: checkpoint {path} does not exist")
-    if not (path / MARKER).exists():
-        raise ValueError(f"resume_from: {path} has no {MARKER} marker (a checkpoint cut off mid-write); use another")
+        raise MissingInput(f"resume_from: checkpoint {path} does not exist")
+    problem = verify_checkpoint(path)
+    if problem is not None:
+        raise UsageError(f"resume_from: checkpoint {path} cannot be loaded: {problem}; use another")
     return path
 
 
 def check_same_config(saved: dict, current: dict) -> None:
     """Resuming with different settings would silently mix two experiments: refuse, naming the keys."""
+    if saved.get("algorithm") != current.get("algorithm"):
+        raise UsageError(f"cannot resume: the checkpoint was written by a {saved.get('algorithm')} run, this is a "
+                         f"{current.get('algorithm')} run; resume it with the script that wrote it")
     keys = (set(saved) | set(current)) - RESUME_MAY_CHANGE
     changed = sorted(k for k in keys if saved.get(k) != current.get(k))
     if changed:
         detail = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed)
-        raise ValueError(f"cannot resume: the config differs from the checkpoint's ({detail})")
+        raise UsageError(f"cannot resume: the config differs from the checkpoint's ({detail})")
 
 
 def load_checkpoint(path: Path, algorithm, config: dict) -> dict:
@@ -103,7 +163,7 @@ def load_checkpoint(path: Path, algorithm, config: dict) -> dict:
     try:  # weights_only: a shared checkpoint can hold tensors and plain values, never code to run
         state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        raise ValueError(f"{path / 'state.pt'} holds more than tensors and plain values (refused, nothing was run): "
+        raise UsageError(f"{path / 'state.pt'} holds more than tensors and plain values (refused, nothing was run): "
                          f"{str(error).splitlines()[0]}") from None
     for name, trainer, agent_state in zip(algorithm.names, algorithm.agents, state["agents"]):
         load_policy_weights(trainer.policy, path / name)

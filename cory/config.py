@@ -11,6 +11,7 @@ import importlib.util
 import typing
 from pathlib import Path
 
+from cory.errors import UsageError, WrongType
 from cory.precision import MODES as PRECISION_MODES
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -59,7 +60,9 @@ class RunConfig:
     keep_checkpoints: int = 2
     """how many of the newest checkpoints to keep"""
     resume_from: str = ""
-    """'auto' (the newest complete checkpoint of this run, if any) or a checkpoint directory"""
+    """'auto' (the newest checkpoint of this run that verifies, if any) or a checkpoint directory"""
+    overwrite: bool = False
+    """start afresh in a run directory that holds an earlier run, deleting that run's outputs (else refused)"""
     eval_every: int = 0
     """evaluate each agent alone on held-out prompts before training and every N steps (0: never)"""
     eval_prompts: int = 64
@@ -67,23 +70,26 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         if not 0 < self.response_min_tokens <= self.response_max_tokens:
-            raise ValueError(
+            raise UsageError(
                 f"need 0 < response_min_tokens <= response_max_tokens, got {self.response_min_tokens}, {self.response_max_tokens}"
             )
         if self.steps <= 0:
-            raise ValueError(f"steps must be > 0, got {self.steps}")
+            raise UsageError(f"steps must be > 0, got {self.steps}")
         if self.lora_r < 0:
-            raise ValueError(f"lora_r must be >= 0, got {self.lora_r}")
+            raise UsageError(f"lora_r must be >= 0, got {self.lora_r}")
         if self.eval_every < 0 or self.eval_prompts < 1:
-            raise ValueError(f"need eval_every >= 0 and eval_prompts >= 1, got {self.eval_every}, {self.eval_prompts}")
+            raise UsageError(f"need eval_every >= 0 and eval_prompts >= 1, got {self.eval_every}, {self.eval_prompts}")
         if self.save_every < 0 or self.keep_checkpoints < 1:
-            raise ValueError(f"need save_every >= 0 and keep_checkpoints >= 1, got {self.save_every}, {self.keep_checkpoints}")
+            raise UsageError(f"need save_every >= 0 and keep_checkpoints >= 1, got {self.save_every}, {self.keep_checkpoints}")
         if self.load_in_4bit and self.lora_r == 0:
-            raise ValueError("load_in_4bit trains LoRA adapters on frozen 4-bit weights: set lora_r > 0")
+            raise UsageError("load_in_4bit trains LoRA adapters on frozen 4-bit weights: set lora_r > 0")
         if self.mixed_precision not in ("", *PRECISION_MODES):
-            raise ValueError(f"mixed_precision must be '' or one of {PRECISION_MODES}, got {self.mixed_precision!r}")
+            raise UsageError(f"mixed_precision must be '' or one of {PRECISION_MODES}, got {self.mixed_precision!r}")
+        if self.top_k < 0 or not 0 < self.top_p <= 1 or self.repetition_penalty <= 0:
+            raise UsageError(f"need top_k >= 0 (0: off), 0 < top_p <= 1 and repetition_penalty > 0, got "
+                             f"{self.top_k}, {self.top_p}, {self.repetition_penalty}")
         if self.log_with not in ("", "wandb"):
-            raise ValueError(f"log_with must be '' or 'wandb', got {self.log_with!r}")
+            raise UsageError(f"log_with must be '' or 'wandb', got {self.log_with!r}")
 
     def generation_kwargs(self, max_new_tokens: int) -> dict:
         """Sampling settings of the official code: pure sampling, light repetition penalty."""
@@ -106,7 +112,7 @@ def load_task_config(task: str, preset: str, algorithm: str | None = None) -> di
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     if preset not in module.presets:
-        raise ValueError(f"unknown preset {preset!r} for {task}; choose one of {sorted(module.presets)}")
+        raise UsageError(f"unknown preset {preset!r} for {task}; choose one of {sorted(module.presets)}")
     config = {**module.defaults, **module.presets[preset]}
     per_algorithm = {name: config.pop(name, {}) for name in ALGORITHMS}
     return {**config, **per_algorithm.get(algorithm, {})}
@@ -140,7 +146,7 @@ def check_known_keys(config: dict, sections: tuple[type, ...]) -> None:
     known = {f.name for cls in sections for f in dataclasses.fields(cls)}
     unknown = sorted(set(config) - known)
     if unknown:
-        raise ValueError(f"unknown config key(s) {unknown}")
+        raise UsageError(f"unknown config key(s) {unknown}")
 
 
 def _check_type(name, value, hint):
@@ -152,7 +158,7 @@ def _check_type(name, value, hint):
             return float(value)
         if t is not type(None) and isinstance(value, t) and not (t is int and isinstance(value, bool)):
             return value
-    raise TypeError(f"config key {name!r} must be {_metavar(hint)}, got {value!r} ({type(value).__name__})")
+    raise WrongType(f"config key {name!r} must be {_metavar(hint)}, got {value!r} ({type(value).__name__})")
 
 
 def _parser_for(hint):

@@ -11,10 +11,14 @@ from __future__ import annotations
 import string
 import time
 from dataclasses import dataclass
+
 import torch
+from tqdm import tqdm
 
 from cory.ppo import PPOTrainer
-from cory.task import Prompt, Task, safe_rewards
+from cory.errors import UsageError
+from cory.task import Prompt, RewardErrorReport, Task, safe_rewards
+from cory.templates import check_template, template_fields
 
 TEMPLATE_FIELDS = {"query", "pioneer_response"}
 """every observer template has these; a task may offer more (GSM8K: {question})"""
@@ -36,19 +40,9 @@ class CORYConfig:
 
     def __post_init__(self) -> None:
         if self.swap_freq < 0:
-            raise ValueError(f"swap_freq must be >= 0 (0 disables role exchange), got {self.swap_freq}")
-        fields = template_fields(self.observer_template)
-        unknown = fields - TEMPLATE_FIELDS - TASK_FIELDS
-        if unknown:
-            raise ValueError(f"observer_template has unknown field(s) {sorted(unknown)}; allowed: {sorted(TEMPLATE_FIELDS | TASK_FIELDS)}")
-        if "pioneer_response" not in fields:
-            raise ValueError("observer_template lacks field(s) ['{pioneer_response}']")
-        if not fields & ({"query"} | TASK_FIELDS):
-            raise ValueError("observer_template lacks field(s) ['{query}'] (or a task field such as {question})")
-
-
-def template_fields(template: str) -> set[str]:
-    return {field for _, field, _, _ in string.Formatter().parse(template) if field is not None}
+            raise UsageError(f"swap_freq must be >= 0 (0 disables role exchange), got {self.swap_freq}")
+        check_template("observer_template", self.observer_template, TEMPLATE_FIELDS | TASK_FIELDS,
+                       required={"pioneer_response"}, one_of={"query"} | TASK_FIELDS)
 
 
 def roles_at(step: int, swap_freq: int) -> tuple[int, int]:
@@ -95,12 +89,13 @@ class CORY:
             raise ValueError(f"CORY needs exactly two agents, got {len(agents)}")
         missing = template_fields(config.observer_template) - TEMPLATE_FIELDS - task.template_fields
         if missing:
-            raise ValueError(f"observer_template uses field(s) {sorted(missing)} that task {task.name} does not offer")
+            raise UsageError(f"observer_template uses field(s) {sorted(missing)} that task {task.name} does not offer")
         if agents[0].deepspeed and agents[0].policy.lm is agents[1].policy.lm:
-            raise ValueError("two LoRA agents share one base model, which two DeepSpeed engines cannot hold: "
+            raise UsageError("two LoRA agents share one base model, which two DeepSpeed engines cannot hold: "
                              "use DDP (configs/accelerate/ddp.yaml) for LoRA CORY, or full fine-tuning with DeepSpeed")
         self.config, self.agents, self.tokenizer, self.task = config, agents, tokenizer, task
         self.template = task.wrap_template(config.observer_template)
+        self.report_reward_error = RewardErrorReport(tqdm.write)
 
     def observer_queries(self, observer: PPOTrainer, prompts: list[Prompt], queries: list[torch.Tensor],
                          pioneer_responses: list[torch.Tensor], max_new_tokens: int) -> tuple[list[torch.Tensor], int]:
@@ -129,14 +124,15 @@ class CORY:
 
         # 3. task rewards, each on the query plus the agent's own response; then the collective scores
         pioneer_texts, observer_texts = decode(pioneer_responses), decode(observer_responses)
-        rewards, reward_failures = safe_rewards(self.task, prompts + prompts, pioneer_texts + observer_texts)
+        rewards, reward_failures, reward_error = safe_rewards(self.task, prompts + prompts, pioneer_texts + observer_texts)
+        self.report_reward_error(reward_error, reward_failures, len(rewards))
         r_pioneer, r_observer = rewards[: len(prompts)], rewards[len(prompts) :]
         s_pioneer, s_observer = collective_scores(r_pioneer, r_observer, cfg.other_reward_coef)
         t_score = time.perf_counter()
 
         # 4. each agent's own PPO step, against the shared frozen reference
-        pioneer_stats = pioneer.step(queries, pioneer_responses, s_pioneer)
-        observer_stats = observer.step(obs_queries, observer_responses, s_observer)
+        pioneer_stats = pioneer.step(queries, pioneer_responses, s_pioneer, score_error=reward_error)
+        observer_stats = observer.step(obs_queries, observer_responses, s_observer, score_error=reward_error)
         t_step = time.perf_counter()
 
         stats = {

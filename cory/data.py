@@ -2,43 +2,63 @@
 from __future__ import annotations
 
 import json
+import numbers
 from pathlib import Path
 
 import numpy as np
 
+from cory.errors import MissingInput, UsageError
 from cory.paths import hub_offline
 
 LOCAL_SUFFIXES = (".parquet", ".jsonl", ".json", ".csv")
 
 
-def read_records(path: str, columns: tuple[str, ...], split: str = "train", hub_config: str | None = None) -> list[dict]:
-    """Rows holding `columns` from a local file or a hub dataset id; a malformed row names its file and line."""
+def read_records(path: str, columns: dict[str, type], split: str = "train", hub_config: str | None = None) -> list[dict]:
+    """Rows holding `columns` (name -> type) from a local file or a hub dataset id; a malformed row, a value
+    of the wrong type (a null, a number where text belongs) or bytes that are not UTF-8 name the file and row."""
     local = Path(path).expanduser()
     if local.suffix in LOCAL_SUFFIXES or local.exists() or path.startswith((".", "/", "~")):
         if not local.is_file():
-            raise FileNotFoundError(f"dataset file {path} does not exist")
+            raise MissingInput(f"dataset file {path} does not exist")
         rows = _read_jsonl(local, columns) if local.suffix == ".jsonl" else _read_table(local, columns)
     else:
         rows = _read_hub(path, columns, split, hub_config)
     if not rows:
-        raise ValueError(f"dataset {path} has no rows")
+        raise UsageError(f"dataset {path} has no rows")
     return rows
+
+
+KINDS = {str: (str,), int: (numbers.Integral,)}
+"""what a column's values may be (numpy integers from parquet count as int)"""
+
+
+def _checked(row: dict, columns: dict[str, type], where: str) -> dict:
+    for name, kind in columns.items():
+        if not isinstance(row[name], KINDS[kind]) or isinstance(row[name], bool):
+            raise UsageError(f"{where}: column {name!r} must be {kind.__name__}, got {row[name]!r}")
+    return {name: row[name] for name in columns}
 
 
 def _read_jsonl(path: Path, columns) -> list[dict]:
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise UsageError(f"{path}:{line_no}: not UTF-8 ({e.reason} at byte {e.start})") from None
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{line_no}: malformed JSON ({e.msg})") from None
+                raise UsageError(f"{path}:{line_no}: malformed JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise UsageError(f"{path}:{line_no}: a row must be a JSON object, got {type(row).__name__}")
             missing = [c for c in columns if c not in row]
             if missing:
-                raise ValueError(f"{path}:{line_no}: row lacks column(s) {missing}")
-            rows.append({c: row[c] for c in columns})
+                raise UsageError(f"{path}:{line_no}: row lacks column(s) {missing}")
+            rows.append(_checked(row, columns, f"{path}:{line_no}"))
     return rows
 
 
@@ -47,20 +67,20 @@ def _read_table(path: Path, columns) -> list[dict]:
 
     readers = {".parquet": pd.read_parquet, ".csv": pd.read_csv, ".json": pd.read_json}
     if path.suffix not in readers:
-        raise ValueError(f"dataset file {path}: unsupported format {path.suffix!r}; use one of {LOCAL_SUFFIXES}")
+        raise UsageError(f"dataset file {path}: unsupported format {path.suffix!r}; use one of {LOCAL_SUFFIXES}")
     try:
         frame = readers[path.suffix](path)
     except Exception as e:  # noqa: BLE001  pandas/pyarrow raise many types for a bad file
-        raise ValueError(f"dataset file {path} could not be read: {e}") from None
+        raise UsageError(f"dataset file {path} could not be read: {e}") from None
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise ValueError(f"dataset file {path} lacks column(s) {missing}; it has {list(frame.columns)}")
-    return frame[list(columns)].to_dict("records")
+        raise UsageError(f"dataset file {path} lacks column(s) {missing}; it has {list(frame.columns)}")
+    return [_checked(row, columns, f"{path} row {i}") for i, row in enumerate(frame[list(columns)].to_dict("records"), 1)]
 
 
 def _read_hub(name: str, columns, split: str, hub_config: str | None) -> list[dict]:
     if hub_offline():
-        raise FileNotFoundError(
+        raise MissingInput(
             f"dataset {name!r} is a hub id and HF_HUB_OFFLINE=1 forbids the hub; pass --dataset_path (training) or "
             "--eval_dataset_path (held-out) with a local file, e.g. ../shared/data/imdb/train.parquet"
         )
@@ -69,8 +89,8 @@ def _read_hub(name: str, columns, split: str, hub_config: str | None) -> list[di
     try:
         ds = load_dataset(name, hub_config, split=split)
     except Exception as e:  # noqa: BLE001
-        raise FileNotFoundError(f"dataset {name!r} could not be loaded from the hub ({e}); pass a local file") from None
-    return [{c: row[c] for c in columns} for row in ds]
+        raise MissingInput(f"dataset {name!r} could not be loaded from the hub ({e}); pass a local file") from None
+    return [_checked(row, columns, f"{name} ({split}) row {i}") for i, row in enumerate(ds, 1)]
 
 
 class LengthSampler:
@@ -78,7 +98,7 @@ class LengthSampler:
 
     def __init__(self, low: int, high: int, rng: np.random.Generator):
         if not 0 < low <= high:
-            raise ValueError(f"length range must satisfy 0 < low <= high, got [{low}, {high}]")
+            raise UsageError(f"length range must satisfy 0 < low <= high, got [{low}, {high}]")
         self.low, self.high, self.rng = low, high, rng
 
     def __call__(self) -> int:
@@ -90,7 +110,7 @@ class PromptLoader:
 
     def __init__(self, prompts: list, batch_size: int, seed: int):
         if len(prompts) < batch_size:
-            raise ValueError(f"{len(prompts)} prompts are fewer than one batch of {batch_size}")
+            raise UsageError(f"{len(prompts)} prompts are fewer than one batch of {batch_size}")
         self.prompts, self.batch_size, self.seed = prompts, batch_size, seed
         self.epoch, self.cursor = 0, 0
         self._order = self._shuffle()

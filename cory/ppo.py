@@ -22,6 +22,7 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType
 
 from cory._trl import entropy_from_logits, selective_log_softmax, unwrap_model_for_generation
+from cory.errors import RunStopped, UsageError
 from cory.policy import FrozenReference, ValueHeadPolicy
 from cory.sampling import fast_cpu_sampling
 from cory.ppo_math import (
@@ -93,26 +94,31 @@ class PPOConfig:
     """clip scaled scores to [-score_clip, score_clip]"""
     max_consecutive_skips: int = 10
     """stop with an error after this many steps in a row without an update (non-finite scores/loss/gradients)"""
+    divergence_kl: float = 1000.0
+    """stop the run when a batch's mean KL to the reference (nats per sequence) exceeds this: the policy has
+    diverged, e.g. from too high a learning_rate (0: never)"""
 
     def __post_init__(self) -> None:
         positive = ("learning_rate", "batch_size", "mini_batch_size", "gradient_accumulation_steps", "ppo_epochs",
-                    "max_consecutive_skips")
+                    "max_consecutive_skips", "cliprange", "cliprange_value", "target", "horizon", "ratio_threshold",
+                    "max_grad_norm", "target_kl", "score_clip")  # a None of the optional ones means "off"
         for name in positive:
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise UsageError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("init_kl_coef", "vf_coef", "forward_batch_size", "divergence_kl"):
+            if getattr(self, name) < 0:
+                raise UsageError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.batch_size % self.backward_batch_size:
-            raise ValueError(
+            raise UsageError(
                 f"batch_size ({self.batch_size}) must be divisible by mini_batch_size * gradient_accumulation_steps "
                 f"({self.mini_batch_size} * {self.gradient_accumulation_steps})"
             )
         if self.kl_penalty not in KL_ESTIMATORS:
-            raise ValueError(f"kl_penalty must be one of {KL_ESTIMATORS}, got {self.kl_penalty!r}")
+            raise UsageError(f"kl_penalty must be one of {KL_ESTIMATORS}, got {self.kl_penalty!r}")
         if self.use_score_norm and not self.use_score_scaling:
-            raise ValueError("use_score_norm needs use_score_scaling=True (legacy trl silently ignored it)")
+            raise UsageError("use_score_norm needs use_score_scaling=True (legacy trl silently ignored it)")
         if not 0 <= self.lam <= 1 or not 0 <= self.gamma <= 1:
-            raise ValueError(f"gamma and lam must lie in [0, 1], got gamma={self.gamma}, lam={self.lam}")
-        if self.forward_batch_size < 0:
-            raise ValueError(f"forward_batch_size must be >= 0, got {self.forward_batch_size}")
+            raise UsageError(f"gamma and lam must lie in [0, 1], got gamma={self.gamma}, lam={self.lam}")
 
     @property
     def backward_batch_size(self) -> int:
@@ -242,7 +248,7 @@ class PPOTrainer:
         """Keep the last tokens of any prompt too long to leave `max_new_tokens` of context; returns (prompts, count cut)."""
         limit = self.context_length - max_new_tokens
         if limit <= 0:
-            raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in a context of {self.context_length}")
+            raise UsageError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in a context of {self.context_length}")
         return [q[-limit:] for q in queries], sum(len(q) > limit for q in queries)
 
     def score_rollout(self, batch: Rollout) -> dict[str, torch.Tensor]:
@@ -281,15 +287,16 @@ class PPOTrainer:
         return scores
 
     # -------------------------------------------------------------------- step
-    def step(self, queries: list[torch.Tensor], responses: list[torch.Tensor], scores) -> dict[str, float]:
-        """One PPO update on a batch of (query, response, score); returns legacy-named stats."""
+    def step(self, queries: list[torch.Tensor], responses: list[torch.Tensor], scores, score_error: str | None = None) -> dict[str, float]:
+        """One PPO update on a batch of (query, response, score); returns legacy-named stats. `score_error`: why
+        some scores are NaN (the reward's exception), named if the run stops over them."""
         cfg = self.config
         if len(queries) != cfg.batch_size:
             raise ValueError(f"step got {len(queries)} samples, config.batch_size is {cfg.batch_size}")
         t0 = time.perf_counter()
         raw_scores = torch.as_tensor([float(s) for s in scores], dtype=torch.float32, device=self.device)
         if self._any_process(not torch.isfinite(raw_scores).all()):
-            return self._count_skip("non-finite score(s)")
+            return self._count_skip("non-finite score(s)" + (f"; the reward raised {score_error}" if score_error else ""))
         scores = self._scale_scores(raw_scores)
         batch = Rollout.from_lists(queries, responses, self.pad_id, self.device)
         mask = batch.response_mask.float()
@@ -324,6 +331,11 @@ class PPOTrainer:
         # 5. stats (averaged over processes), then the KL controller sees this step's penalty KL
         stats = mean_over_processes(self.accelerator, self._stats(batch, rollout, kl, non_score, kl_coef, raw_scores, scores, returns, old_values, train_stats))
         self.kl_ctl.update(stats["objective/kl"], cfg.batch_size * self.accelerator.num_processes)
+        if cfg.divergence_kl and stats["objective/kl"] > cfg.divergence_kl:  # the same on every process (averaged)
+            raise RunStopped(
+                f"the policy diverged: KL to the reference {stats['objective/kl']:.3g} > divergence_kl {cfg.divergence_kl:g} "
+                "nats per sequence; lower learning_rate or set max_grad_norm (the newest checkpoint may already hold "
+                "diverged weights: resume from an earlier one)")
         stats.update(
             {
                 "time/ppo/forward_pass": t_fwd,
@@ -350,7 +362,7 @@ class PPOTrainer:
         self.skipped_steps += 1
         self.consecutive_skips += 1
         if self.consecutive_skips >= self.config.max_consecutive_skips:
-            raise RuntimeError(
+            raise RunStopped(
                 f"{self.consecutive_skips} PPO steps in a row made no update (last: {why}); stopping. Check the reward "
                 "function, lower learning_rate, or set max_grad_norm."
             )
@@ -489,7 +501,7 @@ def eos_token_ids(lm, tokenizer) -> set[int]:
         elif value is not None:
             ids.update(value)
     if not ids:
-        raise ValueError("the tokenizer has no EOS token: set tokenizer.eos_token")
+        raise UsageError("the tokenizer has no EOS token: set tokenizer.eos_token")
     return ids
 
 
@@ -517,7 +529,7 @@ def check_deepspeed_accumulation(accelerator: Accelerator, ours: int) -> None:
     """DeepSpeed steps its optimizer every `gradient_accumulation_steps` backward calls of its own config."""
     theirs = accelerator.state.deepspeed_plugin.deepspeed_config.get("gradient_accumulation_steps")
     if theirs not in (ours, "auto"):
-        raise ValueError(f"the DeepSpeed config has gradient_accumulation_steps={theirs} but PPOConfig has {ours}: make them equal")
+        raise UsageError(f"the DeepSpeed config has gradient_accumulation_steps={theirs} but PPOConfig has {ours}: make them equal")
 
 
 def grads_finite(params: list[torch.Tensor]) -> bool:

@@ -11,6 +11,8 @@ import os
 import torch
 from torch import nn
 
+from cory.errors import UsageError
+
 MODES = ("no", "bf16", "fp16")
 
 
@@ -29,9 +31,9 @@ def resolve_mixed_precision(requested: str, cuda: bool, log=print) -> str:
     """
     mode = requested or os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
     if mode not in MODES:
-        raise ValueError(f"mixed_precision must be one of {MODES} (or '' for accelerate's setting), got {mode!r}")
+        raise UsageError(f"mixed_precision must be one of {MODES} (or '' for accelerate's setting), got {mode!r}")
     if mode == "fp16" and not cuda:
-        raise ValueError("mixed_precision fp16 needs a CUDA GPU; on a CPU use bf16 (or no)")
+        raise UsageError("mixed_precision fp16 needs a CUDA GPU; on a CPU use bf16 (or no)")
     if mode == "bf16" and not bf16_supported(cuda):
         log(f"mixed_precision bf16: this {'GPU' if cuda else 'CPU'} has no native bf16, running in fp32 instead")
         return "no"

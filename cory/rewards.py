@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from transformers import pipeline
 
+from cory.errors import UsageError
 from cory.models import resolve_model
 
 SENTIMENT_ALIAS = "sentiment-minilm-imdb"
@@ -30,7 +31,7 @@ class SentimentReward:
         )
         labels = set(self.pipe.model.config.id2label.values())
         if positive_label not in labels:
-            raise ValueError(f"reward model {model!r} has no label {positive_label!r}; its labels are {sorted(labels)}")
+            raise UsageError(f"reward model {model!r} has no label {positive_label!r}; its labels are {sorted(labels)}")
         self.positive_label, self.batch_size = positive_label, batch_size
 
     def __call__(self, texts: list[str]) -> list[float]:

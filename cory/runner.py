@@ -13,19 +13,22 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import gather_object, set_seed
+from accelerate.utils import broadcast_object_list, gather_object, set_seed
 from tqdm import tqdm
 
 from cory.agents import save_policy
-from cory.checkpoint import find_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from cory.checkpoint import checkpoints_dir, find_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from cory.config import RunConfig, build, check_known_keys, parse_args
 from cory.data import LengthSampler, PromptLoader
+from cory.errors import UsageError
 from cory.eval.heldout import evaluate_agent
 from cory.eval.roles import evaluate_observer_roles
 from cory.models import load_tokenizer
+from cory.paths import remove_stale_temporaries
 from cory.plots import plot_curves
 from cory.precision import resolve_mixed_precision
 from cory.ppo import mean_over_processes
+from cory.rundir import RunDirLock, claim_fresh, earlier_outputs
 from cory.tracking import Tracker, read_metrics, summary_line
 
 
@@ -59,27 +62,57 @@ def setup(task: str, algorithm: str, description: str, sections: tuple[type, ...
     run_dir = Path(run.output_dir) / (run.run_name or f"{task}-{algorithm}-{preset}-seed{run.seed}")
     accelerator = Accelerator(cpu=not cuda, mixed_precision=run.mixed_precision)  # one accelerator owns every agent
     set_seed(run.seed, device_specific=True)  # each process samples its own noise (process 0: plain seed)
-    config = {"preset": preset, **{k: v for cls in sections for k, v in dataclasses.asdict(built[cls]).items()}}
+    config = {"preset": preset, "algorithm": algorithm, **{k: v for cls in sections for k, v in dataclasses.asdict(built[cls]).items()}}
     return Experiment(preset, config, built, run_dir, accelerator, load_tokenizer(run.model_name))
 
 
 def train(exp: Experiment, algorithm, task, batch_size: int, plots: dict[str, list[str]], console: dict[str, str]) -> dict:
-    """Run `exp.run.steps` steps of `algorithm` on `task` (resuming if asked); returns the last step's stats."""
+    """Run `exp.run.steps` steps of `algorithm` on `task` (resuming if asked), holding the run directory's
+    lock throughout; returns the last step's stats."""
+    lock = RunDirLock(exp.run_dir, tqdm.write)
+    if exp.accelerator.is_main_process:
+        lock.acquire()
+    try:
+        return _train(exp, algorithm, task, batch_size, plots, console)
+    finally:
+        lock.release()
+
+
+def open_run_dir(run_dir: Path, run: RunConfig) -> Path | None:
+    """The checkpoint to resume from (None: start afresh), after clearing what killed writes left behind;
+    a fresh run never starts on top of an earlier one's outputs. Main process only, under the lock."""
+    for directory in (run_dir, checkpoints_dir(run_dir), run_dir / "final"):
+        for stale in remove_stale_temporaries(directory):
+            tqdm.write(f"removed {stale}, left by an interrupted write")
+    checkpoint = find_checkpoint(run.resume_from, run_dir)
+    if checkpoint is None and not run.resume_from:
+        claim_fresh(run_dir, run.overwrite, tqdm.write)
+    elif checkpoint is None and earlier_outputs(run_dir):
+        tqdm.write(f"resume_from auto: no checkpoint in {run_dir} verifies; starting afresh")
+    return checkpoint
+
+
+def _train(exp: Experiment, algorithm, task, batch_size: int, plots: dict[str, list[str]], console: dict[str, str]) -> dict:
     run, accelerator = exp.run, exp.accelerator
     rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
     loader = PromptLoader(task.prompts("train"), batch_size * world, run.seed)  # one global batch, one shard per process
     response_len = LengthSampler(run.response_min_tokens, run.response_max_tokens, np.random.default_rng(run.seed))
     start = 0
-    checkpoint = find_checkpoint(run.resume_from, exp.run_dir)
+    checkpoint = open_run_dir(exp.run_dir, run) if main else None
+    if world > 1:
+        checkpoint = broadcast_object_list([checkpoint])[0]
     if checkpoint is not None:
         state = load_checkpoint(checkpoint, algorithm, exp.config)
         loader.load_state_dict(state["loop"]["loader"])
         response_len.rng.bit_generator.state = state["loop"]["response_len"]
         if len(state["rng"]) != world:
-            raise ValueError(f"checkpoint {checkpoint} was written by {len(state['rng'])} process(es); resume with as many, not {world}")
+            raise UsageError(f"checkpoint {checkpoint} was written by {len(state['rng'])} process(es); resume with as many, not {world}")
         set_rng_state(state["rng"][rank])
         start = state["steps_done"]
         tqdm.write(f"resumed from {checkpoint} after step {start}")
+        if start >= run.steps and main:
+            tqdm.write(f"nothing to train: the checkpoint has {start} steps done and --steps is {run.steps} (raise "
+                       "--steps to train on); final/ is written from the checkpoint")
     tracker = Tracker(exp.run_dir, exp.config, run.log_with, resume_step=start, enabled=main)
     eval_set = held_out_prompts(task, run.eval_prompts) if run.eval_every else []
     if eval_set and start == 0:

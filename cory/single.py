@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import time
 
+from tqdm import tqdm
+
 from cory.ppo import PPOTrainer
-from cory.task import Prompt, Task, safe_rewards
+from cory.task import Prompt, RewardErrorReport, Task, safe_rewards
 
 
 class SinglePPO:
@@ -12,6 +14,7 @@ class SinglePPO:
 
     def __init__(self, trainer: PPOTrainer, tokenizer, task: Task):
         self.agents, self.tokenizer, self.task = [trainer], tokenizer, task
+        self.report_reward_error = RewardErrorReport(tqdm.write)
 
     def step(self, step: int, prompts: list[Prompt], gen_kwargs: dict) -> tuple[dict, list[dict]]:
         trainer = self.agents[0]
@@ -22,10 +25,11 @@ class SinglePPO:
         t_gen = time.perf_counter()
         # 2. score them
         texts = self.tokenizer.batch_decode(responses, skip_special_tokens=True)
-        rewards, failures = safe_rewards(self.task, prompts, texts)
+        rewards, failures, error = safe_rewards(self.task, prompts, texts)
+        self.report_reward_error(error, failures, len(texts))
         t_score = time.perf_counter()
         # 3. one PPO step
-        stats = trainer.step(queries, responses, rewards)
+        stats = trainer.step(queries, responses, rewards, score_error=error)
         stats.update({
             "env/reward_failures": float(failures),
             "tokens/truncated_prompts": float(cut),

@@ -31,17 +31,32 @@ class Task(Protocol):
     def reward(self, prompts: list[Prompt], responses: list[str]) -> list[float]: ...
 
 
-def safe_rewards(task: Task, prompts: list[Prompt], responses: list[str]) -> tuple[torch.Tensor, int]:
+def safe_rewards(task: Task, prompts: list[Prompt], responses: list[str]) -> tuple[torch.Tensor, int, str | None]:
     """Task rewards, never raising: a failing batch is retried sample by sample and a sample that still
-    fails scores NaN (the PPO step then skips the update). Returns (rewards, number of failed samples)."""
+    fails scores NaN (the PPO step then skips the update). Returns (rewards, number of failed samples,
+    the first failure as 'ExceptionType: message', or None)."""
     try:
-        return torch.tensor(task.reward(prompts, responses), dtype=torch.float32), 0
+        return torch.tensor(task.reward(prompts, responses), dtype=torch.float32), 0, None
     except Exception:  # noqa: BLE001  a reward model may raise anything; isolate the culprit
-        rewards = []
+        rewards, first_error = [], None
         for prompt, response in zip(prompts, responses):
             try:
                 rewards.append(float(task.reward([prompt], [response])[0]))
-            except Exception:  # noqa: BLE001
+            except Exception as error:  # noqa: BLE001
                 rewards.append(float("nan"))
+                first_error = first_error or f"{type(error).__name__}: {error}"
         rewards = torch.tensor(rewards, dtype=torch.float32)
-        return rewards, int(rewards.isnan().sum())
+        return rewards, int(rewards.isnan().sum()), first_error
+
+
+class RewardErrorReport:
+    """Prints the reward's exception once per distinct message, so a failing reward is visible in the log."""
+
+    def __init__(self, log):
+        self.log, self.seen = log, set()
+
+    def __call__(self, error: str | None, failures: int, total: int) -> None:
+        if error is not None and error not in self.seen:
+            self.seen.add(error)
+            self.log(f"the reward failed on {failures} of {total} samples ({error}); those samples score NaN and "
+                     "their agent skips this step's update")

@@ -5,6 +5,8 @@ import json
 import math
 from pathlib import Path
 
+from cory.paths import atomic_file
+
 
 class Tracker:
     """Appends one JSON object per step to `run_dir/metrics.jsonl`; resumes without duplicating steps."""
@@ -19,7 +21,7 @@ class Tracker:
         if not enabled:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.json").write_text(json.dumps(config, indent=2, default=str))
+        atomic_file(self.run_dir / "config.json", json.dumps(config, indent=2, default=str))
         self._truncate_after(resume_step)
         if log_with == "wandb":
             import wandb
@@ -32,7 +34,7 @@ class Tracker:
         for path, limit in ((self.metrics_path, step), (self.run_dir / "samples.jsonl", step), (self.eval_path, step + 1)):
             if path.exists():
                 kept = [line for line in path.read_text().splitlines() if _complete_before(line, limit)]
-                path.write_text("".join(line + "\n" for line in kept))
+                atomic_file(path, "".join(line + "\n" for line in kept))  # a kill here loses no line
 
     def log(self, step: int, stats: dict, samples: list[dict] | None = None) -> None:
         if not self.enabled:

@@ -10,6 +10,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from cory.agents import build_policies  # noqa: E402
 from cory.config import RunConfig  # noqa: E402
 from cory.cory import CORYConfig  # noqa: E402
+from cory.errors import run_script  # noqa: E402
 from cory.gsm8k import GSM8KConfig, GSM8KTask  # noqa: E402
 from cory.ppo import PPOConfig, PPOTrainer  # noqa: E402
 from cory.runner import setup, train  # noqa: E402
@@ -31,4 +32,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

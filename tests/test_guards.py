@@ -3,7 +3,8 @@ in a row stop the run; failing rewards and over-long prompts are counted, not fa
 import pytest
 import torch
 
-from cory.task import Prompt, safe_rewards
+from cory.errors import RunStopped
+from cory.task import Prompt, RewardErrorReport, safe_rewards
 from tests.test_ppo_trainer import batch, make_trainer
 from tests.tiny import TextTask
 
@@ -52,8 +53,9 @@ def test_failing_reward_is_isolated_and_counted():
         return [float(len(t)) for t in texts]
 
     prompts = [Prompt(torch.tensor([1]), t) for t in ("ab", "boom", "c")]
-    rewards, failures = safe_rewards(TextTask(fragile), prompts, ["", "", "d"])
+    rewards, failures, error = safe_rewards(TextTask(fragile), prompts, ["", "", "d"])
     assert failures == 1 and rewards[0] == 2.0 and rewards[1].isnan() and rewards[2] == 2.0
+    assert error == "RuntimeError: reward model failed"
 
 
 def test_prompts_longer_than_the_context_keep_their_end(tokenizer, accelerator):
@@ -69,3 +71,26 @@ def test_eos_only_responses_are_counted(tokenizer, accelerator):
     queries, responses, scores = batch()
     responses[2] = torch.tensor([50256])
     assert trainer.step(queries, responses, scores)["tokens/eos_only_responses"] == 1
+
+
+def test_a_diverged_policy_stops_the_run(tokenizer, accelerator):
+    trainer = make_trainer(tokenizer, accelerator, kl_penalty="abs")  # policy and reference differ: KL > 0
+    kl = trainer.step(*batch())["objective/kl"]
+    assert kl > 0
+    trainer = make_trainer(tokenizer, accelerator, kl_penalty="abs", divergence_kl=kl / 2)
+    with pytest.raises(RunStopped, match=r"the policy diverged: KL to the reference .* > divergence_kl"):
+        trainer.step(*batch())
+    make_trainer(tokenizer, accelerator, divergence_kl=0).step(*batch())  # 0: never
+
+
+def test_the_stop_names_the_reward_exception_and_it_is_printed_once(tokenizer, accelerator):
+    trainer = make_trainer(tokenizer, accelerator, max_consecutive_skips=1)
+    queries, responses, _ = batch()
+    with pytest.raises(RunStopped, match="non-finite score.*the reward raised KeyError: 'label'"):
+        trainer.step(queries, responses, [float("nan")] * 4, score_error="KeyError: 'label'")
+    printed = []
+    report = RewardErrorReport(printed.append)
+    for _ in range(3):
+        report("KeyError: 'label'", 4, 4)
+    report(None, 0, 4)
+    assert len(printed) == 1 and "failed on 4 of 4 samples (KeyError: 'label')" in printed[0]

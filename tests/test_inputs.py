@@ -6,6 +6,8 @@ import pytest
 from cory.config import RunConfig, build, check_known_keys, load_task_config, parse_args
 from cory.cory import CORYConfig
 from cory.data import PromptLoader, read_records
+from cory.errors import UsageError
+from cory.gsm8k import GSM8KConfig, GSM8KTask
 from cory.imdb import IMDBConfig, imdb_prompts
 from cory.models import resolve_model
 from cory.ppo import PPOConfig
@@ -48,6 +50,18 @@ def test_unknown_key(raw, error, message):
     (CORYConfig, {"swap_freq": -2}, "swap_freq must be >= 0"),
     (CORYConfig, {"observer_template": "{query}"}, "lacks field"),
     (RunConfig, {"response_min_tokens": 9, "response_max_tokens": 4}, "response_min_tokens"),
+    (PPOConfig, {"init_kl_coef": -0.1}, "init_kl_coef must be >= 0"),
+    (PPOConfig, {"vf_coef": -1}, "vf_coef must be >= 0"),
+    (PPOConfig, {"cliprange": -0.2}, "cliprange must be > 0"),
+    (PPOConfig, {"max_grad_norm": 0}, "max_grad_norm must be > 0"),
+    (PPOConfig, {"divergence_kl": -1}, "divergence_kl must be >= 0"),
+    (RunConfig, {"top_k": -1}, "top_k >= 0"),
+    (RunConfig, {"repetition_penalty": 0}, "repetition_penalty > 0"),
+    (RunConfig, {"top_p": 1.5}, "top_p <= 1"),
+    (GSM8KConfig, {"prompt_template": "Q: {question} {foo}"}, r"unknown field\(s\) \['foo'\]"),
+    (GSM8KConfig, {"prompt_template": "Q: {question} a lone { brace"}, "not a valid template"),
+    (GSM8KConfig, {"prompt_template": "Q: {question} {}"}, "not a name"),
+    (CORYConfig, {"observer_template": "{query}{pioneer_response} {"}, "not a valid template"),
 ])
 def test_bad_values(cls, raw, message):
     with pytest.raises((ValueError, TypeError), match=message):
@@ -56,22 +70,52 @@ def test_bad_values(cls, raw, message):
 
 def test_missing_dataset_path():
     with pytest.raises(FileNotFoundError, match="does-not-exist.parquet does not exist"):
-        read_records("data/does-not-exist.parquet", ("text",))
+        read_records("data/does-not-exist.parquet", {"text": str})
 
 
 def test_malformed_jsonl_row_names_file_and_line(tmp_path):
     path = tmp_path / "train.jsonl"
     path.write_text(json.dumps({"text": "ok"}) + "\n{broken\n")
     with pytest.raises(ValueError, match=r"train.jsonl:2: malformed JSON"):
-        read_records(str(path), ("text",))
+        read_records(str(path), {"text": str})
     path.write_text(json.dumps({"txt": "no text column"}) + "\n")
     with pytest.raises(ValueError, match=r"train.jsonl:1: row lacks column\(s\) \['text'\]"):
-        read_records(str(path), ("text",))
+        read_records(str(path), {"text": str})
+
+
+@pytest.mark.parametrize("content, message", [
+    (b'{"text": "ok"}\n{"text": null}\n', r"train.jsonl:2: column 'text' must be str, got None"),
+    (b'{"text": "ok"}\n\n{"text": 7}\n', r"train.jsonl:3: column 'text' must be str, got 7"),
+    (b'{"text": "ok"}\n{"text": "caf\xe9"}\n', r"train.jsonl:2: not UTF-8"),
+    (b'["text"]\n', r"train.jsonl:1: a row must be a JSON object"),
+])
+def test_bad_rows_name_file_and_line(tmp_path, content, message):
+    path = tmp_path / "train.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(UsageError, match=message):
+        read_records(str(path), {"text": str})
+
+
+def test_bad_table_row_names_file_and_row(tmp_path):
+    import pandas as pd
+
+    path = tmp_path / "train.parquet"
+    pd.DataFrame({"text": ["fine", None, "also fine"]}).to_parquet(path)
+    with pytest.raises(UsageError, match=r"train.parquet row 2: column 'text' must be str, got (None|nan)"):
+        read_records(str(path), {"text": str})
+
+
+def test_gsm8k_row_without_answer_names_file_and_row(tmp_path, tokenizer):
+    path = tmp_path / "problems.jsonl"
+    path.write_text(json.dumps({"question": "1+1?", "answer": "#### 2"}) + "\n" + json.dumps({"question": "2+2?", "answer": None}) + "\n")
+    task = GSM8KTask(GSM8KConfig(dataset_path=str(path)), tokenizer)
+    with pytest.raises(UsageError, match=r"problems.jsonl:2: column 'answer' must be str, got None"):
+        task.prompts("train")
 
 
 def test_hub_dataset_offline_says_what_to_pass():
     with pytest.raises(FileNotFoundError, match="pass --dataset_path"):
-        read_records("imdb", ("text",))
+        read_records("imdb", {"text": str})
 
 
 def test_model_path_errors(tmp_path):
@@ -105,4 +149,4 @@ def test_real_imdb_and_gsm8k_files_load():
     data = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
     if not data.exists():
         pytest.skip(f"shared data not found at {data}")
-    assert len(read_records(str(data / "imdb" / "test.parquet"), ("text", "label"))) == 25000
+    assert len(read_records(str(data / "imdb" / "test.parquet"), {"text": str, "label": int})) == 25000

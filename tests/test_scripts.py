@@ -41,7 +41,7 @@ def test_script_runs_and_writes_its_outputs(script, assets, tmp_path):
     (["--swap_freq", "-1"], ValueError, "swap_freq must be >= 0"),
     (["--observer_template", "{query} only"], ValueError, "lacks field"),
     (["--load_in_4bit", "true"], ValueError, "set lora_r > 0"),
-    (["--load_in_4bit", "true", "--lora_r", "8"], RuntimeError, "needs a CUDA GPU"),
+    (["--load_in_4bit", "true", "--lora_r", "8"], ValueError, "needs a CUDA GPU"),
     (["--dataset_path", "no/such.parquet"], FileNotFoundError, "no/such.parquet does not exist"),
     (["--model_name", "./no/such/model"], FileNotFoundError, "does not exist"),
 ])

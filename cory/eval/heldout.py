@@ -37,7 +37,7 @@ def evaluate_agent(trainer: PPOTrainer, task: Task, prompts: list[Prompt], gen_k
         torch.manual_seed(seed)
         responses = trainer.generate(queries, batch_size=batch_size, **gen_kwargs)
     texts = trainer.tokenizer.batch_decode(responses, skip_special_tokens=True)
-    rewards, failures = safe_rewards(task, prompts, texts)
+    rewards, failures, _ = safe_rewards(task, prompts, texts)
     kl_exact, kl_sampled = [], []
     for start in range(0, len(queries), batch_size):
         rollout = Rollout.from_lists(queries[start : start + batch_size], responses[start : start + batch_size], trainer.pad_id, trainer.device)

@@ -1,0 +1,29 @@
+"""Prompt templates are checked when the config is built, not when the first prompt is formatted."""
+from __future__ import annotations
+
+import string
+
+from cory.errors import UsageError
+
+
+def template_fields(template: str) -> set[str]:
+    return {field for _, field, _, _ in string.Formatter().parse(template) if field is not None}
+
+
+def check_template(name: str, template: str, allowed: set[str], required: set[str], one_of: set[str] = frozenset()) -> set[str]:
+    """The template's fields, after refusing a malformed template, an unknown field, or a missing one."""
+    try:
+        fields = template_fields(template)
+    except ValueError as error:  # a lone '{' or '}'
+        raise UsageError(f"{name} is not a valid template ({error}; write a literal brace as {{{{ or }}}})") from None
+    if "" in fields or any(not f.isidentifier() for f in fields):
+        raise UsageError(f"{name} has a field that is not a name: {sorted(fields)}; write a literal brace as {{{{ or }}}}")
+    unknown = fields - allowed
+    if unknown:
+        raise UsageError(f"{name} has unknown field(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+    missing = required - fields
+    if missing:
+        raise UsageError(f"{name} lacks field(s) {sorted('{' + f + '}' for f in missing)}")
+    if one_of and not fields & one_of:
+        raise UsageError(f"{name} needs one of the fields {sorted('{' + f + '}' for f in one_of)}")
+    return fields
