@@ -94,9 +94,9 @@ class PPOConfig:
     """clip scaled scores to [-score_clip, score_clip]"""
     max_consecutive_skips: int = 10
     """stop with an error after this many steps in a row without an update (non-finite scores/loss/gradients)"""
-    divergence_kl: float = 1000.0
-    """stop the run when a batch's mean KL to the reference (nats per sequence) exceeds this: the policy has
-    diverged, e.g. from too high a learning_rate (0: never)"""
+    divergence_loss: float = 1e6
+    """stop the run when a step's mean total loss exceeds this in size: the update diverged, e.g. from too high a
+    learning_rate (a sane run's losses are O(1) to O(100); 0: never)"""
 
     def __post_init__(self) -> None:
         positive = ("learning_rate", "batch_size", "mini_batch_size", "gradient_accumulation_steps", "ppo_epochs",
@@ -105,7 +105,7 @@ class PPOConfig:
         for name in positive:
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise UsageError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("init_kl_coef", "vf_coef", "forward_batch_size", "divergence_kl"):
+        for name in ("init_kl_coef", "vf_coef", "forward_batch_size", "divergence_loss"):
             if getattr(self, name) < 0:
                 raise UsageError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.batch_size % self.backward_batch_size:
@@ -331,11 +331,10 @@ class PPOTrainer:
         # 5. stats (averaged over processes), then the KL controller sees this step's penalty KL
         stats = mean_over_processes(self.accelerator, self._stats(batch, rollout, kl, non_score, kl_coef, raw_scores, scores, returns, old_values, train_stats))
         self.kl_ctl.update(stats["objective/kl"], cfg.batch_size * self.accelerator.num_processes)
-        if cfg.divergence_kl and stats["objective/kl"] > cfg.divergence_kl:  # the same on every process (averaged)
-            raise RunStopped(
-                f"the policy diverged: KL to the reference {stats['objective/kl']:.3g} > divergence_kl {cfg.divergence_kl:g} "
-                "nats per sequence; lower learning_rate or set max_grad_norm (the newest checkpoint may already hold "
-                "diverged weights: resume from an earlier one)")
+        loss = stats.get("ppo/loss/total", float("nan"))  # averaged: the same on every process
+        if cfg.divergence_loss and abs(loss) > cfg.divergence_loss:  # a NaN loss is the skip counter's business
+            raise RunStopped(f"the update diverged: loss {loss:.3g} > divergence_loss {cfg.divergence_loss:g}; lower "
+                             "learning_rate or set max_grad_norm (this step is not saved: the newest checkpoint is from before it)")
         stats.update(
             {
                 "time/ppo/forward_pass": t_fwd,

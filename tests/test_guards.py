@@ -73,14 +73,12 @@ def test_eos_only_responses_are_counted(tokenizer, accelerator):
     assert trainer.step(queries, responses, scores)["tokens/eos_only_responses"] == 1
 
 
-def test_a_diverged_policy_stops_the_run(tokenizer, accelerator):
-    trainer = make_trainer(tokenizer, accelerator, kl_penalty="abs")  # policy and reference differ: KL > 0
-    kl = trainer.step(*batch())["objective/kl"]
-    assert kl > 0
-    trainer = make_trainer(tokenizer, accelerator, kl_penalty="abs", divergence_kl=kl / 2)
-    with pytest.raises(RunStopped, match=r"the policy diverged: KL to the reference .* > divergence_kl"):
+def test_a_diverged_update_stops_the_run(tokenizer, accelerator):
+    loss = make_trainer(tokenizer, accelerator).step(*batch())["ppo/loss/total"]
+    trainer = make_trainer(tokenizer, accelerator, divergence_loss=abs(loss) / 2)
+    with pytest.raises(RunStopped, match=r"the update diverged: loss .* > divergence_loss"):
         trainer.step(*batch())
-    make_trainer(tokenizer, accelerator, divergence_kl=0).step(*batch())  # 0: never
+    make_trainer(tokenizer, accelerator, divergence_loss=0).step(*batch())  # 0: never
 
 
 def test_the_stop_names_the_reward_exception_and_it_is_printed_once(tokenizer, accelerator):

@@ -54,7 +54,7 @@ def test_unknown_key(raw, error, message):
     (PPOConfig, {"vf_coef": -1}, "vf_coef must be >= 0"),
     (PPOConfig, {"cliprange": -0.2}, "cliprange must be > 0"),
     (PPOConfig, {"max_grad_norm": 0}, "max_grad_norm must be > 0"),
-    (PPOConfig, {"divergence_kl": -1}, "divergence_kl must be >= 0"),
+    (PPOConfig, {"divergence_loss": -1}, "divergence_loss must be >= 0"),
     (RunConfig, {"top_k": -1}, "top_k >= 0"),
     (RunConfig, {"repetition_penalty": 0}, "repetition_penalty > 0"),
     (RunConfig, {"top_p": 1.5}, "top_p <= 1"),
