@@ -6,8 +6,11 @@ an unknown key or a value of the wrong type is an error before any model is load
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import importlib.util
+import inspect
+import textwrap
 import typing
 from pathlib import Path
 
@@ -105,6 +108,12 @@ class RunConfig:
 ALGORITHMS = ("ppo", "cory")
 
 
+REPO_ROOT = CONFIG_DIR.parent
+CONFIG_PATH_KEYS = ("model_name", "reward_model", "dataset_path", "eval_dataset_path")
+"""a './' or '../' path in a config file means from the repo root, so a script runs from any directory
+(a path given on the command line means from the working directory, as usual)"""
+
+
 def load_task_config(task: str, preset: str, algorithm: str | None = None) -> dict:
     """`configs/<task>.py`'s defaults updated by its preset, then by the preset's sub-dict for `algorithm`."""
     path = CONFIG_DIR / f"{task}.py"
@@ -115,21 +124,49 @@ def load_task_config(task: str, preset: str, algorithm: str | None = None) -> di
         raise UsageError(f"unknown preset {preset!r} for {task}; choose one of {sorted(module.presets)}")
     config = {**module.defaults, **module.presets[preset]}
     per_algorithm = {name: config.pop(name, {}) for name in ALGORITHMS}
-    return {**config, **per_algorithm.get(algorithm, {})}
+    config = {**config, **per_algorithm.get(algorithm, {})}
+    for key in CONFIG_PATH_KEYS:
+        if isinstance(config.get(key), str) and config[key].startswith(("./", "../")):
+            config[key] = str((REPO_ROOT / config[key]).resolve())
+    return config
 
 
 def parse_args(task: str, description: str, sections: tuple[type, ...], argv=None, algorithm: str | None = None) -> tuple[str, dict]:
-    """CLI: `--preset NAME` plus `--key value` for any field of `sections`. Returns (preset, merged dict)."""
-    fields = {f.name: f for cls in sections for f in dataclasses.fields(cls)}
-    hints = {name: t for cls in sections for name, t in typing.get_type_hints(cls).items()}
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--preset", default="offline", help="a preset of configs/%s.py" % task)
-    for name in fields:
-        parser.add_argument(f"--{name}", type=_parser_for(hints[name]), default=argparse.SUPPRESS, metavar=_metavar(hints[name]))
-    args = parser.parse_args(argv)
-    config = load_task_config(task, args.preset, algorithm)
-    config.update({k: v for k, v in vars(args).items() if k != "preset"})
-    return args.preset, config
+    """CLI: `--preset NAME` plus `--key value` for any field of `sections`. Returns (preset, merged dict).
+    `--help` lists every key by section with its one-line doc and its value in the chosen preset."""
+    presets = argparse.ArgumentParser(add_help=False)
+    presets.add_argument("--preset", default="offline")
+    preset = presets.parse_known_args(argv)[0].preset
+    try:
+        preset_values = load_task_config(task, preset, algorithm)
+    except UsageError:
+        preset_values = {}  # reported below, once argparse has parsed the rest
+    parser = argparse.ArgumentParser(description=description, usage="%(prog)s [--preset NAME] [--key value ...]",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="offline", help=f"a preset of configs/{task}.py (default: offline)")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a configuration or input error")
+    for cls in sections:
+        group = parser.add_argument_group(cls.__name__, (cls.__doc__ or "").strip().splitlines()[0])
+        hints, docs = typing.get_type_hints(cls), field_docs(cls)
+        for f in dataclasses.fields(cls):
+            default = preset_values.get(f.name, f.default)
+            group.add_argument(f"--{f.name}", type=_parser_for(hints[f.name]), default=argparse.SUPPRESS,
+                               metavar=_metavar(hints[f.name]), help=f"{docs.get(f.name, '')} (default: {default!r})".lstrip())
+    args = vars(parser.parse_args(argv))
+    args.pop("debug")
+    config = load_task_config(task, args.pop("preset"), algorithm)
+    config.update(args)
+    return preset, config
+
+
+def field_docs(cls) -> dict[str, str]:
+    """The string literal under each dataclass field (the docs we write there), folded to one line."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body, docs = tree.body[0].body, {}
+    for field, doc in zip(body, body[1:]):
+        if isinstance(field, ast.AnnAssign) and isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant):
+            docs[field.target.id] = " ".join(str(doc.value.value).split()).replace("%", "%%")
+    return docs
 
 
 def build(cls, config: dict):

@@ -57,8 +57,8 @@ def resolve_model(name: str) -> str:
         if not (path / "config.json").exists():
             raise MissingInput(f"model directory {path} has no config.json")
         return str(path)
-    if name.startswith((".", "/", "~")):
-        raise MissingInput(f"model path {name} does not exist")
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:  # a hub id is 'name' or 'owner/name'
+        raise MissingInput(f"model path {name} does not exist (no such directory, and not a hub id)")
     if hub_offline():
         raise MissingInput(
             f"model {name!r} is neither a local directory nor an alias, and HF_HUB_OFFLINE=1 forbids the hub; "

@@ -1,5 +1,6 @@
 """Bad input gets a clear error naming the problem, before any expensive work."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -123,6 +124,8 @@ def test_model_path_errors(tmp_path):
         resolve_model(str(tmp_path))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         resolve_model("./no/such/model")
+    with pytest.raises(FileNotFoundError, match="no such directory, and not a hub id"):
+        resolve_model("runs/gsm8k-cory-offline-seed0/final/agent_a")  # before training: not a repo id either
     with pytest.raises(FileNotFoundError, match="HF_HUB_OFFLINE"):
         resolve_model("gpt2")
 
@@ -150,3 +153,21 @@ def test_real_imdb_and_gsm8k_files_load():
     if not data.exists():
         pytest.skip(f"shared data not found at {data}")
     assert len(read_records(str(data / "imdb" / "test.parquet"), {"text": str, "label": int})) == 25000
+
+
+def test_help_shows_each_key_with_its_doc_and_the_presets_value(capsys):
+    with pytest.raises(SystemExit):
+        parse_args("imdb", "", SECTIONS, ["--preset", "paper", "--help"], "cory")
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "PPOConfig:" in shown and "CORYConfig:" in shown
+    assert "--swap_freq int exchange roles every N steps (0: never) (default: 5)" in shown
+    assert "--batch_size int samples per PPO step (per process) (default: 256)" in shown  # the preset's, not the class's
+
+
+def test_relative_paths_in_a_config_file_mean_from_the_repo_root(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    config = load_task_config("imdb", "offline", "cory")
+    root = Path(__file__).resolve().parent.parent
+    assert config["dataset_path"] == str((root / "../shared/data/imdb/train.parquet").resolve())
+    _, raw = parse_args("imdb", "", SECTIONS, ["--dataset_path", "../mine.parquet"], "cory")
+    assert raw["dataset_path"] == "../mine.parquet"  # the command line means from the working directory
