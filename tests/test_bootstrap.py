@@ -36,11 +36,16 @@ def test_width_matches_the_normal_approximation_for_many_prompts():
     assert ci["low"] > 0.2 and ci["high"] < 0.4
 
 
-def test_a_corpus_statistic_is_resampled_as_a_whole():
+def test_a_corpus_statistic_resamples_seeds_only():
+    distinct_1 = lambda r: distinct_n(r, 1)  # noqa: E731
     same = [[[1, 2, 3], [1, 2, 3]]]  # distinct-1: 3/6
-    varied = [[[1, 2, 3], [4, 5, 6]]]  # 6/6 when both rows are drawn, 3/6 when one row is drawn twice
-    ci = paired_difference_ci(same, varied, lambda r: distinct_n(r, 1), n_boot=2000)
-    assert ci == pytest.approx({"diff": 0.5, "low": 0.0, "high": 0.5})
+    varied = [[[1, 2, 3], [4, 5, 6]]]  # 6/6 with both prompts, 3/6 when one is drawn twice: drawing prompts biases it
+    biased = paired_difference_ci(same, varied, distinct_1, n_boot=2000)
+    assert biased["diff"] == 0.5 and biased["low"] == 0.0  # the estimate sits at the top of its own interval
+    # two seeds: differences 0.5 and 0 -> seed resamples give 0.5, 0.25, 0 (1/4, 1/2, 1/4)
+    same, varied = [[[1, 2, 3], [1, 2, 3]]] * 2, [[[1, 2, 3], [4, 5, 6]], [[1, 2, 3], [1, 2, 3]]]
+    ci = paired_difference_ci(same, varied, distinct_1, n_boot=4000, resample_prompts=False)
+    assert ci == pytest.approx({"diff": 0.25, "low": 0.0, "high": 0.5})
 
 
 def test_unpaired_shapes_are_refused():

@@ -5,6 +5,9 @@ values[s][i] is seed s on prompt i. A bootstrap replicate draws seeds with repla
 prompts with replacement, and evaluates the statistic on that (seeds x prompts) selection of each method;
 the difference is paired because both methods get the same selection. This captures both sources of noise
 (training seeds and the finite prompt set), which a CI over seeds alone (3 values) or prompts alone hides.
+The statistic is taken per seed and averaged over the drawn seeds (for a mean this is the pooled mean).
+A corpus statistic such as distinct-n must not see prompts drawn twice (a duplicated response lowers it, so the
+replicates sit below the estimate): for those, `resample_prompts=False` resamples seeds only.
 """
 from __future__ import annotations
 
@@ -14,22 +17,26 @@ import numpy as np
 
 
 def paired_difference_ci(a: Sequence[Sequence], b: Sequence[Sequence], statistic: Callable[[list], float] = np.mean,
-                         n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> dict[str, float]:
-    """Point estimate and percentile CI of statistic(b) - statistic(a); a and b are [seeds][prompts] of
-    per-prompt values (numbers for a mean, any object for another statistic, e.g. response ids for distinct-n)."""
+                         n_boot: int = 2000, level: float = 0.95, seed: int = 0, resample_prompts: bool = True) -> dict[str, float]:
+    """Point estimate and percentile CI of statistic(b) - statistic(a), each the mean over seeds of the statistic
+    of that seed's prompts; a and b are [seeds][prompts] of per-prompt values (numbers for a mean, any object
+    for another statistic, e.g. response ids for distinct-n)."""
     a, b = _matrix(a), _matrix(b)
     if a.shape != b.shape:
         raise ValueError(f"paired values need the same seeds x prompts, got {a.shape} and {b.shape}")
     n_seeds, n_prompts = a.shape
     rng = np.random.default_rng(seed)
+    per_seed = lambda m, rows, cols: float(np.mean([statistic(list(m[r, cols])) for r in rows]))  # noqa: E731
+    everything = np.arange(n_prompts)
     diffs = np.empty(n_boot)
     for k in range(n_boot):
-        rows, cols = rng.integers(0, n_seeds, n_seeds), rng.integers(0, n_prompts, n_prompts)
-        pick = np.ix_(rows, cols)
-        diffs[k] = statistic(list(b[pick].ravel())) - statistic(list(a[pick].ravel()))
+        rows = rng.integers(0, n_seeds, n_seeds)
+        cols = rng.integers(0, n_prompts, n_prompts) if resample_prompts else everything
+        diffs[k] = per_seed(b, rows, cols) - per_seed(a, rows, cols)
     alpha = (1 - level) / 2
     low, high = np.quantile(diffs, [alpha, 1 - alpha])
-    return {"diff": float(statistic(list(b.ravel())) - statistic(list(a.ravel()))), "low": float(low), "high": float(high)}
+    seeds = np.arange(n_seeds)
+    return {"diff": per_seed(b, seeds, everything) - per_seed(a, seeds, everything), "low": float(low), "high": float(high)}
 
 
 def _matrix(values) -> np.ndarray:

@@ -117,8 +117,9 @@ def paired_table(by_curve: dict, baseline: str = "PPO", n_boot: int = 2000) -> l
         mine = [evals_of(by_seed[s], agent_of(label))[-1] for s in seeds]
         row = {"comparison": f"{label} - {baseline}", "seeds": len(seeds)}
         for m in METRICS:
-            boots = n_boot if m not in ("distinct_1", "distinct_2") else n_boot // 4  # corpus statistics are slower
-            row[m] = paired_difference_ci([per_prompt(r, m) for r in base], [per_prompt(r, m) for r in mine], statistic(m), boots)
+            corpus = m in ("distinct_1", "distinct_2")  # a corpus statistic: seeds resampled, prompts kept whole
+            row[m] = paired_difference_ci([per_prompt(r, m) for r in base], [per_prompt(r, m) for r in mine], statistic(m),
+                                          n_boot // 4 if corpus else n_boot, resample_prompts=not corpus)
         table.append(row)
     return table
 
@@ -206,7 +207,8 @@ def write_report(out: Path, meta: dict, jobs: list[tuple[str, str, int]], walls:
              "r - eta KL, distinct-1/2, response length (tokens), VADER compound of the response (an independent judge)",
              "", "## Final held-out evaluation, per seed and mean ± std", "",
              markdown(tables["final"], ["curve", "seed", "step", *METRICS], names), "",
-             "## Paired difference to PPO (same seeds, same prompts), 95% bootstrap CI over seeds and prompts", "",
+             "## Paired difference to PPO (same seeds, same prompts), 95% bootstrap CI over seeds and prompts "
+             "(distinct-n, a corpus statistic: over seeds, each seed's prompts kept whole)", "",
              "`*`: the CI excludes 0.", "",
              markdown(tables["paired"], ["comparison", "seeds", *METRICS], names), ""]
     if tables["roles"]:
