@@ -135,7 +135,7 @@ def _train(exp: Experiment, algorithm, task, batch_size: int, plots: dict[str, l
         done = step + 1
         if eval_set and (done % run.eval_every == 0 or done == run.steps):
             evaluate_all(algorithm, task, eval_set, run, tracker, done)
-        if (run.save_every and done % run.save_every == 0) or done == run.steps:
+        if run.save_every and (done % run.save_every == 0 or done == run.steps):  # final/ is saved regardless
             loop_state = {"loader": loader.state_dict(), "response_len": response_len.rng.bit_generator.state}
             rngs = gather_object([rng_state()]) if world > 1 else [rng_state()]
             if main:
@@ -148,10 +148,26 @@ def _train(exp: Experiment, algorithm, task, batch_size: int, plots: dict[str, l
         for name, agent in zip(algorithm.names, algorithm.agents):
             save_policy(agent.policy, exp.tokenizer, exp.run_dir / "final" / name)
         plot_curves(read_metrics(tracker.metrics_path), plots, exp.run_dir / "curves.png", title=exp.run_dir.name)
+        if tracker.eval_path.exists():
+            print(eval_table(read_metrics(tracker.eval_path)))
         print(f"metrics.jsonl, curves.png, checkpoints/ and final/ are in {exp.run_dir}")
     tracker.close()
     accelerator.wait_for_everyone()
     return stats
+
+
+def eval_table(rows: list[dict]) -> str:
+    """What a user came for, at the end of a run: held-out reward and KL of each agent (and role), first vs last."""
+    first, last = min(r["step"] for r in rows), max(r["step"] for r in rows)
+    keyed = {(r["agent"], r.get("role", "alone"), r["step"]): r for r in rows}
+    lines = [f"held-out evaluation ({len(rows[0]['per_prompt']['reward'])} prompts), after {first} -> {last} steps:",
+             f"  {'agent':8} {'role':18} {'reward':>17} {'KL':>15}"]
+    for agent, role in dict.fromkeys((a, r) for a, r, _ in keyed):
+        before, after = keyed.get((agent, role, first)), keyed.get((agent, role, last))
+        if before and after:
+            lines.append(f"  {agent:8} {role:18} {before['reward_mean']:7.3f} -> {after['reward_mean']:6.3f} "
+                         f"{before['kl_exact']:6.2f} -> {after['kl_exact']:5.2f}")
+    return "\n".join(lines)
 
 
 def check_in_sync(accelerator: Accelerator, algorithm) -> None:

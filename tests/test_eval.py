@@ -98,3 +98,18 @@ def test_compare_report_tables_and_plots_from_eval_logs(tmp_path):
     assert sweep["init_kl_coef=0", "PPO"]["hacked"] == 2 and sweep["default", "CORY agent A"]["collapsed"] == 0
     for name in ("summary.md", "summary.json", "curves.png", "pareto.png", "sweep.png"):
         assert (tmp_path / name).stat().st_size > 0
+
+
+def test_the_end_of_run_table_shows_each_agent_and_role_first_vs_last():
+    from cory.runner import eval_table
+
+    def row(step, agent, role, reward, kl):
+        return {"step": step, "agent": agent, "role": role, "reward_mean": reward, "kl_exact": kl,
+                "per_prompt": {"reward": [reward] * 4}}
+
+    rows = [row(0, "agent_a", "alone", 0.25, 0.0), row(5, "agent_a", "alone", 0.5, 1.5), row(10, "agent_a", "alone", 0.75, 3.0),
+            row(0, "agent_a", "observer_of_other", 0.2, 0.0), row(10, "agent_a", "observer_of_other", 0.9, 2.0)]
+    lines = eval_table(rows).splitlines()
+    assert lines[0] == "held-out evaluation (4 prompts), after 0 -> 10 steps:"
+    assert lines[2].split() == ["agent_a", "alone", "0.250", "->", "0.750", "0.00", "->", "3.00"]
+    assert lines[3].split() == ["agent_a", "observer_of_other", "0.200", "->", "0.900", "0.00", "->", "2.00"]

@@ -33,7 +33,7 @@ def test_script_runs_and_writes_its_outputs(script, assets, tmp_path):
     assert (run_dir / "curves.png").stat().st_size > 0 and (run_dir / "config.json").exists()
     names = ["agent_a", "agent_b"] if script.endswith("cory.py") else ["policy"]
     assert sorted(p.name for p in (run_dir / "final").iterdir()) == names
-    assert (run_dir / "checkpoints" / "step-0000002" / "COMPLETE").exists()
+    assert not (run_dir / "checkpoints").exists()  # no save_every: final/ only, no 2 GB end-of-run checkpoint
 
 
 @pytest.mark.parametrize("argv, error, message", [
