@@ -17,7 +17,8 @@ def tokenizer():
 
 @pytest.fixture(scope="session")
 def accelerator():
-    return Accelerator(cpu=True)
+    """The CPU, or the GPU when CORY_TEST_DEVICE=cuda (scripts/gpu_check.sh runs the core tests there)."""
+    return Accelerator(cpu=os.environ.get("CORY_TEST_DEVICE", "cpu") == "cpu")
 
 
 @pytest.fixture(autouse=True)
