@@ -10,14 +10,26 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def plot_curves(rows: list[dict], panels: dict[str, list[str]], path: Path, title: str = "") -> Path:
-    """One panel per entry of `panels` (panel title -> metric keys), metric vs step."""
+def plot_curves(rows: list[dict], panels: dict[str, list[str]], path: Path, title: str = "", smooth: int = 5) -> Path:
+    """One panel per entry of `panels` (panel title -> metric keys), metric vs step: the raw values faint, a
+    `smooth`-step moving average on top. In a CORY run the steps where agent B is the pioneer are shaded."""
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    b_leads = [r["step"] for r in rows if r.get("cory/pioneer_agent") == 1.0]
     for ax, (panel, keys) in zip(axes[0], panels.items()):
+        for step in b_leads:
+            ax.axvspan(step - 0.5, step + 0.5, color="0.9", lw=0)
         for key in keys:
             points = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
             if points:
-                ax.plot(*zip(*points), label=key)
+                steps, values = map(np.array, zip(*points))
+                line, = ax.plot(steps, values, alpha=0.3 if len(values) > smooth > 1 else 1.0)
+                if len(values) > smooth > 1:
+                    ax.plot(steps[smooth - 1:], np.convolve(values, np.ones(smooth) / smooth, "valid"), color=line.get_color(),
+                            label=f"{key} ({smooth}-step mean)")
+                else:
+                    line.set_label(key)
+        if b_leads:
+            ax.plot([], [], color="0.85", lw=6, label="shaded: agent B is the pioneer")
         _decorate(ax, panel)
     return _save(fig, path, title)
 
@@ -27,6 +39,7 @@ def _decorate(ax, panel: str) -> None:
     ax.set_xlabel("step")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
+    ax.ticklabel_format(axis="y", style="plain", useOffset=False)  # a KL coefficient near 0.3 reads 0.3, not 1e-5+2.999e-1
 
 
 def _save(fig, path: Path, title: str) -> Path:

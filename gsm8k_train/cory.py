@@ -16,7 +16,7 @@ from cory.gsm8k import GSM8KConfig, GSM8KTask  # noqa: E402
 from cory.ppo import PPOConfig, PPOTrainer  # noqa: E402
 from cory.runner import setup, train  # noqa: E402
 
-PLOTS = {"accuracy (task reward)": ["pioneer/task_reward", "observer/task_reward", "agent_a/task_reward", "agent_b/task_reward"],
+PLOTS = {"accuracy (task reward)": ["agent_a/task_reward", "agent_b/task_reward"],
          "KL to reference": ["agent_a/kl", "agent_b/kl"], "response length": ["agent_a/response_len", "agent_b/response_len"]}
 CONSOLE = {"pioneer/task_reward": "acc_pio", "observer/task_reward": "acc_obs", "agent_a/kl": "kl_a",
            "agent_b/kl": "kl_b", "cory/pioneer_agent": "pio", "time/step": "s/step"}

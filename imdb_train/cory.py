@@ -18,7 +18,7 @@ from cory.imdb import IMDBConfig, IMDBTask  # noqa: E402
 from cory.ppo import PPOConfig, PPOTrainer  # noqa: E402
 from cory.runner import setup, train  # noqa: E402
 
-PLOTS = {"task reward": ["pioneer/task_reward", "observer/task_reward", "agent_a/task_reward", "agent_b/task_reward"],
+PLOTS = {"task reward": ["agent_a/task_reward", "agent_b/task_reward"],
          "KL to reference (penalty estimator)": ["agent_a/kl", "agent_b/kl"],
          "KL coefficient": ["agent_a/kl_coef", "agent_b/kl_coef"]}
 CONSOLE = {"pioneer/task_reward": "r_pio", "observer/task_reward": "r_obs", "agent_a/kl": "kl_a",
