@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 from safetensors.torch import load_file, save_file
@@ -48,21 +49,33 @@ def build_policies(run: RunConfig, n_agents: int, device) -> tuple[list[ValueHea
     return policies, FrozenReference(peft_model, disable_adapters=True, store_dtype=frozen_dtype)
 
 
-def write_policy(policy: ValueHeadPolicy, tokenizer, directory: Path) -> None:
-    """The policy as a stand-alone HF model (or its peft adapter) plus `value_head.safetensors`."""
+def write_policy(policy: ValueHeadPolicy, tokenizer, directory: Path, base_model: str | None = None) -> None:
+    """The policy as a stand-alone HF model, or as a standard peft adapter directory (adapter_config.json at its
+    top, the base recorded as `base_model`: the hub id, alias or path the run was given, not this machine's
+    resolved path), plus `value_head.safetensors`."""
     directory.mkdir(parents=True, exist_ok=True)
     if policy.adapter_name is None:
         policy.lm.save_pretrained(directory)
     else:
         policy.lm.save_pretrained(directory, selected_adapters=[policy.adapter_name])
+        nested = directory / policy.adapter_name  # peft writes a non-default adapter one level down
+        if (nested / "adapter_config.json").exists():
+            for file in nested.iterdir():
+                file.replace(directory / file.name)
+            nested.rmdir()
+        if base_model:
+            config_path = directory / "adapter_config.json"
+            config = json.loads(config_path.read_text())
+            config["base_model_name_or_path"] = base_model
+            config_path.write_text(json.dumps(config, indent=2))
     tokenizer.save_pretrained(directory)
     save_file({k: v.detach().cpu().contiguous() for k, v in policy.v_head.state_dict().items()}, directory / "value_head.safetensors")
 
 
-def save_policy(policy: ValueHeadPolicy, tokenizer, path) -> None:
+def save_policy(policy: ValueHeadPolicy, tokenizer, path, base_model: str | None = None) -> None:
     """`write_policy`, atomically: the directory appears complete or not at all."""
     with atomic_directory(path) as tmp:
-        write_policy(policy, tokenizer, tmp)
+        write_policy(policy, tokenizer, tmp, base_model)
 
 
 def load_policy_weights(policy: ValueHeadPolicy, directory: Path) -> None:

@@ -146,7 +146,7 @@ def _train(exp: Experiment, algorithm, task, batch_size: int, plots: dict[str, l
         check_in_sync(accelerator, algorithm)
     if main:
         for name, agent in zip(algorithm.names, algorithm.agents):
-            save_policy(agent.policy, exp.tokenizer, exp.run_dir / "final" / name)
+            save_policy(agent.policy, exp.tokenizer, exp.run_dir / "final" / name, base_model=run.model_name)
         plot_curves(read_metrics(tracker.metrics_path), plots, exp.run_dir / "curves.png", title=exp.run_dir.name)
         if tracker.eval_path.exists():
             print(eval_table(read_metrics(tracker.eval_path)))

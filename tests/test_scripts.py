@@ -33,6 +33,14 @@ def test_script_runs_and_writes_its_outputs(script, assets, tmp_path):
     assert (run_dir / "curves.png").stat().st_size > 0 and (run_dir / "config.json").exists()
     names = ["agent_a", "agent_b"] if script.endswith("cory.py") else ["policy"]
     assert sorted(p.name for p in (run_dir / "final").iterdir()) == names
+    if task == "gsm8k":  # LoRA: each agent is a standard peft adapter directory that plain peft loads on its base
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM
+
+        agent = run_dir / "final" / names[-1]
+        config = json.loads((agent / "adapter_config.json").read_text())
+        assert config["base_model_name_or_path"] == str(assets / "lm") and (agent / "adapter_model.safetensors").exists()
+        PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(config["base_model_name_or_path"]), str(agent))
     assert not (run_dir / "checkpoints").exists()  # no save_every: final/ only, no 2 GB end-of-run checkpoint
 
 
