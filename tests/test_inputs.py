@@ -147,12 +147,13 @@ def test_imdb_prompts_are_2_to_8_token_prefixes_of_long_reviews(tmp_path, tokeni
 
 
 def test_real_imdb_and_gsm8k_files_load():
-    from pathlib import Path
-
     data = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
     if not data.exists():
         pytest.skip(f"shared data not found at {data}")
-    assert len(read_records(str(data / "imdb" / "test.parquet"), {"text": str, "label": int})) == 25000
+    for split in ("train", "test"):
+        assert len(read_records(str(data / "imdb" / f"{split}.parquet"), {"text": str, "label": int})) == 25000
+    gsm8k = {"question": str, "answer": str}
+    assert [len(read_records(str(data / "gsm8k" / f"{split}.jsonl"), gsm8k)) for split in ("train", "test")] == [7473, 1319]
 
 
 def test_help_shows_each_key_with_its_doc_and_the_presets_value(capsys):
