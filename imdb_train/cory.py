@@ -9,7 +9,7 @@
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # else this cory.py, first on the path, shadows the package
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the script folder is first on sys.path, and its cory.py would shadow the package
 from cory.agents import build_policies  # noqa: E402
 from cory.config import RunConfig  # noqa: E402
 from cory.cory import CORY, CORYConfig  # noqa: E402
