@@ -9,7 +9,8 @@
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the script folder is first on sys.path, and its cory.py would shadow the package
+# the script's folder is first on sys.path, and its cory.py would shadow the package: put the repo root before it
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from cory.agents import build_policies  # noqa: E402
 from cory.config import RunConfig  # noqa: E402
 from cory.cory import CORY, CORYConfig  # noqa: E402
