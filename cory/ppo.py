@@ -423,10 +423,11 @@ class PPOTrainer:
             self.optimizer.zero_grad()
         with torch.no_grad():
             entropy = masked_mean(entropy_from_logits(logits.detach()), mask)
+        trained = float("nan") if skip else 1.0  # a skipped minibatch's losses trained nothing: not averaged in
         return {
-            "loss/policy": pg_loss.item(),
-            "loss/value": vf_loss.item(),
-            "loss/total": loss.item(),
+            "loss/policy": pg_loss.item() * trained,
+            "loss/value": vf_loss.item() * trained,
+            "loss/total": loss.item() * trained,
             "policy/entropy": entropy.item(),
             "policy/approxkl": pg_stats["approxkl"].item(),
             "policy/policykl": pg_stats["policykl"].item(),
@@ -462,8 +463,11 @@ class PPOTrainer:
             "ppo/skipped_steps": float(self.skipped_steps),
             "tokens/eos_only_responses": float(((batch.response_mask.sum(-1) == 1) & self._is_eos(batch.responses[:, 0])).sum()),
         }
-        for key in train_stats[0]:
-            stats[f"ppo/{key}"] = float(np.mean([s[key] for s in train_stats]))
+        for key in train_stats[0]:  # losses: over the minibatches that trained (NaN if none did)
+            values = np.array([s[key] for s in train_stats])
+            if key.startswith("loss/"):
+                values = values[~np.isnan(values)]
+            stats[f"ppo/{key}"] = float(np.mean(values)) if len(values) else float("nan")
         stats["ppo/val/var_explained"] = 1 - stats["ppo/val/error"] / stats["ppo/returns/var"]
         return stats
 

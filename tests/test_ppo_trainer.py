@@ -69,6 +69,8 @@ def test_ratio_guard_skips_minibatches_and_counts_them(tokenizer, accelerator):
     stats = trainer.step(*batch())
     assert stats["ppo/skipped_minibatches"] == 4  # 2 epochs x 2 minibatches
     assert all(torch.equal(a, b) for a, b in zip(before, trainer.policy.parameters()))
+    assert all(np.isnan(stats[f"ppo/loss/{k}"]) for k in ("policy", "value", "total"))  # nothing trained: no loss to log
+    assert np.isfinite(stats["ppo/policy/ratio_mean"])  # what was measured is still logged
 
 
 def test_step_rejects_a_wrong_batch_size(tokenizer, accelerator):
