@@ -134,6 +134,11 @@ def load_task_config(task: str, preset: str, algorithm: str | None = None) -> di
 def parse_args(task: str, description: str, sections: tuple[type, ...], argv=None, algorithm: str | None = None) -> tuple[str, dict]:
     """CLI: `--preset NAME` plus `--key value` for any field of `sections`. Returns (preset, merged dict).
     `--help` lists every key by section with its one-line doc and its value in the chosen preset."""
+    owners: dict[str, str] = {}
+    for cls in sections:  # a flat --key is routed by name: two sections may not both own one
+        for f in dataclasses.fields(cls):
+            if owners.setdefault(f.name, cls.__name__) != cls.__name__:
+                raise ValueError(f"config key {f.name!r} is defined by both {owners[f.name]} and {cls.__name__}")
     presets = argparse.ArgumentParser(add_help=False)
     presets.add_argument("--preset", default="offline")
     preset = presets.parse_known_args(argv)[0].preset

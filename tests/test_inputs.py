@@ -172,3 +172,14 @@ def test_relative_paths_in_a_config_file_mean_from_the_repo_root(monkeypatch, tm
     assert config["dataset_path"] == str((root / "../shared/data/imdb/train.parquet").resolve())
     _, raw = parse_args("imdb", "", SECTIONS, ["--dataset_path", "../mine.parquet"], "cory")
     assert raw["dataset_path"] == "../mine.parquet"  # the command line means from the working directory
+
+
+def test_two_sections_owning_one_key_are_refused():
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Other:
+        seed: int = 3
+
+    with pytest.raises(ValueError, match="'seed' is defined by both RunConfig and Other"):
+        parse_args("imdb", "", (RunConfig, Other), [])
