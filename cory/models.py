@@ -5,7 +5,7 @@ import importlib.util
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cory._trl import disable_dropout_in_model
 from cory.errors import MissingInput, UsageError
@@ -105,6 +105,3 @@ def load_causal_lm(name: str, dtype: str = "float32", device: str | torch.device
     disable_dropout_in_model(model)
     return model.eval()
 
-
-def model_config(name: str):
-    return AutoConfig.from_pretrained(resolve_model(name))
