@@ -1,7 +1,7 @@
 """GSM8K: grade-school math; reward 1 if the completion's final number equals the reference answer, else 0.
 
 `defaults` is the paper's Table 2 (Llama-2-7b-chat, 4-bit + LoRA). A preset overrides some keys; a preset's
-`ppo` / `cory` sub-dict applies only to that script (the paper trains PPO at lr 1e-5 and CORY at 1e-4);
+`ppo` / `cory` sub-dict applies only to that script (merged key by key into the defaults' one) (the paper trains PPO at lr 1e-5 and CORY at 1e-4);
 `--key value` on the command line overrides all. Presets:
 - paper:   Table 2 as is (a CUDA GPU and the hub).
 - offline: SmolLM2-135M-Instruct on the local GSM8K files, a few short steps on a 2-core CPU.
@@ -22,7 +22,6 @@ defaults = dict(
     dataset_path="openai/gsm8k",
     eval_dataset_path="openai/gsm8k",
     prompt_template=ONE_SHOT + "Question: {question} Answer:",
-    observer_template=ONE_SHOT + "Question: {question} Reference: {pioneer_response} Answer:",
     answer_extraction="flexible",
     # sampling
     response_min_tokens=256,
@@ -42,8 +41,11 @@ defaults = dict(
     cliprange=0.2,
     cliprange_value=0.2,
     vf_coef=0.1,
-    # CORY
-    swap_freq=5,
+    # CORY; only gsm8k_train/cory.py reads this sub-dict
+    cory=dict(
+        swap_freq=5,
+        observer_template=ONE_SHOT + "Question: {question} Reference: {pioneer_response} Answer:",
+    ),
 )
 
 presets = dict(

@@ -42,11 +42,13 @@ defaults = dict(
     cliprange_value=0.2,
     vf_coef=0.1,
     kl_penalty="full",
-    # CORY (Table 1: PPO's settings plus the role-exchange period)
-    swap_freq=5,
-    other_reward_coef=1.0,
-    knowledge_transfer=True,
-    observer_template='I can make this sentence "{query}{pioneer_response}" more positive: {query}',
+    # CORY (Table 1: PPO's settings plus the role-exchange period); only imdb_train/cory.py reads this sub-dict
+    cory=dict(
+        swap_freq=5,
+        other_reward_coef=1.0,
+        knowledge_transfer=True,
+        observer_template='I can make this sentence "{query}{pioneer_response}" more positive: {query}',
+    ),
 )
 
 presets = dict(

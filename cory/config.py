@@ -115,16 +115,17 @@ CONFIG_PATH_KEYS = ("model_name", "reward_model", "dataset_path", "eval_dataset_
 
 
 def load_task_config(task: str, preset: str, algorithm: str | None = None) -> dict:
-    """`configs/<task>.py`'s defaults updated by its preset, then by the preset's sub-dict for `algorithm`."""
+    """`configs/<task>.py`'s defaults updated by its preset, then by the `algorithm` sub-dict (the defaults' one
+    updated by the preset's): a script sees only its own algorithm's keys."""
     path = CONFIG_DIR / f"{task}.py"
     spec = importlib.util.spec_from_file_location(f"configs.{task}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     if preset not in module.presets:
         raise UsageError(f"unknown preset {preset!r} for {task}; choose one of {sorted(module.presets)}")
-    config = {**module.defaults, **module.presets[preset]}
-    per_algorithm = {name: config.pop(name, {}) for name in ALGORITHMS}
-    config = {**config, **per_algorithm.get(algorithm, {})}
+    defaults, overrides = dict(module.defaults), dict(module.presets[preset])
+    per_algorithm = {name: {**defaults.pop(name, {}), **overrides.pop(name, {})} for name in ALGORITHMS}  # key by key
+    config = {**defaults, **overrides, **per_algorithm.get(algorithm, {})}
     for key in CONFIG_PATH_KEYS:
         if isinstance(config.get(key), str) and config[key].startswith(("./", "../")):
             config[key] = str((REPO_ROOT / config[key]).resolve())

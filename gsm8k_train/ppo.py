@@ -10,7 +10,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from cory.agents import build_policies  # noqa: E402
 from cory.config import RunConfig  # noqa: E402
-from cory.cory import CORYConfig  # noqa: E402
 from cory.errors import run_script  # noqa: E402
 from cory.gsm8k import GSM8KConfig, GSM8KTask  # noqa: E402
 from cory.ppo import PPOConfig, PPOTrainer  # noqa: E402
@@ -24,7 +23,7 @@ CONSOLE = {"env/reward_mean": "acc", "objective/kl": "kl", "tokens/responses_len
 
 def main(argv=None) -> dict:
     # the task file also holds CORY's keys: accepted here, unused
-    exp = setup("gsm8k", "ppo", __doc__, (RunConfig, PPOConfig, CORYConfig, GSM8KConfig), argv)
+    exp = setup("gsm8k", "ppo", __doc__, (RunConfig, PPOConfig, GSM8KConfig), argv)
     run, ppo = exp.run, exp.sections[PPOConfig]
     task = GSM8KTask(exp.sections[GSM8KConfig], exp.tokenizer)
     [policy], reference = build_policies(run, 1, exp.accelerator.device)

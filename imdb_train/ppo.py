@@ -11,7 +11,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from cory.agents import build_policies  # noqa: E402
 from cory.config import RunConfig  # noqa: E402
-from cory.cory import CORYConfig  # noqa: E402
 from cory.errors import run_script  # noqa: E402
 from cory.imdb import IMDBConfig, IMDBTask  # noqa: E402
 from cory.ppo import PPOConfig, PPOTrainer  # noqa: E402
@@ -26,7 +25,7 @@ CONSOLE = {"env/reward_mean": "reward", "objective/kl": "kl", "objective/kl_exac
 
 def main(argv=None) -> dict:
     # the task file also holds CORY's keys: accepted here, unused
-    exp = setup("imdb", "ppo", __doc__, (RunConfig, PPOConfig, CORYConfig, IMDBConfig), argv)
+    exp = setup("imdb", "ppo", __doc__, (RunConfig, PPOConfig, IMDBConfig), argv)
     run, ppo = exp.run, exp.sections[PPOConfig]
     # 1. the task: review prefixes, sentiment reward
     task = IMDBTask(exp.sections[IMDBConfig], exp.tokenizer, run.seed, exp.accelerator.device)

@@ -14,18 +14,19 @@ def run_script(path: str, argv: list[str]) -> dict:
     return runpy.run_path(str(ROOT / path))["main"](argv)
 
 
-def task_args(task, assets):
+def task_args(task, assets, cory=True):
     if task == "imdb":
         return ["--reward_model", str(assets / "classifier"), "--dataset_path", str(assets / "reviews.jsonl")]
-    return ["--dataset_path", str(assets / "problems.jsonl"), "--prompt_template", "Q: {question} A:",
-            "--observer_template", "Q: {question} Hint: {pioneer_response} A:", "--lora_target_modules", "c_attn",
-            "--use_chat_template", "false"]
+    observer = ["--observer_template", "Q: {question} Hint: {pioneer_response} A:"] if cory else []
+    return ["--dataset_path", str(assets / "problems.jsonl"), "--prompt_template", "Q: {question} A:", *observer,
+            "--lora_target_modules", "c_attn", "--use_chat_template", "false"]
 
 
 @pytest.mark.parametrize("script", ["imdb_train/ppo.py", "imdb_train/cory.py", "gsm8k_train/ppo.py", "gsm8k_train/cory.py"])
 def test_script_runs_and_writes_its_outputs(script, assets, tmp_path):
     task = script.split("_")[0]
-    argv = ["--model_name", str(assets / "lm"), "--output_dir", str(tmp_path), *COMMON, *task_args(task, assets)]
+    argv = ["--model_name", str(assets / "lm"), "--output_dir", str(tmp_path), *COMMON,
+            *task_args(task, assets, cory=script.endswith("cory.py"))]
     stats = run_script(script, argv)
     run_dir = tmp_path / "run"
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -58,6 +59,13 @@ def test_bad_input_fails_before_training(argv, error, message, assets, tmp_path)
     with pytest.raises(error, match=message):
         run_script("imdb_train/cory.py", base + argv)
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_a_cory_key_given_to_a_ppo_script_is_refused(assets, tmp_path, capsys):
+    base = ["--model_name", str(assets / "lm"), "--output_dir", str(tmp_path), *COMMON, *task_args("imdb", assets)]
+    with pytest.raises(SystemExit) as exit_info:
+        run_script("imdb_train/ppo.py", base + ["--swap_freq", "3"])
+    assert exit_info.value.code == 2 and "unrecognized arguments: --swap_freq 3" in capsys.readouterr().err
 
 
 def test_compare_runs_both_methods_in_parallel_then_reports(assets, tmp_path):
