@@ -19,6 +19,7 @@ from tqdm import tqdm
 from cory.agents import save_policy
 from cory.checkpoint import checkpoints_dir, find_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from cory.config import RunConfig, build, check_known_keys, parse_args
+from cory.cory import CORYConfig
 from cory.data import LengthSampler, PromptLoader
 from cory.errors import UsageError
 from cory.eval.heldout import evaluate_agent
@@ -27,7 +28,7 @@ from cory.models import load_tokenizer
 from cory.paths import remove_stale_temporaries
 from cory.plots import plot_curves
 from cory.precision import resolve_mixed_precision
-from cory.ppo import mean_over_processes
+from cory.ppo import PPOConfig, mean_over_processes
 from cory.rundir import RunDirLock, claim_fresh, earlier_outputs
 from cory.tracking import Tracker, read_metrics, summary_line
 
@@ -49,6 +50,19 @@ class Experiment:
     @property
     def run(self) -> RunConfig:
         return self.sections[RunConfig]
+
+    @property
+    def ppo(self) -> PPOConfig:
+        return self.sections[PPOConfig]
+
+    @property
+    def cory(self) -> CORYConfig:
+        return self.sections[CORYConfig]
+
+    @property
+    def task(self):
+        """The task's section (IMDBConfig, GSM8KConfig): the one that is not run, PPO or CORY settings."""
+        return next(v for cls, v in self.sections.items() if cls not in (RunConfig, PPOConfig, CORYConfig))
 
 
 def setup(task: str, algorithm: str, description: str, sections: tuple[type, ...], argv=None) -> Experiment:

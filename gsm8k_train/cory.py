@@ -25,14 +25,14 @@ CONSOLE = {"pioneer/task_reward": "acc_pio", "observer/task_reward": "acc_obs", 
 
 def main(argv=None) -> dict:
     exp = setup("gsm8k", "cory", __doc__, (RunConfig, PPOConfig, CORYConfig, GSM8KConfig), argv)
-    run, ppo = exp.run, exp.sections[PPOConfig]
+    run, ppo = exp.run, exp.ppo
     # 1. the task: one-shot prompts, binary exact-answer reward
-    task = GSM8KTask(exp.sections[GSM8KConfig], exp.tokenizer)
+    task = GSM8KTask(exp.task, exp.tokenizer)
     # 2. two agents sharing one frozen reference (with LoRA: two adapters on one base)
     policies, reference = build_policies(run, 2, exp.accelerator.device)
     agents = [PPOTrainer(ppo, policy, reference, exp.tokenizer, exp.accelerator, seed=run.seed + i) for i, policy in enumerate(policies)]
     # 3. the observer answers with the pioneer's solution as its reference; both learn the summed reward
-    cory = CORY(exp.sections[CORYConfig], agents, exp.tokenizer, task)
+    cory = CORY(exp.cory, agents, exp.tokenizer, task)
     return train(exp, cory, task, ppo.batch_size, PLOTS, CONSOLE)
 
 

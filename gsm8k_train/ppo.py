@@ -24,8 +24,8 @@ CONSOLE = {"env/reward_mean": "acc", "objective/kl": "kl", "tokens/responses_len
 def main(argv=None) -> dict:
     # the task file also holds CORY's keys: accepted here, unused
     exp = setup("gsm8k", "ppo", __doc__, (RunConfig, PPOConfig, GSM8KConfig), argv)
-    run, ppo = exp.run, exp.sections[PPOConfig]
-    task = GSM8KTask(exp.sections[GSM8KConfig], exp.tokenizer)
+    run, ppo = exp.run, exp.ppo
+    task = GSM8KTask(exp.task, exp.tokenizer)
     [policy], reference = build_policies(run, 1, exp.accelerator.device)
     trainer = PPOTrainer(ppo, policy, reference, exp.tokenizer, exp.accelerator, seed=run.seed)
     return train(exp, SinglePPO(trainer, exp.tokenizer, task), task, ppo.batch_size, PLOTS, CONSOLE)

@@ -28,14 +28,14 @@ CONSOLE = {"pioneer/task_reward": "r_pio", "observer/task_reward": "r_obs", "age
 
 def main(argv=None) -> dict:
     exp = setup("imdb", "cory", __doc__, (RunConfig, PPOConfig, CORYConfig, IMDBConfig), argv)
-    run, ppo = exp.run, exp.sections[PPOConfig]
+    run, ppo = exp.run, exp.ppo
     # 1. the task: review prefixes, sentiment reward
-    task = IMDBTask(exp.sections[IMDBConfig], exp.tokenizer, run.seed, exp.accelerator.device)
+    task = IMDBTask(exp.task, exp.tokenizer, run.seed, exp.accelerator.device)
     # 2. two agents (copies of one LLM, or two LoRA adapters on one base) and one shared frozen reference
     policies, reference = build_policies(run, 2, exp.accelerator.device)
     agents = [PPOTrainer(ppo, policy, reference, exp.tokenizer, exp.accelerator, seed=run.seed + i) for i, policy in enumerate(policies)]
     # 3. pioneer answers, observer answers with the pioneer's answer in view, both learn the collective reward
-    cory = CORY(exp.sections[CORYConfig], agents, exp.tokenizer, task)
+    cory = CORY(exp.cory, agents, exp.tokenizer, task)
     return train(exp, cory, task, ppo.batch_size, PLOTS, CONSOLE)
 
 

@@ -26,9 +26,9 @@ CONSOLE = {"env/reward_mean": "reward", "objective/kl": "kl", "objective/kl_exac
 def main(argv=None) -> dict:
     # the task file also holds CORY's keys: accepted here, unused
     exp = setup("imdb", "ppo", __doc__, (RunConfig, PPOConfig, IMDBConfig), argv)
-    run, ppo = exp.run, exp.sections[PPOConfig]
+    run, ppo = exp.run, exp.ppo
     # 1. the task: review prefixes, sentiment reward
-    task = IMDBTask(exp.sections[IMDBConfig], exp.tokenizer, run.seed, exp.accelerator.device)
+    task = IMDBTask(exp.task, exp.tokenizer, run.seed, exp.accelerator.device)
     # 2. one policy and its frozen reference
     [policy], reference = build_policies(run, 1, exp.accelerator.device)
     trainer = PPOTrainer(ppo, policy, reference, exp.tokenizer, exp.accelerator, seed=run.seed)
