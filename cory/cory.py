@@ -138,8 +138,8 @@ class CORY:
         stats = {
             "cory/pioneer_agent": float(p),
             "cory/collective_reward": (r_pioneer + r_observer).mean().item(),
-            "cory/reward_failures": float(reward_failures),
-            "cory/truncated_prompts": float(cut_pioneer + cut_observer),
+            "env/reward_failures": float(reward_failures),
+            "tokens/truncated_prompts": float(cut_pioneer + cut_observer),
             "time/generate": t_gen - t0,
             "time/score": t_score - t_gen,
             "time/ppo_step": t_step - t_score,

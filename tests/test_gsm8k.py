@@ -121,8 +121,8 @@ def test_cory_step_on_synthetic_arithmetic(tmp_path, tokenizer, accelerator):
     cory = CORY(CORYConfig(observer_template=template), agents, tokenizer, task)
     before = [p.clone() for p in agents[1].policy.parameters()]
     stats, samples = cory.step(0, task.prompts("train"), dict(do_sample=True, top_k=0, max_new_tokens=4, min_new_tokens=4))
-    assert stats["pioneer/task_reward"] in (0.0, 0.25, 0.5, 0.75, 1.0) and stats["cory/reward_failures"] == 0
-    assert stats["cory/truncated_prompts"] == 0
+    assert stats["pioneer/task_reward"] in (0.0, 0.25, 0.5, 0.75, 1.0) and stats["env/reward_failures"] == 0
+    assert stats["tokens/truncated_prompts"] == 0
     assert any(not torch.equal(a, b) for a, b in zip(before, agents[1].policy.parameters()))
 
 
