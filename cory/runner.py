@@ -30,6 +30,7 @@ from cory.plots import plot_curves
 from cory.precision import resolve_mixed_precision
 from cory.ppo import PPOConfig, mean_over_processes
 from cory.rundir import RunDirLock, claim_fresh, earlier_outputs
+from cory.task import Algorithm, Task
 from cory.tracking import Tracker, read_metrics, summary_line
 
 
@@ -80,7 +81,7 @@ def setup(task: str, algorithm: str, description: str, sections: tuple[type, ...
     return Experiment(preset, config, built, run_dir, accelerator, load_tokenizer(run.model_name))
 
 
-def train(exp: Experiment, algorithm, task, batch_size: int, plots: dict[str, list[str]], console: dict[str, str]) -> dict:
+def train(exp: Experiment, algorithm: Algorithm, task: Task, batch_size: int, plots: dict[str, list[str]], console: dict[str, str]) -> dict:
     """Run `exp.run.steps` steps of `algorithm` on `task` (resuming if asked), holding the run directory's
     lock throughout; returns the last step's stats."""
     lock = RunDirLock(exp.run_dir, tqdm.write)
@@ -106,7 +107,7 @@ def open_run_dir(run_dir: Path, run: RunConfig) -> Path | None:
     return checkpoint
 
 
-def _train(exp: Experiment, algorithm, task, batch_size: int, plots: dict[str, list[str]], console: dict[str, str]) -> dict:
+def _train(exp: Experiment, algorithm: Algorithm, task: Task, batch_size: int, plots: dict[str, list[str]], console: dict[str, str]) -> dict:
     run, accelerator = exp.run, exp.accelerator
     rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
     loader = PromptLoader(task.prompts("train"), batch_size * world, run.seed)  # one global batch, one shard per process

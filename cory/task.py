@@ -31,6 +31,16 @@ class Task(Protocol):
     def reward(self, prompts: list[Prompt], responses: list[str]) -> list[float]: ...
 
 
+class Algorithm(Protocol):
+    """What the training loop drives (`SinglePPO`, `CORY`): named agents (each a `PPOTrainer`) and one step."""
+
+    names: tuple[str, ...]
+    agents: list
+
+    def step(self, step: int, prompts: list[Prompt], gen_kwargs: dict) -> tuple[dict, list[dict]]:
+        """One iteration on a batch of prompts; returns (stats, samples)."""
+
+
 def safe_rewards(task: Task, prompts: list[Prompt], responses: list[str]) -> tuple[torch.Tensor, int, str | None]:
     """Task rewards, never raising: a failing batch is retried sample by sample and a sample that still
     fails scores NaN (the PPO step then skips the update). Returns (rewards, number of failed samples,
