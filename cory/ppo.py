@@ -367,9 +367,6 @@ class PPOTrainer:
             )
         return {"ppo/skipped_steps": float(self.skipped_steps), "ppo/skipped_minibatches": float(self.skipped_minibatches)}
 
-    def _permutation(self, n: int) -> np.ndarray:
-        return self.rng.permutation(n)
-
     def _optimise(self, batch: Rollout, old_logprobs, old_values, advantages, returns) -> list[dict]:
         cfg = self.config
         keep = batch.responses.shape[1] + 1
@@ -377,7 +374,7 @@ class PPOTrainer:
         self.policy.train()
         self.optimizer.zero_grad()
         for _ in range(cfg.ppo_epochs):
-            order = self._permutation(cfg.batch_size)
+            order = self.rng.permutation(cfg.batch_size)
             for i, start in enumerate(range(0, cfg.batch_size, cfg.mini_batch_size)):
                 idx = torch.as_tensor(order[start : start + cfg.mini_batch_size], device=self.device)
                 last_micro = (i + 1) % cfg.gradient_accumulation_steps == 0

@@ -15,6 +15,18 @@ KEYS = ["ppo/loss/policy", "ppo/loss/value", "objective/kl", "ppo/policy/approxk
         "ppo/val/vpred", "objective/entropy", "objective/kl_coef"]
 
 
+class ReplayedPermutations:
+    """Stands in for the trainer's numpy Generator: hands out the recorded permutations in order."""
+
+    def __init__(self, permutations):
+        self.permutations = iter(permutations)
+
+    def permutation(self, n):
+        order = np.array(next(self.permutations))
+        assert len(order) == n
+        return order
+
+
 @pytest.mark.parametrize("case", FIXTURE["cases"], ids=[c["name"] for c in FIXTURE["cases"]])
 def test_step_matches_trl_0_11_4(case, tokenizer, accelerator):
     lm = tiny_gpt2()
@@ -30,8 +42,7 @@ def test_step_matches_trl_0_11_4(case, tokenizer, accelerator):
         # per trainer; we clip every step. Replay its behaviour to show that this is the only difference.
         clip, calls = trainer.accelerator.clip_grad_norm_, []
         trainer.accelerator.clip_grad_norm_ = lambda p, n: calls.append(1) or (clip(p, n) if len(calls) == 1 else None)
-    perms = iter(case["permutations"])
-    trainer._permutation = lambda n: np.array(next(perms))
+    trainer.rng = ReplayedPermutations(case["permutations"])  # the minibatch orders trl drew
 
     queries = [torch.tensor(q) for q in case["queries"]]
     responses = [torch.tensor(r) for r in case["responses"]]
