@@ -143,10 +143,10 @@ def parse_args(task: str, description: str, sections: tuple[type, ...], argv=Non
     presets = argparse.ArgumentParser(add_help=False)
     presets.add_argument("--preset", default="offline")
     preset = presets.parse_known_args(argv)[0].preset
-    try:
-        preset_values = load_task_config(task, preset, algorithm)
-    except UsageError:
-        preset_values = {}  # reported below, once argparse has parsed the rest
+    try:  # the config file is read once: for --help's defaults and as the base the flags override
+        preset_values, preset_error = load_task_config(task, preset, algorithm), None
+    except UsageError as error:
+        preset_values, preset_error = {}, error  # raised once argparse has parsed the rest (so --help still works)
     parser = argparse.ArgumentParser(description=description, usage="%(prog)s [--preset NAME] [--key value ...]",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="offline", help=f"a preset of configs/{task}.py (default: offline)")
@@ -160,8 +160,10 @@ def parse_args(task: str, description: str, sections: tuple[type, ...], argv=Non
                                metavar=_metavar(hints[f.name]), help=f"{docs.get(f.name, '')} (default: {default!r})".lstrip())
     args = vars(parser.parse_args(argv))
     args.pop("debug")
-    config = load_task_config(task, args.pop("preset"), algorithm)
-    config.update(args)
+    args.pop("preset")
+    if preset_error is not None:
+        raise preset_error
+    config = {**preset_values, **args}
     return preset, config
 
 

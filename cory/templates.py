@@ -16,7 +16,7 @@ def check_template(name: str, template: str, allowed: set[str], required: set[st
         fields = template_fields(template)
     except ValueError as error:  # a lone '{' or '}'
         raise UsageError(f"{name} is not a valid template ({error}; write a literal brace as {{{{ or }}}})") from None
-    if "" in fields or any(not f.isidentifier() for f in fields):
+    if any(not f.isidentifier() for f in fields):  # an empty, positional or attribute field
         raise UsageError(f"{name} has a field that is not a name: {sorted(fields)}; write a literal brace as {{{{ or }}}}")
     unknown = fields - allowed
     if unknown:
