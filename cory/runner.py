@@ -165,7 +165,9 @@ def _train(exp: Experiment, algorithm: Algorithm, task: Task, batch_size: int, p
         plot_curves(read_metrics(tracker.metrics_path), plots, exp.run_dir / "curves.png", title=exp.run_dir.name)
         if tracker.eval_path.exists():
             print(eval_table(read_metrics(tracker.eval_path)))
-        print(f"metrics.jsonl, curves.png, checkpoints/ and final/ are in {exp.run_dir}")
+        written = ["metrics.jsonl", "curves.png"] + (["eval.jsonl"] if tracker.eval_path.exists() else []) \
+            + (["checkpoints/"] if run.save_every else [])
+        print(f"{', '.join(written)} and final/ are in {exp.run_dir}")
     tracker.close()
     accelerator.wait_for_everyone()
     return stats
