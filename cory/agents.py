@@ -41,6 +41,7 @@ def build_policies(run: RunConfig, n_agents: int, device) -> tuple[list[ValueHea
         lora_dropout=run.lora_dropout,
         target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
         task_type="CAUSAL_LM",
+        fan_in_fan_out=any(type(m).__name__ == "Conv1D" for m in base.modules()),  # GPT-2 stores (in, out) weights
     )
     peft_model = get_peft_model(base, lora, adapter_name=names[0])
     for name in names[1:]:
@@ -76,6 +77,24 @@ def save_policy(policy: ValueHeadPolicy, tokenizer, path, base_model: str | None
     """`write_policy`, atomically: the directory appears complete or not at all."""
     with atomic_directory(path) as tmp:
         write_policy(policy, tokenizer, tmp, base_model)
+
+
+def wants_merged(run: RunConfig, policy: ValueHeadPolicy) -> bool:
+    """A merged copy only makes sense for a LoRA agent; `auto` skips it from 1B parameters (a full model on disk)."""
+    if policy.adapter_name is None or run.save_merged == "false":
+        return False
+    return run.save_merged == "true" or sum(p.numel() for p in policy.lm.parameters()) < 1e9
+
+
+def save_merged_policy(adapter_dir, model_name: str, tokenizer, path) -> None:
+    """The saved adapter merged into a fresh fp32 copy of its base (never the training base, which other
+    agents' adapters share and mixed precision may hold in bf16): `pipeline("text-generation", model=path)` loads it."""
+    from peft import PeftModel
+
+    merged = PeftModel.from_pretrained(load_causal_lm(model_name), str(adapter_dir)).merge_and_unload()
+    with atomic_directory(path) as tmp:
+        merged.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
 
 
 def load_policy_weights(policy: ValueHeadPolicy, directory: Path) -> None:

@@ -62,6 +62,9 @@ class RunConfig:
     """write a checkpoint every N steps (0: only at the end)"""
     keep_checkpoints: int = 2
     """how many of the newest checkpoints to keep"""
+    save_merged: str = "auto"
+    """with LoRA, also write final/<agent>-merged/: the adapter merged into its base, a plain transformers model;
+    true | false | auto (models under 1B parameters)"""
     resume_from: str = ""
     """'auto' (the newest checkpoint of this run that verifies, if any) or a checkpoint directory"""
     overwrite: bool = False
@@ -84,6 +87,8 @@ class RunConfig:
             raise UsageError(f"need eval_every >= 0 and eval_prompts >= 1, got {self.eval_every}, {self.eval_prompts}")
         if self.save_every < 0 or self.keep_checkpoints < 1:
             raise UsageError(f"need save_every >= 0 and keep_checkpoints >= 1, got {self.save_every}, {self.keep_checkpoints}")
+        if self.save_merged not in ("auto", "true", "false"):
+            raise UsageError(f"save_merged must be auto, true or false, got {self.save_merged!r}")
         if self.load_in_4bit and self.lora_r == 0:
             raise UsageError("load_in_4bit trains LoRA adapters on frozen 4-bit weights: set lora_r > 0")
         if self.mixed_precision not in ("", *PRECISION_MODES):

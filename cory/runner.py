@@ -16,7 +16,7 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, gather_object, set_seed
 from tqdm import tqdm
 
-from cory.agents import save_policy
+from cory.agents import save_merged_policy, save_policy, wants_merged
 from cory.checkpoint import checkpoints_dir, find_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from cory.config import RunConfig, build, check_known_keys, parse_args
 from cory.cory import CORYConfig
@@ -162,6 +162,8 @@ def _train(exp: Experiment, algorithm: Algorithm, task: Task, batch_size: int, p
     if main:
         for name, agent in zip(algorithm.names, algorithm.agents):
             save_policy(agent.policy, exp.tokenizer, exp.run_dir / "final" / name, base_model=run.model_name)
+            if wants_merged(run, agent.policy):
+                save_merged_policy(exp.run_dir / "final" / name, run.model_name, exp.tokenizer, exp.run_dir / "final" / f"{name}-merged")
         plot_curves(read_metrics(tracker.metrics_path), plots, exp.run_dir / "curves.png", title=exp.run_dir.name)
         if tracker.eval_path.exists():
             print(eval_table(read_metrics(tracker.eval_path)))

@@ -33,15 +33,24 @@ def test_script_runs_and_writes_its_outputs(script, assets, tmp_path):
     assert [r["step"] for r in rows] == [0, 1] and stats
     assert (run_dir / "curves.png").stat().st_size > 0 and (run_dir / "config.json").exists()
     names = ["agent_a", "agent_b"] if script.endswith("cory.py") else ["policy"]
-    assert sorted(p.name for p in (run_dir / "final").iterdir()) == names
+    merged = [f"{n}-merged" for n in names] if task == "gsm8k" else []  # LoRA on a tiny model: save_merged auto
+    assert sorted(p.name for p in (run_dir / "final").iterdir()) == sorted(names + merged)
     if task == "gsm8k":  # LoRA: each agent is a standard peft adapter directory that plain peft loads on its base
+        import torch
         from peft import PeftModel
-        from transformers import AutoModelForCausalLM
+        from transformers import AutoModelForCausalLM, pipeline
 
         agent = run_dir / "final" / names[-1]
         config = json.loads((agent / "adapter_config.json").read_text())
         assert config["base_model_name_or_path"] == str(assets / "lm") and (agent / "adapter_model.safetensors").exists()
-        PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(config["base_model_name_or_path"]), str(agent))
+        adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(config["base_model_name_or_path"]), str(agent))
+        plain = AutoModelForCausalLM.from_pretrained(run_dir / "final" / merged[-1])  # ... and merged, plain transformers
+        ids = torch.tensor([[1, 2, 3, 4]])
+        with torch.no_grad():
+            assert torch.allclose(adapted(ids).logits, plain(ids).logits, atol=1e-5)
+            with adapted.disable_adapter():  # the trained adapter moved the logits: the merge carried it
+                assert not torch.allclose(adapted(ids).logits, plain(ids).logits, atol=1e-5)
+        assert pipeline("text-generation", model=str(run_dir / "final" / merged[-1]))("Q: 1+1 A:", max_new_tokens=2)
     assert not (run_dir / "checkpoints").exists()  # no save_every: final/ only, no 2 GB end-of-run checkpoint
 
 
