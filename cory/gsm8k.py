@@ -17,7 +17,12 @@ ONE_SHOT = (
     "he have now? Answer: Shawn started with 5 toys. If he got 2 toys each from his mom and dad, then that is 4 more "
     "toys. 5 + 4 = 9. "
 )
-NUMBER = re.compile(r"-?\$?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+")
+NUMBER = re.compile(r"-?\$?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?|-?\.\d+")
+"""a number as written in a solution: sign, $, thousands commas, decimals, or a fraction a/b (read as its value)"""
+MINUS_SIGNS = str.maketrans({"\u2212": "-", "\u2013": "-"})
+"""the Unicode minus and the en dash, as models write a negative answer"""
+CALCULATION = re.compile(r"<<([^<>]*)>>")
+"""a calculator annotation of a reference solution: one calculation step"""
 EXTRACTION_MODES = ("flexible", "strict")
 
 
@@ -39,19 +44,25 @@ class GSM8KConfig:
     """a completion is cut here before grading (a one-shot model goes on writing new questions)"""
     format_penalty: float = 0.0
     """subtracted from the reward of a completion without '####' (0: off, the paper's binary reward)"""
+    max_solution_steps: int = -1
+    """keep only problems whose reference solution has at most this many calculation steps (its `<<...>>`
+    annotations), in the training and the held-out data alike; -1: every problem"""
 
     def __post_init__(self) -> None:
         if self.answer_extraction not in EXTRACTION_MODES:
             raise UsageError(f"answer_extraction must be one of {EXTRACTION_MODES}, got {self.answer_extraction!r}")
         check_template("prompt_template", self.prompt_template, {"question"}, required={"question"})
+        if self.max_solution_steps < -1:
+            raise UsageError(f"max_solution_steps must be >= 0 (or -1: every problem), got {self.max_solution_steps}")
 
 
 def normalise_number(text: str) -> Decimal | None:
-    """'$1,000.00' -> 1000, '72.' -> 72, '50%' -> 50, '-3' -> -3; None if it is not a number."""
-    cleaned = text.strip().replace(",", "").replace("$", "").rstrip("%").rstrip(".")
+    """'$1,000.00' -> 1000, '72.' -> 72, '50%' -> 50, '−3' -> -3, '3/4' -> 0.75; None if it is not a number."""
+    cleaned = text.strip().translate(MINUS_SIGNS).replace(",", "").replace("$", "").rstrip("%").rstrip(".")
+    numerator, slash, denominator = cleaned.partition("/")
     try:
-        value = Decimal(cleaned)
-    except InvalidOperation:
+        value = Decimal(numerator) / Decimal(denominator) if slash else Decimal(cleaned)
+    except (InvalidOperation, ArithmeticError):  # not a number, or a division by zero
         return None
     return value if value.is_finite() else None
 
@@ -63,6 +74,14 @@ def reference_answer(solution: str) -> str:
     return solution.rsplit("####", 1)[1].strip()
 
 
+def solution_steps(solution: str) -> int:
+    """How many calculation steps a reference solution takes: its `<<expression=result>>` annotations."""
+    steps = len(CALCULATION.findall(solution))
+    if solution.count("<<") != steps or solution.count(">>") != steps:
+        raise ValueError(f"GSM8K solution has an unclosed or nested '<<...>>' annotation: {solution[:80]!r}")
+    return steps
+
+
 def before_stop(completion: str, stop_text: str) -> str:
     """The completion up to `stop_text` (all of it when the text is absent or empty)."""
     return completion.split(stop_text, 1)[0] if stop_text else completion
@@ -70,7 +89,7 @@ def before_stop(completion: str, stop_text: str) -> str:
 
 def extract_answer(completion: str, mode: str = "flexible", stop_text: str = "") -> Decimal | None:
     """The completion's final number: after the last '####' (first number there), else (flexible) its last number."""
-    completion = before_stop(completion, stop_text)
+    completion = before_stop(completion, stop_text).translate(MINUS_SIGNS)
     if "####" in completion:
         numbers = NUMBER.findall(completion.rsplit("####", 1)[1])
         if numbers:
@@ -112,13 +131,18 @@ class GSM8KTask:
     def prompts(self, split: str = "train") -> list[Prompt]:
         cfg = self.config
         path = cfg.dataset_path if split == "train" else cfg.eval_dataset_path
-        rows = read_records(path, {"question": str, "answer": str}, split, hub_config="main")
-        answers = []
-        for row_no, row in enumerate(rows, 1):
+        rows, answers = [], []
+        for row_no, row in enumerate(read_records(path, {"question": str, "answer": str}, split, hub_config="main"), 1):
             try:
-                answers.append(reference_answer(row["answer"]))
+                answer = reference_answer(row["answer"])
+                easy_enough = cfg.max_solution_steps < 0 or solution_steps(row["answer"]) <= cfg.max_solution_steps
             except ValueError as e:
                 raise UsageError(f"{path} row {row_no}: {e}") from None
+            if easy_enough:
+                rows.append(row)
+                answers.append(answer)
+        if not rows:
+            raise UsageError(f"{path}: no problem with at most {cfg.max_solution_steps} calculation steps")
         template = self.wrap_template(cfg.prompt_template)
         texts = [template.format(question=r["question"]) for r in rows]
         # a chat template writes its own BOS; a plain prompt gets the tokenizer's

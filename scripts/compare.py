@@ -68,7 +68,7 @@ def train_all(out: Path, settings: dict, jobs: list, extra: list[str], n_paralle
     walls_path = out / "wall_seconds.json"
     walls = json.loads(walls_path.read_text()) if walls_path.exists() else {}
     todo = [job for job in jobs if not (run_dir(out, *job) / "final").exists()]
-    threads = str(max(1, (os.cpu_count() or 1) // n_parallel))
+    threads = str(max(1, len(os.sched_getaffinity(0)) // n_parallel))  # the cores this process may use (taskset)
     total = len(jobs) * settings["steps"]
     lock = threading.Lock()
     bar = tqdm(total=total, desc=f"compare {out.name} ({len(todo)} of {len(jobs)} runs to do)", unit="step")

@@ -41,10 +41,20 @@ GSM8K = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "gsm
     ("", None),
     ("#### .5", "0.5"),
     ("-$4 is the loss", "-4"),
+    ("#### 3/4", "0.75"),  # a fraction is its value, not its numerator
+    ("half of 6 is 6/2 = 3", "3"),
+    ("#### \u22123", "-3"),  # the Unicode minus sign
+    ("#### \u20133", "-3"),  # an en dash used as a minus
+    ("#### 1/0", None),
 ])
 def test_extract_answer(completion, expected):
     got = extract_answer(completion, "flexible", stop_text="Question:")
     assert got == (None if expected is None else Decimal(expected))
+
+
+def test_fraction_and_unicode_minus_do_not_score_as_the_integer():
+    assert not is_correct("#### 3/4", "3") and is_correct("#### 3/4", "0.75")
+    assert not is_correct("#### \u22123", "3") and is_correct("#### \u22123", "-3")
 
 
 def test_strict_mode_needs_the_marker():
@@ -99,6 +109,29 @@ def test_malformed_answer_names_the_row(tmp_path, tokenizer):
     path.write_text(json.dumps({"question": "q", "answer": "#### 1"}) + "\n" + json.dumps({"question": "q", "answer": "2"}) + "\n")
     with pytest.raises(ValueError, match=r"bad.jsonl row 2: GSM8K solution has no '####'"):
         GSM8KTask(GSM8KConfig(dataset_path=str(path)), tokenizer).prompts("train")
+
+
+def test_solution_steps_filter(tmp_path, tokenizer):
+    rows = [{"question": f"q{n}", "answer": "".join(f"<<{i}+1={i + 1}>>{i + 1} " for i in range(n)) + f"#### {n}"} for n in (0, 1, 2, 3)]
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    kept = lambda steps: [p.fields["question"] for p in GSM8KTask(GSM8KConfig(dataset_path=str(path), max_solution_steps=steps), tokenizer).prompts()]  # noqa: E731
+    assert kept(-1) == ["q0", "q1", "q2", "q3"] and kept(2) == ["q0", "q1", "q2"] and kept(0) == ["q0"]
+    held_out = GSM8KConfig(eval_dataset_path=str(path), max_solution_steps=1)  # the held-out data is filtered alike
+    assert [p.answer for p in GSM8KTask(held_out, tokenizer).prompts("test")] == ["0", "1"]
+    path.write_text(json.dumps(rows[1]) + "\n" + json.dumps({"question": "q", "answer": "2+1=<<2+1=3 so 3\n#### 3"}) + "\n")
+    with pytest.raises(ValueError, match=r"train.jsonl row 2: GSM8K solution has an unclosed"):
+        kept(2)
+    with pytest.raises(ValueError, match="max_solution_steps must be >= 0"):
+        GSM8KConfig(max_solution_steps=-2)
+
+
+def test_solution_steps_on_the_real_files(tokenizer):
+    if not GSM8K.exists():
+        pytest.skip(f"shared data not found at {GSM8K}")
+    counts = {split: len(GSM8KTask(GSM8KConfig(dataset_path=str(GSM8K / "train.jsonl"), eval_dataset_path=str(GSM8K / "test.jsonl"),
+                                               max_solution_steps=2), tokenizer).prompts(split)) for split in ("train", "test")}
+    assert counts == {"train": 2674, "test": 440}
 
 
 def test_chat_template_wraps_prompts(tokenizer):

@@ -193,7 +193,7 @@ def write_report(out: Path, meta: dict, jobs: list[tuple[str, str, int]], walls:
     runs = load(out, jobs)
     default = runs.get("default", {})
     tables = {"final": final_table(default), "paired": paired_table(default), "roles": role_table(default),
-              "sweep": sweep_table(runs) if len(runs) > 1 else []}
+              "sweep": sweep_table(runs)}
     hours = sum(walls.values()) / 3600
     names = {**SHORT, **{f"combined_eta{e:g}": f"r-{e:g}KL" for e in ETAS}}
     parts = [f"# PPO vs CORY on IMDB ({meta.get('task_preset', '')} preset)", "",
@@ -217,13 +217,13 @@ def write_report(out: Path, meta: dict, jobs: list[tuple[str, str, int]], walls:
                   "observer_of_self: ... holding its own answer.", "",
                   markdown(tables["roles"], ["agent", "role", "step", "seeds", "reward_mean", "kl_exact", "judge_vader", "distinct_2"], names), ""]
     if tables["sweep"]:
-        parts += ["## KL-robustness sweep (final evaluation; mean ± std over seeds)", "",
+        parts += ["## Collapse indicators per setting (the KL-robustness sweep; final evaluation, mean ± std over seeds)", "",
                   f"collapsed = hacked (reward up since step 0 while VADER down by > {HACKED_SE:g} standard errors) or degenerate (distinct-2 < "
                   f"{DEGENERATE_FRACTION} x step 0's); counts are seeds.", "",
                   markdown(tables["sweep"], ["setting", "curve", "seeds", "reward_mean", "kl_exact", "distinct_2", "judge_vader",
                                              "d_reward", "d_judge", "hacked", "degenerate", "collapsed"], names), ""]
     parts += ["![curves](curves.png)", "", "![reward vs KL](pareto.png)", ""]
-    if tables["sweep"]:
+    if len(runs) > 1:
         parts += ["![sweep](sweep.png)", ""]
     if walls:
         parts += ["## Wall time per run (minutes)", "", markdown([{"run": k, "minutes": v / 60} for k, v in sorted(walls.items())], ["run", "minutes"]), ""]
