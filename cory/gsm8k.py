@@ -128,10 +128,11 @@ class GSM8KTask:
     def wrap_template(self, template: str) -> str:
         return chat_wrap(template, self.tokenizer) if self.config.use_chat_template else template
 
-    def prompts(self, split: str = "train") -> list[Prompt]:
+    def problems(self, split: str = "train") -> list[tuple[dict, str]]:
+        """(row, reference final answer) of each problem of `split` within `max_solution_steps`, in file order."""
         cfg = self.config
         path = cfg.dataset_path if split == "train" else cfg.eval_dataset_path
-        rows, answers = [], []
+        problems = []
         for row_no, row in enumerate(read_records(path, {"question": str, "answer": str}, split, hub_config="main"), 1):
             try:
                 answer = reference_answer(row["answer"])
@@ -139,15 +140,18 @@ class GSM8KTask:
             except ValueError as e:
                 raise UsageError(f"{path} row {row_no}: {e}") from None
             if easy_enough:
-                rows.append(row)
-                answers.append(answer)
-        if not rows:
+                problems.append((row, answer))
+        if not problems:
             raise UsageError(f"{path}: no problem with at most {cfg.max_solution_steps} calculation steps")
-        template = self.wrap_template(cfg.prompt_template)
-        texts = [template.format(question=r["question"]) for r in rows]
+        return problems
+
+    def prompts(self, split: str = "train") -> list[Prompt]:
+        problems = self.problems(split)
+        template = self.wrap_template(self.config.prompt_template)
+        texts = [template.format(question=row["question"]) for row, _ in problems]
         # a chat template writes its own BOS; a plain prompt gets the tokenizer's
-        ids = self.tokenizer(texts, add_special_tokens=not cfg.use_chat_template)["input_ids"]
-        return [Prompt(torch.tensor(i), t, {"question": r["question"]}, a) for i, t, r, a in zip(ids, texts, rows, answers)]
+        ids = self.tokenizer(texts, add_special_tokens=not self.config.use_chat_template)["input_ids"]
+        return [Prompt(torch.tensor(i), t, {"question": row["question"]}, answer) for i, t, (row, answer) in zip(ids, texts, problems)]
 
     def reward(self, prompts: list[Prompt], responses: list[str]) -> list[float]:
         """1.0 for the reference's number, else 0.0 (minus `format_penalty` without a '####')."""

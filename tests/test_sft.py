@@ -1,0 +1,40 @@
+"""The GSM8K warm start: what is learnt (the solution, not the prompt), padding, and that the loss goes down."""
+import json
+
+import numpy as np
+import torch
+
+from cory.gsm8k import GSM8KConfig, GSM8KTask
+from cory.sft import IGNORE, SFTConfig, collate, sft_examples, solution_text, train_sft
+from tests.tiny import tiny_gpt2
+
+
+def test_solution_text_drops_calculator_annotations():
+    assert solution_text("She has 2+3=<<2+3=5>>5 eggs.\n#### 5\n") == "She has 2+3=5 eggs.\n#### 5"
+
+
+def test_examples_learn_only_the_solution(tmp_path, tokenizer):
+    rows = [{"question": "What is 1 plus 2?", "answer": "1+2=<<1+2=3>>3\n#### 3"},
+            {"question": "Hard?", "answer": "<<1+1=2>>2 <<2+2=4>>4 <<4+4=8>>8\n#### 8"}]
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    task = GSM8KTask(GSM8KConfig(dataset_path=str(path), prompt_template="Q: {question} A:", max_solution_steps=2), tokenizer)
+    [(ids, labels)] = sft_examples(task, tokenizer, 10, np.random.default_rng(0))  # the 3-step problem is filtered out
+    prompt_len = len(tokenizer("Q: What is 1 plus 2? A:")["input_ids"])
+    assert labels[:prompt_len] == [IGNORE] * prompt_len
+    assert tokenizer.decode(labels[prompt_len:]) == " 1+2=3\n#### 3<|endoftext|>" and labels[prompt_len:] == ids[prompt_len:]
+
+
+def test_collate_pads_right_and_never_learns_padding():
+    ids, mask, labels = collate([([1, 2, 3], [IGNORE, 2, 3]), ([4], [4])], pad_id=0)
+    assert ids.tolist() == [[1, 2, 3], [4, 0, 0]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert labels.tolist() == [[IGNORE, 2, 3], [4, IGNORE, IGNORE]]
+
+
+def test_sft_learns_the_labelled_tokens_and_returns_a_plain_model(tokenizer):
+    examples = [([5, 6, 7, 8, 9], [IGNORE, IGNORE, 7, 8, 9])] * 8
+    model, losses = train_sft(tiny_gpt2(vocab_size=16, n_embd=32), tokenizer, examples,
+                              SFTConfig(epochs=10, batch_size=4, learning_rate=0.01, lora_r=8, lora_alpha=16))
+    assert len(losses) == 20 and losses[-1] < losses[0] - 0.5
+    assert model(torch.tensor([[5, 6, 7, 8]])).logits.argmax(-1)[0, 1:].tolist() == [7, 8, 9]  # the solution after the prompt
+    assert not hasattr(model, "peft_config")  # merged: a plain transformers model
