@@ -108,7 +108,7 @@ def step_setup(mode: str, args, run, ppo, imdb, accelerator, tokenizer, IMDBTask
     cory_config = CORYConfig(knowledge_transfer=mode == "cory")
     algorithm = CORY(cory_config, agents, tokenizer, task) if two else SinglePPO(agents[0], tokenizer, task)
     if mode == "ppo_observer":
-        prompts = observer_shaped(prompts, cory_config, tokenizer, args.response_tokens, agents[0].eos_ids)
+        prompts = observer_shaped(prompts, algorithm.template, tokenizer, args.response_tokens, agents[0].eos_ids)
     gen = dict(do_sample=True, top_k=0, top_p=1.0, max_new_tokens=args.response_tokens, min_new_tokens=args.response_tokens)
     return algorithm, prompts, gen
 
@@ -158,14 +158,14 @@ def worker(args) -> dict:
     return result
 
 
-def observer_shaped(prompts, cory_config, tokenizer, response_tokens: int, eos_ids: set[int]) -> list:
+def observer_shaped(prompts, template: str, tokenizer, response_tokens: int, eos_ids: set[int]) -> list:
     """Prompts as long as the observer's: the template around x and a random y1 of `response_tokens` tokens."""
     from cory.cory import observer_prompts
     from cory.task import Prompt
 
     g = torch.Generator().manual_seed(0)
     fake = [torch.randint(1000, 20000, (response_tokens,), generator=g) for _ in prompts]
-    ids = observer_prompts(cory_config.observer_template, prompts, fake, tokenizer, eos_ids)
+    ids = observer_prompts(template, prompts, fake, tokenizer, eos_ids)
     return [Prompt(q, p.text, p.fields) for q, p in zip(ids, prompts)]
 
 

@@ -8,9 +8,9 @@
            SmolLM2-135M-Instruct after a short SFT on training solutions (`python -m cory.assets gsm8k-sft`):
            untrained, it almost never answers right, so RL would see no reward (results/gsm8k/summary.md).
 """
-from cory.gsm8k import ONE_SHOT  # the paper's one-shot example (App. A.2)
-
 defaults = dict(
+    # Only what differs from the library defaults (the dataclasses in cory/; the paper's one-shot prompt and
+    # exact-answer reward are GSM8KConfig's); `python gsm8k_train/cory.py --help` lists every key with its value.
     # model: 4-bit base + LoRA (rank/targets are not given in the paper; these are peft's usual choice for Llama)
     model_name="meta-llama/Llama-2-7b-chat-hf",
     load_in_4bit=True,
@@ -20,34 +20,16 @@ defaults = dict(
     lora_alpha=32,
     lora_dropout=0.05,
     lora_target_modules="q_proj,k_proj,v_proj,o_proj",
-    # data and prompts (App. A.2)
-    dataset_path="openai/gsm8k",
-    eval_dataset_path="openai/gsm8k",
-    prompt_template=ONE_SHOT + "Question: {question} Answer:",
-    answer_extraction="flexible",
-    # sampling
+    # sampling: one length, pure sampling
     response_min_tokens=256,
     response_max_tokens=256,
-    top_k=0,
-    top_p=1.0,
     repetition_penalty=1.0,
     # PPO (Table 2)
-    steps=100,
     learning_rate=1e-5,
     batch_size=32,
     mini_batch_size=2,
     gradient_accumulation_steps=16,
     init_kl_coef=0.01,
-    gamma=1.0,
-    lam=0.95,
-    cliprange=0.2,
-    cliprange_value=0.2,
-    vf_coef=0.1,
-    # CORY; only gsm8k_train/cory.py reads this sub-dict
-    cory=dict(
-        swap_freq=5,
-        observer_template=ONE_SHOT + "Question: {question} Reference: {pioneer_response} Answer:",
-    ),
 )
 
 presets = dict(
@@ -56,11 +38,9 @@ presets = dict(
         model_name="smollm2-135m-gsm8k-sft",  # built from this preset's prompt and subset (cory.assets, cory.sft)
         load_in_4bit=False,
         dtype="float32",
-        mixed_precision="bf16",  # about 2x faster on a CPU with native bf16; learns as fp32 does on IMDB (results/precision)
         use_chat_template=True,  # the instruct model answers a user turn; the bare one-shot text often gets EOS
         prompt_template='{question}\nSolve it step by step, then give the final answer as "#### <number>".',
         max_solution_steps=2,
-        lora_target_modules="q_proj,k_proj,v_proj,o_proj",
         dataset_path="../shared/data/gsm8k/train.jsonl",
         eval_dataset_path="../shared/data/gsm8k/test.jsonl",
         response_min_tokens=96,

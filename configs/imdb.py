@@ -1,7 +1,7 @@
 """IMDB: continue a review prefix positively; reward = positive logit of a sentiment classifier.
 
-`defaults` is the paper's Table 1 (GPT2-Large, PPO and CORY share every PPO setting). A preset overrides
-some keys; `--key value` on the command line overrides both. Presets:
+`defaults` with the library defaults is the paper's Table 1 (GPT2-Large, PPO and CORY share every PPO setting).
+A preset overrides some keys; `--key value` on the command line overrides both. Presets:
 - paper:    Table 1 as is (GPU; hub models gpt2-large and lvwerra/distilbert-imdb).
 - official: the official CORY script's settings where they differ from the paper
             (init KL 0.4, score scaling and normalisation on).
@@ -9,46 +9,13 @@ some keys; `--key value` on the command line overrides both. Presets:
 """
 
 defaults = dict(
-    # models and data
+    # Only what differs from the library defaults (the dataclasses in cory/, which hold legacy trl's PPO
+    # settings, the official code's sampling and the paper's IMDB data, template and CORY settings, Table 1);
+    # `python imdb_train/cory.py --help` lists every key with its value in the chosen preset.
     model_name="gpt2-large",
-    reward_model="lvwerra/distilbert-imdb",
-    dataset_path="imdb",
-    eval_dataset_path="imdb",
-    min_review_chars=200,
-    query_min_tokens=2,
-    query_max_tokens=8,
-    # precision: bf16 autocast with fp32 master weights (every GPU the paper presets need has bf16)
-    mixed_precision="bf16",
-    # sampling (the official code's settings)
-    response_min_tokens=4,
-    response_max_tokens=16,
-    top_k=0,
-    top_p=1.0,
-    repetition_penalty=1.1,
-    # PPO (Table 1)
-    steps=100,
-    learning_rate=1.41e-5,
-    batch_size=256,
-    mini_batch_size=256,
-    gradient_accumulation_steps=1,
-    ppo_epochs=4,
-    init_kl_coef=0.3,
-    adap_kl_ctrl=True,
-    target=6.0,
-    horizon=10000.0,
-    gamma=1.0,
-    lam=0.95,
-    cliprange=0.2,
-    cliprange_value=0.2,
-    vf_coef=0.1,
-    kl_penalty="full",
-    # CORY (Table 1: PPO's settings plus the role-exchange period); only imdb_train/cory.py reads this sub-dict
-    cory=dict(
-        swap_freq=5,
-        other_reward_coef=1.0,
-        knowledge_transfer=True,
-        observer_template='I can make this sentence "{query}{pioneer_response}" more positive: {query}',
-    ),
+    mixed_precision="bf16",  # bf16 autocast, fp32 master weights (every GPU the paper presets need has bf16)
+    init_kl_coef=0.3,  # Table 1 (trl's default is 0.2)
+    kl_penalty="full",  # exact KL over the vocabulary, the paper's measure
 )
 
 presets = dict(

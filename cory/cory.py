@@ -18,11 +18,7 @@ from tqdm import tqdm
 from cory.ppo import PPOTrainer
 from cory.errors import UsageError
 from cory.task import Prompt, RewardErrorReport, Task, safe_rewards
-from cory.templates import check_template, template_fields
-
-TEMPLATE_FIELDS = {"query", "pioneer_response"}
-"""every observer template has these; a task may offer more (GSM8K: {question})"""
-TASK_FIELDS = {"question"}
+from cory.templates import check_observer_template
 
 
 @dataclass
@@ -35,14 +31,13 @@ class CORYConfig:
     """score = r_self + c * r_other: 1 cooperative (the paper), 0 independent, < 0 competitive"""
     knowledge_transfer: bool = True
     """observer sees the pioneer's response; False: its prompt is the query alone"""
-    observer_template: str = 'I can make this sentence "{query}{pioneer_response}" more positive: {query}'
-    """observer prompt, with the field {pioneer_response} and {query} (the prompt's tokens) or a task's text fields"""
+    observer_template: str = ""
+    """observer prompt, with the field {pioneer_response} and {query} (the prompt's tokens) or a task's text fields
+    (checked against the task's fields when CORY is built); '' = the task's own (the paper's)"""
 
     def __post_init__(self) -> None:
         if self.swap_freq < 0:
             raise UsageError(f"swap_freq must be >= 0 (0 disables role exchange), got {self.swap_freq}")
-        check_template("observer_template", self.observer_template, TEMPLATE_FIELDS | TASK_FIELDS,
-                       required={"pioneer_response"}, one_of={"query"} | TASK_FIELDS)
 
 
 def roles_at(step: int, swap_freq: int) -> tuple[int, int]:
@@ -87,14 +82,13 @@ class CORY:
     def __init__(self, config: CORYConfig, agents: list[PPOTrainer], tokenizer, task: Task):
         if len(agents) != 2:
             raise ValueError(f"CORY needs exactly two agents, got {len(agents)}")
-        missing = template_fields(config.observer_template) - TEMPLATE_FIELDS - task.template_fields
-        if missing:
-            raise UsageError(f"observer_template uses field(s) {sorted(missing)} that task {task.name} does not offer")
+        template = config.observer_template or task.observer_template
+        check_observer_template(template, task.template_fields)
         if agents[0].deepspeed and agents[0].policy.lm is agents[1].policy.lm:
             raise UsageError("two LoRA agents share one base model, which two DeepSpeed engines cannot hold: "
                              "use DDP (configs/accelerate/ddp.yaml) for LoRA CORY, or full fine-tuning with DeepSpeed")
         self.config, self.agents, self.tokenizer, self.task = config, agents, tokenizer, task
-        self.template = task.wrap_template(config.observer_template)
+        self.template = task.wrap_template(template)
         self.report_reward_error = RewardErrorReport(tqdm.write)
 
     def observer_queries(self, observer: PPOTrainer, prompts: list[Prompt], queries: list[torch.Tensor],

@@ -121,6 +121,7 @@ def chat_wrap(template: str, tokenizer) -> str:
 class GSM8KTask:
     name = "gsm8k"
     template_fields = {"question"}
+    observer_template = ONE_SHOT + "Question: {question} Reference: {pioneer_response} Answer:"  # the paper's, App. A.2
 
     def __init__(self, config: GSM8KConfig, tokenizer):
         self.config, self.tokenizer = config, tokenizer

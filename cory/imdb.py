@@ -49,6 +49,7 @@ def imdb_prompts(path: str, tokenizer, min_chars: int, query_len: tuple[int, int
 class IMDBTask:
     name = "imdb"
     template_fields: set[str] = set()
+    observer_template = 'I can make this sentence "{query}{pioneer_response}" more positive: {query}'  # the paper's
 
     def __init__(self, config: IMDBConfig, tokenizer, seed: int, device="cpu"):
         self.config, self.tokenizer, self.seed = config, tokenizer, seed

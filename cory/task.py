@@ -22,6 +22,8 @@ class Task(Protocol):
     name: str
     template_fields: set[str]
     """text fields each prompt offers to an observer template, besides {query} and {pioneer_response}"""
+    observer_template: str
+    """the observer prompt CORY uses unless the config names one (the paper's, for the paper's tasks)"""
 
     def wrap_template(self, template: str) -> str:
         """The observer template as the model should see it (e.g. inside a chat turn)."""

@@ -27,3 +27,13 @@ def check_template(name: str, template: str, allowed: set[str], required: set[st
     if one_of and not fields & one_of:
         raise UsageError(f"{name} needs one of the fields {sorted('{' + f + '}' for f in one_of)}")
     return fields
+
+
+OBSERVER_FIELDS = {"query", "pioneer_response"}
+"""fields every observer template may use; a task may offer more (GSM8K: {question})"""
+
+
+def check_observer_template(template: str, task_fields: set[str]) -> set[str]:
+    """An observer template holds the pioneer's response and the query (as tokens, or as a task's text field)."""
+    return check_template("observer_template", template, OBSERVER_FIELDS | task_fields,
+                          required={"pioneer_response"}, one_of={"query"} | task_fields)

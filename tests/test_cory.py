@@ -9,6 +9,7 @@ from cory.cory import CORY, CORYConfig, collective_scores, observer_prompts, rol
 from cory.policy import FrozenReference, ValueHeadPolicy
 from cory.ppo import PPOConfig, PPOTrainer
 from cory.task import Prompt
+from cory.templates import check_observer_template
 from tests.tiny import TextTask, as_prompts, tiny_gpt2
 
 EOS = 50256
@@ -28,10 +29,17 @@ def test_observer_prompt_holds_the_pioneer_response_where_the_template_puts_it(t
         assert EOS not in p.tolist()
 
 
-@pytest.mark.parametrize("template, message", [("{query} only", "lacks field"), ("{query}{pioneer_response}{oops}", "unknown field")])
-def test_template_is_validated(template, message):
+@pytest.mark.parametrize("template, task_fields, message", [
+    ("{query} only", set(), "lacks field"),
+    ("{query}{pioneer_response}{oops}", set(), r"unknown field\(s\) \['oops'\]"),
+    ("{question}{pioneer_response}", set(), r"unknown field\(s\) \['question'\]"),  # a field this task does not offer
+    ("{pioneer_response} alone", {"question"}, "needs one of the fields"),
+    ("{query}{pioneer_response} {", set(), "not a valid template"),
+])
+def test_observer_template_is_checked_against_the_task(template, task_fields, message):
     with pytest.raises(ValueError, match=message):
-        CORYConfig(observer_template=template)
+        check_observer_template(template, task_fields)
+    assert check_observer_template("Q: {question} R: {pioneer_response}", {"question"}) == {"question", "pioneer_response"}
 
 
 def test_negative_swap_freq_is_rejected():

@@ -162,7 +162,7 @@ def test_cory_step_on_synthetic_arithmetic(tmp_path, tokenizer, accelerator):
 def test_template_fields_the_task_does_not_offer_are_rejected(tokenizer):
     from tests.tiny import TextTask
 
-    with pytest.raises(ValueError, match=r"\['question'\] that task text does not offer"):
+    with pytest.raises(ValueError, match=r"unknown field\(s\) \[.question.\]"):
         CORY(CORYConfig(observer_template="{question}{pioneer_response}"), [None, None], tokenizer, TextTask(None))
 
 
