@@ -140,17 +140,17 @@ class CORY:
         }
         per_role = {"pioneer": (p, pioneer_stats, r_pioneer, s_pioneer), "observer": (o, observer_stats, r_observer, s_observer)}
         for role, (idx, agent_stats, task_reward, score) in per_role.items():
-            summary = {
-                "task_reward": task_reward.mean().item(),
-                "task_reward_std": task_reward.std().item(),
-                "score": score.mean().item(),
-                "kl": agent_stats.get("objective/kl", float("nan")),
-                "kl_exact": agent_stats.get("objective/kl_exact", float("nan")),
-                "kl_coef": agent_stats.get("objective/kl_coef", float("nan")),
-                "response_len": agent_stats.get("tokens/responses_len_mean", float("nan")),
-            }
-            stats.update({f"{role}/{k}": v for k, v in summary.items()})
-            stats.update({f"{self.names[idx]}/{k}": v for k, v in summary.items()})
+            stats.update({  # the role's view, once
+                f"{role}/task_reward": task_reward.mean().item(),
+                f"{role}/task_reward_std": task_reward.std().item(),
+                f"{role}/score": score.mean().item(),
+                f"{role}/kl": agent_stats.get("objective/kl", float("nan")),
+                f"{role}/kl_exact": agent_stats.get("objective/kl_exact", float("nan")),
+                f"{role}/kl_coef": agent_stats.get("objective/kl_coef", float("nan")),
+                f"{role}/response_len": agent_stats.get("tokens/responses_len_mean", float("nan")),
+            })
+            # the agent's view (a curve follows an agent across swaps): its task reward and its PPO step's stats
+            stats[f"{self.names[idx]}/task_reward"] = task_reward.mean().item()
             stats.update({f"{self.names[idx]}/{k}": v for k, v in agent_stats.items()})
         samples = [
             {"query": x.text, "pioneer": pr, "observer": ob, "r_pioneer": a, "r_observer": b}

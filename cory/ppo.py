@@ -23,7 +23,9 @@ from accelerate.utils import DistributedType
 
 from cory._trl import entropy_from_logits, selective_log_softmax, unwrap_model_for_generation
 from cory.errors import RunStopped, UsageError
+from cory.distributed import check_deepspeed_accumulation, ddp_only_own_parameters, mean_over_processes
 from cory.policy import FrozenReference, ValueHeadPolicy
+from cory.rollout import Rollout, context_length, eos_token_ids, is_eos, left_pad, truncate_after_eos
 from cory.sampling import fast_cpu_sampling
 from cory.ppo_math import (
     KL_ESTIMATORS,
@@ -123,59 +125,6 @@ class PPOConfig:
     @property
     def backward_batch_size(self) -> int:
         return self.mini_batch_size * self.gradient_accumulation_steps
-
-
-@dataclass
-class Rollout:
-    """One batch laid out as [left-padded queries | right-padded responses]."""
-
-    input_ids: torch.Tensor  # [B, Q + R]
-    attention_mask: torch.Tensor  # [B, Q + R]
-    responses: torch.Tensor  # [B, R]
-    response_mask: torch.Tensor  # [B, R], from lengths
-
-    @classmethod
-    def from_lists(cls, queries: list[torch.Tensor], responses: list[torch.Tensor], pad_id: int, device) -> "Rollout":
-        if len(queries) != len(responses):
-            raise ValueError(f"{len(queries)} queries but {len(responses)} responses")
-        if any(len(r) == 0 for r in responses):
-            raise ValueError("empty response: every response needs at least one token (an EOS counts)")
-        query_ids, query_mask = left_pad(queries, pad_id)
-        resp_len = max(len(r) for r in responses)
-        resp_ids = torch.full((len(responses), resp_len), pad_id, dtype=torch.long)
-        resp_mask = torch.zeros((len(responses), resp_len), dtype=torch.long)
-        for i, r in enumerate(responses):
-            resp_ids[i, : len(r)] = r
-            resp_mask[i, : len(r)] = 1
-        return cls(
-            input_ids=torch.cat([query_ids, resp_ids], 1).to(device),
-            attention_mask=torch.cat([query_mask, resp_mask], 1).to(device),
-            responses=resp_ids.to(device),
-            response_mask=resp_mask.to(device),
-        )
-
-    def rows(self, idx) -> "Rollout":
-        return Rollout(self.input_ids[idx], self.attention_mask[idx], self.responses[idx], self.response_mask[idx])
-
-
-def left_pad(seqs: list[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack 1-d token tensors, padded on the left, with their attention mask."""
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        if len(s):
-            ids[i, -len(s) :] = s.to(torch.long).cpu()
-            mask[i, -len(s) :] = 1
-    return ids, mask
-
-
-def truncate_after_eos(tokens: torch.Tensor, eos_ids: set[int]) -> torch.Tensor:
-    """Keep a generated row up to and including its first EOS."""
-    is_eos = torch.isin(tokens, torch.tensor(sorted(eos_ids), device=tokens.device))
-    if is_eos.any():
-        return tokens[: int(is_eos.nonzero()[0, 0]) + 1]
-    return tokens
 
 
 class PPOTrainer:
@@ -347,9 +296,6 @@ class PPOTrainer:
         )
         return stats
 
-    def _is_eos(self, tokens: torch.Tensor) -> torch.Tensor:
-        return torch.isin(tokens, torch.tensor(sorted(self.eos_ids), device=tokens.device))
-
     def _any_process(self, flag: bool) -> bool:
         """True if `flag` is true on any process: every process must take the same branch, or DDP hangs."""
         if not self.distributed:
@@ -458,7 +404,7 @@ class PPOTrainer:
             "ppo/val/var": masked_var(old_values, mask).item(),
             "ppo/skipped_minibatches": float(self.skipped_minibatches),
             "ppo/skipped_steps": float(self.skipped_steps),
-            "tokens/eos_only_responses": float(((batch.response_mask.sum(-1) == 1) & self._is_eos(batch.responses[:, 0])).sum()),
+            "tokens/eos_only_responses": float(((batch.response_mask.sum(-1) == 1) & is_eos(batch.responses[:, 0], self.eos_ids)).sum()),
         }
         for key in train_stats[0]:  # losses: over the minibatches that trained (NaN if none did)
             values = np.array([s[key] for s in train_stats])
@@ -491,55 +437,8 @@ class PPOTrainer:
         self.consecutive_skips = state["consecutive_skips"]
 
 
-def eos_token_ids(lm, tokenizer) -> set[int]:
-    """Every token id that ends a response: the tokenizer's EOS and the generation config's."""
-    ids = set()
-    gen_eos = getattr(getattr(lm, "generation_config", None), "eos_token_id", None)
-    for value in (tokenizer.eos_token_id, gen_eos):
-        if isinstance(value, int):
-            ids.add(value)
-        elif value is not None:
-            ids.update(value)
-    if not ids:
-        raise UsageError("the tokenizer has no EOS token: set tokenizer.eos_token")
-    return ids
-
-
-
-def mean_over_processes(accelerator: Accelerator, stats: dict) -> dict:
-    """Every number of `stats` replaced by its mean over processes (other values kept); one all-reduce."""
-    if accelerator.num_processes == 1:
-        return stats
-    keys = sorted(k for k, v in stats.items() if isinstance(v, (int, float)))
-    means = accelerator.reduce(torch.tensor([float(stats[k]) for k in keys], device=accelerator.device, dtype=torch.float64), "mean")
-    return {**stats, **dict(zip(keys, means.tolist()))}
-
-
-def ddp_only_own_parameters(policy: ValueHeadPolicy, own: list[torch.Tensor]) -> None:
-    """DDP syncs this agent's trainable parameters only. With LoRA both agents live in one peft model: without
-    this, one agent's DDP would also claim (and mis-sync) the other agent's adapter and the frozen base."""
-    from torch.nn.parallel import DistributedDataParallel
-
-    own_ids = {id(p) for p in own}
-    others = [name for name, p in policy.named_parameters() if id(p) not in own_ids]
-    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(policy, others)
-
-
-def check_deepspeed_accumulation(accelerator: Accelerator, ours: int) -> None:
-    """DeepSpeed steps its optimizer every `gradient_accumulation_steps` backward calls of its own config."""
-    theirs = accelerator.state.deepspeed_plugin.deepspeed_config.get("gradient_accumulation_steps")
-    if theirs not in (ours, "auto"):
-        raise UsageError(f"the DeepSpeed config has gradient_accumulation_steps={theirs} but PPOConfig has {ours}: make them equal")
-
-
 def grads_finite(params: list[torch.Tensor]) -> bool:
     """One sum per gradient (a NaN or inf anywhere makes its sum non-finite) and one check: on a 2-core CPU
     about 1.3 s per optimizer step less than an isfinite pass over every gradient of a 135M model."""
     sums = [p.grad.sum() for p in params if p.grad is not None]
     return not sums or bool(torch.isfinite(torch.stack(sums).float()).all())
-
-
-def context_length(lm) -> int:
-    """The longest sequence the model accepts (max_position_embeddings, or a large number if unbounded)."""
-    config = lm.config.get_text_config()
-    return int(getattr(config, "max_position_embeddings", None) or 1_000_000)

@@ -16,11 +16,12 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, gather_object, set_seed
 from tqdm import tqdm
 
-from cory.agents import save_merged_policy, save_policy, wants_merged
+from cory.agents import build_policies, save_merged_policy, save_policy, wants_merged
 from cory.checkpoint import checkpoints_dir, find_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from cory.config import RunConfig, build, check_known_keys, parse_args
 from cory.cory import CORYConfig
 from cory.data import LengthSampler, PromptLoader
+from cory.distributed import mean_over_processes
 from cory.errors import UsageError
 from cory.eval.heldout import evaluate_agent
 from cory.eval.roles import evaluate_observer_roles
@@ -28,7 +29,7 @@ from cory.models import load_tokenizer
 from cory.paths import remove_stale_temporaries
 from cory.plots import plot_curves
 from cory.precision import resolve_mixed_precision
-from cory.ppo import PPOConfig, mean_over_processes
+from cory.ppo import PPOConfig, PPOTrainer
 from cory.rundir import RunDirLock, claim_fresh, earlier_outputs
 from cory.task import Algorithm, Task
 from cory.tracking import Tracker, read_metrics, summary_line
@@ -79,6 +80,13 @@ def setup(task: str, algorithm: str, description: str, sections: tuple[type, ...
     set_seed(run.seed, device_specific=True)  # each process samples its own noise (process 0: plain seed)
     config = {"preset": preset, "algorithm": algorithm, **{k: v for cls in sections for k, v in dataclasses.asdict(built[cls]).items()}}
     return Experiment(preset, config, built, run_dir, accelerator, load_tokenizer(run.model_name))
+
+
+def build_agents(exp: Experiment, n: int) -> list[PPOTrainer]:
+    """`n` PPO agents (copies of one LLM, or LoRA adapters on one base) sharing one frozen reference; agent i
+    draws its minibatch orders from seed + i."""
+    policies, reference = build_policies(exp.run, n, exp.accelerator.device)
+    return [PPOTrainer(exp.ppo, policy, reference, exp.tokenizer, exp.accelerator, seed=exp.run.seed + i) for i, policy in enumerate(policies)]
 
 
 def train(exp: Experiment, algorithm: Algorithm, task: Task, batch_size: int, plots: dict[str, list[str]], console: dict[str, str]) -> dict:

@@ -9,31 +9,28 @@ from pathlib import Path
 
 # the script's folder is first on sys.path, and its cory.py would shadow the package: put the repo root before it
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from cory.agents import build_policies  # noqa: E402
 from cory.config import RunConfig  # noqa: E402
 from cory.cory import CORY, CORYConfig  # noqa: E402
 from cory.errors import run_script  # noqa: E402
 from cory.gsm8k import GSM8KConfig, GSM8KTask  # noqa: E402
-from cory.ppo import PPOConfig, PPOTrainer  # noqa: E402
-from cory.runner import setup, train  # noqa: E402
+from cory.ppo import PPOConfig  # noqa: E402
+from cory.runner import build_agents, setup, train  # noqa: E402
 
 PLOTS = {"accuracy (task reward)": ["agent_a/task_reward", "agent_b/task_reward"],
-         "KL to reference": ["agent_a/kl", "agent_b/kl"], "response length": ["agent_a/response_len", "agent_b/response_len"]}
-CONSOLE = {"pioneer/task_reward": "acc_pio", "observer/task_reward": "acc_obs", "agent_a/kl": "kl_a",
-           "agent_b/kl": "kl_b", "cory/pioneer_agent": "pio", "time/step": "s/step"}
+         "KL to reference": ["agent_a/objective/kl", "agent_b/objective/kl"], "response length": ["agent_a/tokens/responses_len_mean", "agent_b/tokens/responses_len_mean"]}
+CONSOLE = {"pioneer/task_reward": "acc_pio", "observer/task_reward": "acc_obs", "agent_a/objective/kl": "kl_a",
+           "agent_b/objective/kl": "kl_b", "cory/pioneer_agent": "pio", "time/step": "s/step"}
 
 
 def main(argv=None) -> dict:
     exp = setup("gsm8k", "cory", __doc__, (RunConfig, PPOConfig, CORYConfig, GSM8KConfig), argv)
-    run, ppo = exp.run, exp.ppo
     # 1. the task: one-shot prompts, binary exact-answer reward
     task = GSM8KTask(exp.task, exp.tokenizer)
     # 2. two agents sharing one frozen reference (with LoRA: two adapters on one base)
-    policies, reference = build_policies(run, 2, exp.accelerator.device)
-    agents = [PPOTrainer(ppo, policy, reference, exp.tokenizer, exp.accelerator, seed=run.seed + i) for i, policy in enumerate(policies)]
+    agents = build_agents(exp, 2)
     # 3. the observer answers with the pioneer's solution as its reference; both learn the summed reward
     cory = CORY(exp.cory, agents, exp.tokenizer, task)
-    return train(exp, cory, task, ppo.batch_size, PLOTS, CONSOLE)
+    return train(exp, cory, task, exp.ppo.batch_size, PLOTS, CONSOLE)
 
 
 if __name__ == "__main__":

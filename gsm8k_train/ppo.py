@@ -8,12 +8,11 @@ from pathlib import Path
 
 # the script's folder is first on sys.path, and its cory.py would shadow the package: put the repo root before it
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from cory.agents import build_policies  # noqa: E402
 from cory.config import RunConfig  # noqa: E402
 from cory.errors import run_script  # noqa: E402
 from cory.gsm8k import GSM8KConfig, GSM8KTask  # noqa: E402
-from cory.ppo import PPOConfig, PPOTrainer  # noqa: E402
-from cory.runner import setup, train  # noqa: E402
+from cory.ppo import PPOConfig  # noqa: E402
+from cory.runner import build_agents, setup, train  # noqa: E402
 from cory.single import SinglePPO  # noqa: E402
 
 PLOTS = {"accuracy (task reward)": ["env/reward_mean"], "KL to reference": ["objective/kl", "objective/kl_exact"],
@@ -22,13 +21,11 @@ CONSOLE = {"env/reward_mean": "acc", "objective/kl": "kl", "tokens/responses_len
 
 
 def main(argv=None) -> dict:
-    # the task file also holds CORY's keys: accepted here, unused
+    # CORY's keys (the task file's `cory` sub-dict) are not this script's: --swap_freq here is an error
     exp = setup("gsm8k", "ppo", __doc__, (RunConfig, PPOConfig, GSM8KConfig), argv)
-    run, ppo = exp.run, exp.ppo
     task = GSM8KTask(exp.task, exp.tokenizer)
-    [policy], reference = build_policies(run, 1, exp.accelerator.device)
-    trainer = PPOTrainer(ppo, policy, reference, exp.tokenizer, exp.accelerator, seed=run.seed)
-    return train(exp, SinglePPO(trainer, exp.tokenizer, task), task, ppo.batch_size, PLOTS, CONSOLE)
+    [trainer] = build_agents(exp, 1)
+    return train(exp, SinglePPO(trainer, exp.tokenizer, task), task, exp.ppo.batch_size, PLOTS, CONSOLE)
 
 
 if __name__ == "__main__":

@@ -11,32 +11,29 @@ from pathlib import Path
 
 # the script's folder is first on sys.path, and its cory.py would shadow the package: put the repo root before it
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from cory.agents import build_policies  # noqa: E402
 from cory.config import RunConfig  # noqa: E402
 from cory.cory import CORY, CORYConfig  # noqa: E402
 from cory.errors import run_script  # noqa: E402
 from cory.imdb import IMDBConfig, IMDBTask  # noqa: E402
-from cory.ppo import PPOConfig, PPOTrainer  # noqa: E402
-from cory.runner import setup, train  # noqa: E402
+from cory.ppo import PPOConfig  # noqa: E402
+from cory.runner import build_agents, setup, train  # noqa: E402
 
 PLOTS = {"task reward": ["agent_a/task_reward", "agent_b/task_reward"],
-         "KL to reference (penalty estimator)": ["agent_a/kl", "agent_b/kl"],
-         "KL coefficient": ["agent_a/kl_coef", "agent_b/kl_coef"]}
-CONSOLE = {"pioneer/task_reward": "r_pio", "observer/task_reward": "r_obs", "agent_a/kl": "kl_a",
-           "agent_b/kl": "kl_b", "cory/pioneer_agent": "pio", "time/step": "s/step"}
+         "KL to reference (penalty estimator)": ["agent_a/objective/kl", "agent_b/objective/kl"],
+         "KL coefficient": ["agent_a/objective/kl_coef", "agent_b/objective/kl_coef"]}
+CONSOLE = {"pioneer/task_reward": "r_pio", "observer/task_reward": "r_obs", "agent_a/objective/kl": "kl_a",
+           "agent_b/objective/kl": "kl_b", "cory/pioneer_agent": "pio", "time/step": "s/step"}
 
 
 def main(argv=None) -> dict:
     exp = setup("imdb", "cory", __doc__, (RunConfig, PPOConfig, CORYConfig, IMDBConfig), argv)
-    run, ppo = exp.run, exp.ppo
     # 1. the task: review prefixes, sentiment reward
-    task = IMDBTask(exp.task, exp.tokenizer, run.seed, exp.accelerator.device)
+    task = IMDBTask(exp.task, exp.tokenizer, exp.run.seed, exp.accelerator.device)
     # 2. two agents (copies of one LLM, or two LoRA adapters on one base) and one shared frozen reference
-    policies, reference = build_policies(run, 2, exp.accelerator.device)
-    agents = [PPOTrainer(ppo, policy, reference, exp.tokenizer, exp.accelerator, seed=run.seed + i) for i, policy in enumerate(policies)]
+    agents = build_agents(exp, 2)
     # 3. pioneer answers, observer answers with the pioneer's answer in view, both learn the collective reward
     cory = CORY(exp.cory, agents, exp.tokenizer, task)
-    return train(exp, cory, task, ppo.batch_size, PLOTS, CONSOLE)
+    return train(exp, cory, task, exp.ppo.batch_size, PLOTS, CONSOLE)
 
 
 if __name__ == "__main__":

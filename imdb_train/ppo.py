@@ -9,12 +9,11 @@ from pathlib import Path
 
 # the script's folder is first on sys.path, and its cory.py would shadow the package: put the repo root before it
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from cory.agents import build_policies  # noqa: E402
 from cory.config import RunConfig  # noqa: E402
 from cory.errors import run_script  # noqa: E402
 from cory.imdb import IMDBConfig, IMDBTask  # noqa: E402
-from cory.ppo import PPOConfig, PPOTrainer  # noqa: E402
-from cory.runner import setup, train  # noqa: E402
+from cory.ppo import PPOConfig  # noqa: E402
+from cory.runner import build_agents, setup, train  # noqa: E402
 from cory.single import SinglePPO  # noqa: E402
 
 PLOTS = {"task reward": ["env/reward_mean"], "KL to reference": ["objective/kl", "objective/kl_exact"],
@@ -24,16 +23,14 @@ CONSOLE = {"env/reward_mean": "reward", "objective/kl": "kl", "objective/kl_exac
 
 
 def main(argv=None) -> dict:
-    # the task file also holds CORY's keys: accepted here, unused
+    # CORY's keys (the task file's `cory` sub-dict) are not this script's: --swap_freq here is an error
     exp = setup("imdb", "ppo", __doc__, (RunConfig, PPOConfig, IMDBConfig), argv)
-    run, ppo = exp.run, exp.ppo
     # 1. the task: review prefixes, sentiment reward
-    task = IMDBTask(exp.task, exp.tokenizer, run.seed, exp.accelerator.device)
+    task = IMDBTask(exp.task, exp.tokenizer, exp.run.seed, exp.accelerator.device)
     # 2. one policy and its frozen reference
-    [policy], reference = build_policies(run, 1, exp.accelerator.device)
-    trainer = PPOTrainer(ppo, policy, reference, exp.tokenizer, exp.accelerator, seed=run.seed)
+    [trainer] = build_agents(exp, 1)
     # 3. sample, score, PPO step
-    return train(exp, SinglePPO(trainer, exp.tokenizer, task), task, ppo.batch_size, PLOTS, CONSOLE)
+    return train(exp, SinglePPO(trainer, exp.tokenizer, task), task, exp.ppo.batch_size, PLOTS, CONSOLE)
 
 
 if __name__ == "__main__":

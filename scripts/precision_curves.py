@@ -24,7 +24,7 @@ from cory.plots import plot_curves  # noqa: E402
 PRECISIONS = {"fp32": "no", "bf16": "bf16"}
 # what each algorithm's curve is: PPO's policy, and the mean of CORY's two agents (each alone is in its run's curves.png)
 METRICS = {"ppo": {"reward": ["env/reward_mean"], "kl": ["objective/kl"]},
-           "cory": {"reward": ["agent_a/task_reward", "agent_b/task_reward"], "kl": ["agent_a/kl", "agent_b/kl"]}}
+           "cory": {"reward": ["agent_a/task_reward", "agent_b/task_reward"], "kl": ["agent_a/objective/kl", "agent_b/objective/kl"]}}
 
 
 def train(algorithm: str, label: str, args, runs: Path) -> Path:

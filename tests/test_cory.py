@@ -80,7 +80,7 @@ def test_step_trains_both_agents_against_one_untouched_reference(tokenizer, acce
     for agent, params in zip(cory.agents, before):
         assert any(not torch.equal(a, b) for a, b in zip(params, agent.policy.parameters()))
     assert all(torch.equal(a, b) for a, b in zip(ref_before, cory.agents[0].reference.lm.parameters()))
-    for key in ("pioneer/task_reward", "observer/task_reward", "cory/collective_reward", "agent_a/kl", "agent_b/kl_coef",
+    for key in ("pioneer/task_reward", "observer/task_reward", "cory/collective_reward", "agent_a/objective/kl", "agent_b/objective/kl_coef",
                 "pioneer/response_len", "time/generate", "time/score", "time/ppo_step"):
         assert np.isfinite(stats[key]), key
     assert stats["pioneer/score"] == pytest.approx(stats["observer/score"])  # c = 1: both get r1 + r2

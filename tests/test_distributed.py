@@ -50,7 +50,7 @@ def test_two_processes_equal_one_with_the_same_global_batch(assets, tmp_path):
             assert moved > 0, f"{agent} {key} did not train"
             assert (a[key] - b[key]).norm() <= 1e-3 * moved, f"{agent} {key}: 2 processes differ from 1"
     rows = [[json.loads(line) for line in (tmp_path / d / "run" / "metrics.jsonl").read_text().splitlines()] for d in ("one", "two")]
-    for key in ("pioneer/task_reward", "observer/task_reward", "agent_a/kl", "agent_b/ppo/loss/value"):
+    for key in ("pioneer/task_reward", "observer/task_reward", "agent_a/objective/kl", "agent_b/ppo/loss/value"):
         assert [r[key] for r in rows[0]] == pytest.approx([r[key] for r in rows[1]], rel=1e-4, abs=1e-5), key
 
 

@@ -106,7 +106,7 @@ def test_bf16_first_minibatch_ratio_is_one_and_the_master_weights_stay_fp32(toke
 
 @needs_bf16
 def test_bf16_exact_kl_is_zero_while_policy_and_reference_are_equal(tokenizer, bf16_accelerator):
-    from cory.ppo import Rollout
+    from cory.rollout import Rollout
 
     lm = tiny_gpt2()
     reference = FrozenReference(copy.deepcopy(lm), store_dtype=torch.bfloat16)

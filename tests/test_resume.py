@@ -61,7 +61,7 @@ def test_kill_and_resume_equals_an_uninterrupted_run(assets, tmp_path, precision
                            load_file(resumed / "run" / "final" / agent / "value_head.safetensors")["weight"])
     rows = [[json.loads(line) for line in (d / "run" / "metrics.jsonl").read_text().splitlines()] for d in (straight, resumed)]
     assert [r["step"] for r in rows[1]] == list(range(6))  # no step logged twice
-    for key in ("pioneer/task_reward", "observer/task_reward", "agent_a/kl", "cory/pioneer_agent"):
+    for key in ("pioneer/task_reward", "observer/task_reward", "agent_a/objective/kl", "cory/pioneer_agent"):
         assert [r[key] for r in rows[0]] == [r[key] for r in rows[1]], key
     assert [c.name for c in complete_checkpoints(resumed / "run")] == ["step-0000003", "step-0000006"]
     evals = [[json.loads(line) for line in (d / "run" / "eval.jsonl").read_text().splitlines()] for d in (straight, resumed)]

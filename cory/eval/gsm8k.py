@@ -18,7 +18,7 @@ from tqdm import tqdm
 from cory.eval.loading import load_policy_for_eval
 from cory.gsm8k import GSM8KConfig, GSM8KTask, before_stop, extract_answer, is_correct, solution_steps
 from cory.paths import atomic_file
-from cory.ppo import left_pad
+from cory.rollout import left_pad
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

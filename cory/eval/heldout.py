@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from cory.ppo import PPOTrainer, Rollout
+from cory.ppo import PPOTrainer
+from cory.rollout import Rollout
 from cory.task import Prompt, Task, safe_rewards
 
 ETAS = (0.01, 0.05, 0.1, 0.2)
