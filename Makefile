@@ -3,7 +3,7 @@ PY := .venv/bin/python
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: venv assets demo demo-ppo demo-gsm8k eval-gsm8k compare sweep bench precision test clean
+.PHONY: venv assets demo demo-ppo demo-gsm8k eval-gsm8k gsm8k-results compare sweep bench precision test clean
 
 venv: .venv/.installed
 .venv/.installed: requirements.txt offline-assets.txt pyproject.toml
@@ -24,14 +24,27 @@ demo: assets  ## the main job: CORY on IMDB, offline preset
 demo-ppo: assets  ## the PPO baseline, offline preset
 	$(PY) imdb_train/ppo.py --preset offline
 
-demo-gsm8k: venv  ## CORY on GSM8K (SmolLM2 + LoRA, a few CPU steps), then pass@1 of agent A alone
-	$(PY) -m cory.assets smollm2
-	$(PY) gsm8k_train/cory.py --preset offline
-	$(PY) -m cory.eval.gsm8k --model runs/gsm8k-cory-offline-seed0/final/agent_a --dataset_path ../shared/data/gsm8k/test.jsonl --n_problems 50 --max_new_tokens 96 --use_chat_template
+GSM8K_EVAL := $(PY) -m cory.eval.gsm8k --preset offline --n_problems 200 --n_samples 8 --k 1 2 3 4 5 6 7 8 --max_new_tokens 96 --batch_size 64 --dtype bfloat16
 
-eval-gsm8k: venv  ## pass@1 (greedy) of the untrained offline model on 200 GSM8K test problems
-	$(PY) -m cory.assets smollm2
-	$(PY) -m cory.eval.gsm8k --model smollm2-135m-instruct --dataset_path ../shared/data/gsm8k/test.jsonl --n_problems 200 --use_chat_template --out runs/gsm8k-eval-untrained.json
+demo-gsm8k: venv  ## GSM8K in short (<= 20 min): the SFT warm start (once), 4 CORY steps, pass@1 of agent A alone on 50 held-out problems
+	$(PY) -m cory.assets gsm8k-sft
+	$(PY) gsm8k_train/cory.py --preset offline --steps 4
+	$(PY) -m cory.eval.gsm8k --preset offline --model runs/gsm8k-cory-offline-seed0/final/agent_a --n_problems 50 --max_new_tokens 96
+
+eval-gsm8k: venv  ## base rates: the untrained model and the SFT warm start on 200 held-out easy problems (pass@1 greedy, pass@1..8)
+	$(PY) -m cory.assets gsm8k-sft
+	$(GSM8K_EVAL) --model smollm2-135m-instruct --out runs/gsm8k/eval-untrained.json
+	$(GSM8K_EVAL) --model smollm2-135m-gsm8k-sft --out runs/gsm8k/eval-sft.json
+
+gsm8k-results: eval-gsm8k  ## PPO vs CORY from the SFT warm start (offline preset, resumable), pass@k after: results/gsm8k/
+	$(PY) gsm8k_train/ppo.py --preset offline --output_dir runs/gsm8k --run_name ppo --save_every 5 --resume_from auto
+	$(PY) gsm8k_train/cory.py --preset offline --output_dir runs/gsm8k --run_name cory --save_every 5 --resume_from auto
+	$(GSM8K_EVAL) --model runs/gsm8k/ppo/final/policy --out runs/gsm8k/eval-ppo.json
+	$(GSM8K_EVAL) --model runs/gsm8k/cory/final/agent_a --out runs/gsm8k/eval-cory-a.json
+	$(GSM8K_EVAL) --model runs/gsm8k/cory/final/agent_b --out runs/gsm8k/eval-cory-b.json
+	$(PY) scripts/gsm8k_report.py --notes results/gsm8k/notes.md --compare "untrained=runs/gsm8k/eval-untrained.json" \
+		"SFT warm start (before RL)=runs/gsm8k/eval-sft.json" "PPO=runs/gsm8k/eval-ppo.json" \
+		"CORY agent A=runs/gsm8k/eval-cory-a.json" "CORY agent B=runs/gsm8k/eval-cory-b.json"
 
 compare: assets  ## PPO vs CORY, 3 seeds x 60 steps, offline preset (resumable): results/imdb/{summary.md,curves.png,pareto.png}
 	$(PY) scripts/compare.py --preset offline

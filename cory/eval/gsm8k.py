@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from cory.config import load_task_config
 from cory.eval.loading import load_policy_for_eval
 from cory.gsm8k import GSM8KConfig, GSM8KTask, before_stop, extract_answer, is_correct, solution_steps
 from cory.paths import atomic_file
@@ -82,6 +83,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--k", type=int, nargs="+", default=[1])
     parser.add_argument("--max_new_tokens", type=int, default=256)
     parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--preset", default="", help="take the prompt, chat template, problem subset and held-out file of "
+                        "this configs/gsm8k.py preset (e.g. offline: what its runs trained on); explicit flags override it")
     parser.add_argument("--use_chat_template", action="store_true")
     parser.add_argument("--prompt_template", default=GSM8KConfig.prompt_template, help="with the field {question} (default: the paper's one-shot prompt)")
     parser.add_argument("--max_solution_steps", type=int, default=-1, help="only problems whose reference takes at most N calculation steps (-1: all)")
@@ -89,6 +92,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="", help="JSON output (default: <model dir>/gsm8k_eval.json, or ./gsm8k_eval.json)")
+    if preset := parser.parse_known_args(argv)[0].preset:
+        task = load_task_config("gsm8k", preset)
+        parser.set_defaults(**{key: task[key] for key in ("use_chat_template", "prompt_template", "max_solution_steps") if key in task},
+                            **({"dataset_path": task["eval_dataset_path"]} if "eval_dataset_path" in task else {}))
     args = parser.parse_args(argv)
     if args.n_samples and max(args.k) > args.n_samples:
         parser.error(f"--k {max(args.k)} needs --n_samples >= {max(args.k)}")
