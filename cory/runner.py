@@ -117,70 +117,94 @@ def open_run_dir(run_dir: Path, run: RunConfig) -> Path | None:
 
 def _train(exp: Experiment, algorithm: Algorithm, task: Task, batch_size: int, plots: dict[str, list[str]], console: dict[str, str]) -> dict:
     run, accelerator = exp.run, exp.accelerator
-    rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
-    loader = PromptLoader(task.prompts("train"), batch_size * world, run.seed)  # one global batch, one shard per process
+    rank, main = accelerator.process_index, accelerator.is_main_process
+    loader = PromptLoader(task.prompts("train"), batch_size * accelerator.num_processes, run.seed)  # one global batch, one shard per process
     response_len = LengthSampler(run.response_min_tokens, run.response_max_tokens, np.random.default_rng(run.seed))
-    start = 0
-    checkpoint = open_run_dir(exp.run_dir, run) if main else None
-    if world > 1:
-        checkpoint = broadcast_object_list([checkpoint])[0]
-    if checkpoint is not None:
-        state = load_checkpoint(checkpoint, algorithm, exp.config)
-        loader.load_state_dict(state["loop"]["loader"])
-        response_len.rng.bit_generator.state = state["loop"]["response_len"]
-        if len(state["rng"]) != world:
-            raise UsageError(f"checkpoint {checkpoint} was written by {len(state['rng'])} process(es); resume with as many, not {world}")
-        set_rng_state(state["rng"][rank])
-        start = state["steps_done"]
-        tqdm.write(f"resumed from {checkpoint} after step {start}")
-        if start >= run.steps and main:
-            tqdm.write(f"nothing to train: the checkpoint has {start} steps done and --steps is {run.steps} (raise "
-                       "--steps to train on); final/ is written from the checkpoint")
+    start = resume(exp, algorithm, loader, response_len)
     tracker = Tracker(exp.run_dir, exp.config, run.log_with, resume_step=start, enabled=main)
     eval_set = held_out_prompts(task, run.eval_prompts) if run.eval_every else []
     if eval_set and start == 0:
         evaluate_all(algorithm, task, eval_set, run, tracker, 0)
 
     stats: dict = {}
-    bar = tqdm(range(start, run.steps), initial=start, total=run.steps, desc=exp.run_dir.name,
-               disable=not accelerator.is_main_process)
+    bar = tqdm(range(start, run.steps), initial=start, total=run.steps, desc=exp.run_dir.name, disable=not main)
     for step in bar:
         t0 = time.perf_counter()
+        # 1. this process's share of the step's prompts
         shard = loader.next_batch()[rank * batch_size : (rank + 1) * batch_size]
+        # 2. the algorithm's step (PPO: generate, score, update; CORY: pioneer, observer, both updates)
         stats, samples = algorithm.step(step, shard, run.generation_kwargs(response_len()))
         stats["time/step"] = time.perf_counter() - t0
         stats = mean_over_processes(accelerator, stats)  # the task rewards are per process
+        # 3. log
         log_samples = run.log_samples_every and step % run.log_samples_every == 0
         tracker.log(step, stats, samples[:4] if log_samples else None)
         bar.set_postfix_str(summary_line(stats, console))
         if main:
             tqdm.write(f"step {step:4d} " + summary_line(stats, console))
         done = step + 1
+        # 4. evaluate on held-out prompts, 5. checkpoint
         if eval_set and (done % run.eval_every == 0 or done == run.steps):
             evaluate_all(algorithm, task, eval_set, run, tracker, done)
         if run.save_every and (done % run.save_every == 0 or done == run.steps):  # final/ is saved regardless
-            loop_state = {"loader": loader.state_dict(), "response_len": response_len.rng.bit_generator.state}
-            rngs = gather_object([rng_state()]) if world > 1 else [rng_state()]
-            if main:
-                save_checkpoint(exp.run_dir, done, algorithm, exp.tokenizer, loop_state, rngs, exp.config, run.keep_checkpoints)
-            accelerator.wait_for_everyone()
+            checkpoint_now(exp, algorithm, done, loader, response_len)
 
-    if world > 1:
+    if accelerator.num_processes > 1:
         check_in_sync(accelerator, algorithm)
     if main:
-        for name, agent in zip(algorithm.names, algorithm.agents):
-            save_policy(agent.policy, exp.tokenizer, exp.run_dir / "final" / name, base_model=run.model_name)
-            if wants_merged(run, agent.policy):
-                save_merged_policy(exp.run_dir / "final" / name, run.model_name, exp.tokenizer, exp.run_dir / "final" / f"{name}-merged")
-        plot_curves(read_metrics(tracker.metrics_path), plots, exp.run_dir / "curves.png", title=exp.run_dir.name)
-        if tracker.eval_path.exists():
-            print(eval_table(read_metrics(tracker.eval_path)))
-        written = ["metrics.jsonl", "curves.png"] + (["eval.jsonl"] if tracker.eval_path.exists() else []) \
-            + (["checkpoints/"] if run.save_every else [])
-        print(f"{', '.join(written)} and final/ are in {exp.run_dir}")
+        save_final(exp, algorithm, tracker, plots)
     tracker.close()
     accelerator.wait_for_everyone()
     return stats
+
+
+def resume(exp: Experiment, algorithm: Algorithm, loader: PromptLoader, response_len: LengthSampler) -> int:
+    """Steps already done: 0 for a fresh run; else the checkpoint's, with everything it holds restored (agents,
+    optimizers, data position, response lengths, every process's RNGs)."""
+    run, accelerator = exp.run, exp.accelerator
+    world = accelerator.num_processes
+    checkpoint = open_run_dir(exp.run_dir, run) if accelerator.is_main_process else None
+    if world > 1:
+        checkpoint = broadcast_object_list([checkpoint])[0]
+    if checkpoint is None:
+        return 0
+    state = load_checkpoint(checkpoint, algorithm, exp.config)
+    loader.load_state_dict(state["loop"]["loader"])
+    response_len.rng.bit_generator.state = state["loop"]["response_len"]
+    if len(state["rng"]) != world:
+        raise UsageError(f"checkpoint {checkpoint} was written by {len(state['rng'])} process(es); resume with as many, not {world}")
+    set_rng_state(state["rng"][accelerator.process_index])
+    start = state["steps_done"]
+    tqdm.write(f"resumed from {checkpoint} after step {start}")
+    if start >= run.steps and accelerator.is_main_process:
+        tqdm.write(f"nothing to train: the checkpoint has {start} steps done and --steps is {run.steps} (raise "
+                   "--steps to train on); final/ is written from the checkpoint")
+    return start
+
+
+def checkpoint_now(exp: Experiment, algorithm: Algorithm, done: int, loader: PromptLoader, response_len: LengthSampler) -> None:
+    """A checkpoint after `done` steps, with what `resume` needs to continue bit-exactly."""
+    accelerator = exp.accelerator
+    loop_state = {"loader": loader.state_dict(), "response_len": response_len.rng.bit_generator.state}
+    rngs = gather_object([rng_state()]) if accelerator.num_processes > 1 else [rng_state()]
+    if accelerator.is_main_process:
+        save_checkpoint(exp.run_dir, done, algorithm, exp.tokenizer, loop_state, rngs, exp.config, exp.run.keep_checkpoints)
+    accelerator.wait_for_everyone()
+
+
+def save_final(exp: Experiment, algorithm: Algorithm, tracker: Tracker, plots: dict[str, list[str]]) -> None:
+    """final/<agent>/ (and a merged copy for small LoRA models), curves.png, the closing evaluation table."""
+    run = exp.run
+    for name, agent in zip(algorithm.names, algorithm.agents):
+        save_policy(agent.policy, exp.tokenizer, exp.run_dir / "final" / name, base_model=run.model_name)
+        if wants_merged(run, agent.policy):
+            save_merged_policy(exp.run_dir / "final" / name, run.model_name, exp.tokenizer, exp.run_dir / "final" / f"{name}-merged")
+    plot_curves(read_metrics(tracker.metrics_path), plots, exp.run_dir / "curves.png", title=exp.run_dir.name)
+    if tracker.eval_path.exists():
+        print(eval_table(read_metrics(tracker.eval_path)))
+    written = ["metrics.jsonl", "curves.png"] + (["eval.jsonl"] if tracker.eval_path.exists() else []) \
+        + (["checkpoints/"] if run.save_every else [])
+    print(f"{', '.join(written)} and final/ are in {exp.run_dir}")
 
 
 def eval_table(rows: list[dict]) -> str:
