@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 from safetensors.torch import load_file, save_file
@@ -54,16 +56,29 @@ def lora_config(base, r: int, alpha: int, dropout: float, targets: str):
     )
 
 
-def with_lora(base, lora, adapter_name: str = "default"):
-    """peft's `get_peft_model`, without the FutureWarning peft 0.x triggers by reading transformers 5's deprecated
-    `is_gradient_checkpointing` (peft's own call, nothing a user can change)."""
-    import warnings
-
-    from peft import get_peft_model
-
+@contextmanager
+def quiet_peft():
+    """Without the FutureWarning peft 0.x triggers on every adapter it builds or loads by reading transformers 5's
+    deprecated `is_gradient_checkpointing` (peft's own call, nothing a user can change)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
+
+
+def with_lora(base, lora, adapter_name: str = "default"):
+    """peft's `get_peft_model`, quietly."""
+    from peft import get_peft_model
+
+    with quiet_peft():
         return get_peft_model(base, lora, adapter_name=adapter_name)
+
+
+def load_adapter(base, adapter_dir):
+    """A saved peft adapter on `base`, merged in: a plain transformers model."""
+    from peft import PeftModel
+
+    with quiet_peft():
+        return PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
 
 
 def write_policy(policy: ValueHeadPolicy, tokenizer, directory: Path, base_model: str | None = None) -> None:
@@ -105,9 +120,7 @@ def wants_merged(run: RunConfig, policy: ValueHeadPolicy) -> bool:
 def save_merged_policy(adapter_dir, model_name: str, tokenizer, path) -> None:
     """The saved adapter merged into a fresh fp32 copy of its base (never the training base, which other
     agents' adapters share and mixed precision may hold in bf16): `pipeline("text-generation", model=path)` loads it."""
-    from peft import PeftModel
-
-    merged = PeftModel.from_pretrained(load_causal_lm(model_name), str(adapter_dir)).merge_and_unload()
+    merged = load_adapter(load_causal_lm(model_name), adapter_dir)
     with atomic_directory(path) as tmp:
         merged.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from cory.agents import load_adapter
 from cory.models import load_causal_lm, load_tokenizer
 
 
@@ -18,8 +19,6 @@ def load_policy_for_eval(model: str, dtype: str = "float32", device="cpu"):
     adapter = adapter_dir(Path(model))
     if adapter is None:
         return load_causal_lm(model, dtype, device), load_tokenizer(model)
-    from peft import PeftModel
-
     base_name = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
-    lm = PeftModel.from_pretrained(load_causal_lm(base_name, dtype, device), str(adapter)).merge_and_unload()
+    lm = load_adapter(load_causal_lm(base_name, dtype, device), adapter)
     return lm.eval(), load_tokenizer(base_name)  # an adapter trains no tokens: the base's tokenizer is the one

@@ -194,6 +194,9 @@ def write_report(out: Path, meta: dict, jobs: list[tuple[str, str, int]], walls:
     default = runs.get("default", {})
     tables = {"final": final_table(default), "paired": paired_table(default), "roles": role_table(default),
               "sweep": sweep_table(runs)}
+    if meta.get("extra_args"):  # the default setting of this comparison is not the preset's: name it by its flags
+        for row in tables["sweep"]:
+            row["setting"] = " ".join(meta["extra_args"]) if row["setting"] == "default" else row["setting"]
     hours = sum(walls.values()) / 3600
     names = {**SHORT, **{f"combined_eta{e:g}": f"r-{e:g}KL" for e in ETAS}}
     parts = [f"# PPO vs CORY on IMDB ({meta.get('task_preset', '')} preset)", "",
