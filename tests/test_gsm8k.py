@@ -197,3 +197,14 @@ def test_pass_at_k_curve_and_base_rate_tables(tmp_path):
     assert (tmp_path / "passk.png").stat().st_size > 1000
     with pytest.raises(SystemExit, match="expected LABEL=PATH"):
         gsm8k_report.labelled(["PPO=/no/such/file.json"])
+
+
+def test_eval_preset_supplies_the_training_prompt_and_flags_override_it():
+    from cory.eval.gsm8k import parse_args
+
+    args = parse_args(["--model", "m", "--preset", "offline"])
+    assert args.use_chat_template and args.max_solution_steps == 2 and "####" in args.prompt_template
+    assert args.dataset_path.endswith("gsm8k/test.jsonl")
+    args = parse_args(["--model", "m", "--preset", "offline", "--max_solution_steps", "3", "--no-use_chat_template"])
+    assert args.max_solution_steps == 3 and not args.use_chat_template
+    assert parse_args(["--model", "m"]).max_solution_steps == -1  # no preset: every problem, the paper's prompt

@@ -74,7 +74,8 @@ def evaluate(lm, tokenizer, config: GSM8KConfig, n_problems: int, n_samples: int
     return {"summary": summary, "problems": problems}
 
 
-def main(argv=None) -> dict:
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line; `--preset` supplies defaults that explicit flags override."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="saved policy dir (full model or adapter), alias or hub id")
     parser.add_argument("--dataset_path", default="openai/gsm8k", help="test problems: hub id or local jsonl/parquet")
@@ -85,7 +86,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--preset", default="", help="take the prompt, chat template, problem subset and held-out file of "
                         "this configs/gsm8k.py preset (e.g. offline: what its runs trained on); explicit flags override it")
-    parser.add_argument("--use_chat_template", action="store_true")
+    parser.add_argument("--use_chat_template", action=argparse.BooleanOptionalAction, default=False)
     parser.add_argument("--prompt_template", default=GSM8KConfig.prompt_template, help="with the field {question} (default: the paper's one-shot prompt)")
     parser.add_argument("--max_solution_steps", type=int, default=-1, help="only problems whose reference takes at most N calculation steps (-1: all)")
     parser.add_argument("--answer_extraction", default="flexible", choices=["flexible", "strict"])
@@ -99,6 +100,11 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     if args.n_samples and max(args.k) > args.n_samples:
         parser.error(f"--k {max(args.k)} needs --n_samples >= {max(args.k)}")
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
     config = GSM8KConfig(eval_dataset_path=args.dataset_path, use_chat_template=args.use_chat_template, prompt_template=args.prompt_template,
                          answer_extraction=args.answer_extraction, max_solution_steps=args.max_solution_steps)
     device = "cuda" if torch.cuda.is_available() else "cpu"
