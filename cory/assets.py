@@ -75,18 +75,24 @@ def sentiment_model_dir(imdb_dir: Path | None = None, n_train: int = 3000, n_tes
 
 
 def gsm8k_sft_dir() -> Path:
-    """The GSM8K warm start's directory, training it first if needed (minutes on 2 CPU cores)."""
+    """The GSM8K warm start's directory, training it first if needed (~20 min on one CPU core); a cached one built
+    with other settings (the preset's prompt or subset, `SFTConfig`) is built again."""
     import dataclasses
 
     from cory.config import load_task_config
     from cory.gsm8k import GSM8KConfig
-    from cory.sft import build_sft_model
+    from cory.sft import SFTConfig, build_sft_model, sft_settings
 
     target = cache_dir() / "models" / GSM8K_SFT_ALIAS
-    if (target / "sft.json").exists():
-        return target
     preset = load_task_config("gsm8k", "offline")
     task_config = GSM8KConfig(**{f.name: preset[f.name] for f in dataclasses.fields(GSM8KConfig) if f.name in preset})
+    wanted = sft_settings(SMOLLM2_ALIAS, task_config, SFTConfig())
+    if (target / "sft.json").exists():
+        built = json.loads((target / "sft.json").read_text())
+        stale = sorted(k for k, v in wanted.items() if built.get(k) != v)
+        if not stale:
+            return target
+        print(f"{target} was built with other settings ({', '.join(stale)}): building it again", flush=True)
     return build_sft_model(SMOLLM2_ALIAS, task_config, target)
 
 

@@ -38,3 +38,23 @@ def test_sft_learns_the_labelled_tokens_and_returns_a_plain_model(tokenizer):
     assert len(losses) == 20 and losses[-1] < losses[0] - 0.5
     assert model(torch.tensor([[5, 6, 7, 8]])).logits.argmax(-1)[0, 1:].tolist() == [7, 8, 9]  # the solution after the prompt
     assert not hasattr(model, "peft_config")  # merged: a plain transformers model
+
+
+def test_a_cached_warm_start_is_reused_only_with_the_same_settings(tmp_path, monkeypatch):
+    import cory.assets
+    import cory.sft
+    from cory.config import load_task_config
+
+    monkeypatch.setenv("CORY_CACHE", str(tmp_path))
+    builds = []
+    monkeypatch.setattr(cory.sft, "build_sft_model", lambda base, task_config, target: builds.append(target) or target)
+    target = tmp_path / "models" / "smollm2-135m-gsm8k-sft"
+    target.mkdir(parents=True)
+    preset = load_task_config("gsm8k", "offline")
+    task_config = GSM8KConfig(prompt_template=preset["prompt_template"], use_chat_template=True,
+                              max_solution_steps=preset["max_solution_steps"], dataset_path=preset["dataset_path"])
+    settings = cory.sft.sft_settings("smollm2-135m-instruct", task_config, SFTConfig())
+    (target / "sft.json").write_text(json.dumps(settings))
+    assert cory.assets.gsm8k_sft_dir() == target and builds == []
+    (target / "sft.json").write_text(json.dumps({**settings, "n_examples": 1}))
+    assert cory.assets.gsm8k_sft_dir() == target and builds == [target]
