@@ -3,7 +3,7 @@ PY := .venv/bin/python
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: venv assets demo demo-ppo demo-gsm8k eval-gsm8k gsm8k-results compare sweep bench precision test clean
+.PHONY: venv assets demo demo-ppo demo-gsm8k eval-gsm8k gsm8k-results compare sweep sweep-kl0 bench precision test clean
 
 venv: .venv/.installed
 .venv/.installed: requirements.txt offline-assets.txt pyproject.toml
@@ -51,6 +51,9 @@ compare: assets  ## PPO vs CORY, 3 seeds x 60 steps, offline preset (resumable):
 
 sweep: assets  ## compare + the KL-robustness sweep (fixed KL coefficient 0.05 and 0, 2 seeds each): results/imdb/sweep.png
 	$(PY) scripts/compare.py --preset offline --sweep init_kl_coef=0.05,adap_kl_ctrl=false init_kl_coef=0,adap_kl_ctrl=false
+
+sweep-kl0: assets  ## the paper's reward-hacking case alone: PPO vs CORY at a fixed KL coefficient 0, seeds 0 and 1 (resumable): results/imdb-kl0/
+	$(PY) scripts/compare.py --preset offline --name imdb-kl0 --seeds 0 1 --init_kl_coef 0 --adap_kl_ctrl false
 
 bench: assets  ## step-time benchmark (CPU offline preset), fp32 and bf16 side by side, full fine-tuning and LoRA; JSON in benchmarks/results
 	$(PY) benchmarks/step_time.py --out benchmarks/results/step_time.json

@@ -143,7 +143,8 @@ class GSM8KTask:
             if easy_enough:
                 problems.append((row, answer))
         if not problems:
-            raise UsageError(f"{path}: no problem with at most {cfg.max_solution_steps} calculation steps")
+            within = f" with at most {cfg.max_solution_steps} calculation steps" if cfg.max_solution_steps >= 0 else ""
+            raise UsageError(f"{path}: no problem{within}")
         return problems
 
     def prompts(self, split: str = "train") -> list[Prompt]:
