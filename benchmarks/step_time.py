@@ -54,7 +54,7 @@ def build(args):
     from cory.config import RunConfig, build as build_section, load_task_config
     from cory.imdb import IMDBConfig, IMDBTask
     from cory.models import load_tokenizer
-    from cory.ppo import PPOConfig
+    from cory.ppo_config import PPOConfig
     from cory.precision import resolve_mixed_precision
 
     raw = load_task_config("imdb", args.preset)

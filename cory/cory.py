@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from cory.ppo import PPOTrainer
+from cory.agents import AGENT_NAMES
 from cory.errors import UsageError
+from cory.ppo import PPOTrainer
 from cory.task import Prompt, RewardErrorReport, Task, safe_rewards
 from cory.templates import check_observer_template
 
@@ -77,7 +78,7 @@ def observer_prompts(template: str, prompts: list[Prompt], pioneer_responses: li
 class CORY:
     """Drives two `PPOTrainer`s (agent A and agent B) through the CORY loop on a task."""
 
-    names = ("agent_a", "agent_b")
+    names = AGENT_NAMES
 
     def __init__(self, config: CORYConfig, agents: list[PPOTrainer], tokenizer, task: Task):
         if len(agents) != 2:

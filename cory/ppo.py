@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -22,109 +21,14 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType
 
 from cory._trl import entropy_from_logits, selective_log_softmax, unwrap_model_for_generation
-from cory.errors import RunStopped, UsageError
 from cory.distributed import check_deepspeed_accumulation, ddp_only_own_parameters, mean_over_processes
+from cory.errors import RunStopped, UsageError
 from cory.policy import FrozenReference, ValueHeadPolicy
+from cory.ppo_config import PPOConfig
+from cory.ppo_math import (AdaptiveKLController, FixedKLController, RunningMoments, exact_kl_from_logits, gae, grads_finite,
+                           kl_per_token, masked_mean, masked_var, masked_whiten, per_token_rewards, policy_loss, value_loss)
 from cory.rollout import Rollout, context_length, eos_token_ids, is_eos, left_pad, truncate_after_eos
 from cory.sampling import fast_cpu_sampling
-from cory.ppo_math import (
-    KL_ESTIMATORS,
-    AdaptiveKLController,
-    FixedKLController,
-    RunningMoments,
-    exact_kl_from_logits,
-    gae,
-    kl_per_token,
-    masked_mean,
-    masked_var,
-    masked_whiten,
-    per_token_rewards,
-    policy_loss,
-    value_loss,
-)
-
-
-@dataclass
-class PPOConfig:
-    """PPO hyperparameters; names follow legacy trl so its users can carry their configs over."""
-
-    learning_rate: float = 1.41e-5
-    """Adam learning rate (policy and value head share one optimizer)"""
-    batch_size: int = 256
-    """samples per PPO step (per process)"""
-    mini_batch_size: int = 256
-    """samples per gradient computation"""
-    gradient_accumulation_steps: int = 1
-    """minibatches whose gradients are summed before one optimizer step"""
-    ppo_epochs: int = 4
-    """passes over the batch per step"""
-    forward_batch_size: int = 0
-    """rows per no-grad forward when scoring the rollout (0: mini_batch_size)"""
-    gamma: float = 1.0
-    """discount"""
-    lam: float = 0.95
-    """GAE lambda"""
-    cliprange: float = 0.2
-    """policy ratio clip"""
-    cliprange_value: float = 0.2
-    """value clip around the rollout's values"""
-    vf_coef: float = 0.1
-    """value loss weight"""
-    adap_kl_ctrl: bool = True
-    """adaptive KL coefficient (Ziegler et al.) instead of a fixed one"""
-    init_kl_coef: float = 0.2
-    """initial (or fixed) KL coefficient"""
-    target: float = 6.0
-    """adaptive controller: target KL per sequence"""
-    horizon: float = 10000.0
-    """adaptive controller: horizon in samples"""
-    kl_penalty: str = "kl"
-    """KL estimator in the per-token reward: kl (k1), abs, mse (k2), low_var_kl (k3), full (exact)"""
-    max_grad_norm: float | None = None
-    """clip the gradient norm (None: no clipping)"""
-    target_kl: float | None = None
-    """stop the PPO epochs early once the policy KL exceeds 1.5 * target_kl (None: never)"""
-    ratio_threshold: float = 10.0
-    """skip a minibatch whose mean ratio exceeds this (counted in ppo/skipped_minibatches)"""
-    whiten_rewards: bool = False
-    """whiten per-token rewards (keeping their mean) before GAE"""
-    use_score_scaling: bool = False
-    """divide scores by their running std"""
-    use_score_norm: bool = False
-    """also subtract the running mean (needs use_score_scaling)"""
-    score_clip: float | None = None
-    """clip scaled scores to [-score_clip, score_clip]"""
-    max_consecutive_skips: int = 10
-    """stop with an error after this many steps in a row without an update (non-finite scores/loss/gradients)"""
-    divergence_loss: float = 1e6
-    """stop the run when a step's mean total loss exceeds this in size: the update diverged, e.g. from too high a
-    learning_rate (a sane run's losses are O(1) to O(100); 0: never)"""
-
-    def __post_init__(self) -> None:
-        positive = ("learning_rate", "batch_size", "mini_batch_size", "gradient_accumulation_steps", "ppo_epochs",
-                    "max_consecutive_skips", "cliprange", "cliprange_value", "target", "horizon", "ratio_threshold",
-                    "max_grad_norm", "target_kl", "score_clip")  # a None of the optional ones means "off"
-        for name in positive:
-            if getattr(self, name) is not None and getattr(self, name) <= 0:
-                raise UsageError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("init_kl_coef", "vf_coef", "forward_batch_size", "divergence_loss"):
-            if getattr(self, name) < 0:
-                raise UsageError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.batch_size % self.backward_batch_size:
-            raise UsageError(
-                f"batch_size ({self.batch_size}) must be divisible by mini_batch_size * gradient_accumulation_steps "
-                f"({self.mini_batch_size} * {self.gradient_accumulation_steps})"
-            )
-        if self.kl_penalty not in KL_ESTIMATORS:
-            raise UsageError(f"kl_penalty must be one of {KL_ESTIMATORS}, got {self.kl_penalty!r}")
-        if self.use_score_norm and not self.use_score_scaling:
-            raise UsageError("use_score_norm needs use_score_scaling=True (legacy trl silently ignored it)")
-        if not 0 <= self.lam <= 1 or not 0 <= self.gamma <= 1:
-            raise UsageError(f"gamma and lam must lie in [0, 1], got gamma={self.gamma}, lam={self.lam}")
-
-    @property
-    def backward_batch_size(self) -> int:
-        return self.mini_batch_size * self.gradient_accumulation_steps
 
 
 class PPOTrainer:
@@ -435,10 +339,3 @@ class PPOTrainer:
         self.skipped_minibatches = state["skipped_minibatches"]
         self.skipped_steps = state["skipped_steps"]
         self.consecutive_skips = state["consecutive_skips"]
-
-
-def grads_finite(params: list[torch.Tensor]) -> bool:
-    """One sum per gradient (a NaN or inf anywhere makes its sum non-finite) and one check: on a 2-core CPU
-    about 1.3 s per optimizer step less than an isfinite pass over every gradient of a 135M model."""
-    sums = [p.grad.sum() for p in params if p.grad is not None]
-    return not sums or bool(torch.isfinite(torch.stack(sums).float()).all())

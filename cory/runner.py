@@ -29,7 +29,8 @@ from cory.models import load_tokenizer
 from cory.paths import remove_stale_temporaries
 from cory.plots import plot_curves
 from cory.precision import resolve_mixed_precision
-from cory.ppo import PPOConfig, PPOTrainer
+from cory.ppo import PPOTrainer
+from cory.ppo_config import PPOConfig
 from cory.rundir import RunDirLock, claim_fresh, earlier_outputs
 from cory.task import Algorithm, Task
 from cory.tracking import Tracker, read_metrics, summary_line

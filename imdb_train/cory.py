@@ -15,7 +15,7 @@ from cory.config import RunConfig  # noqa: E402
 from cory.cory import CORY, CORYConfig  # noqa: E402
 from cory.errors import run_script  # noqa: E402
 from cory.imdb import IMDBConfig, IMDBTask  # noqa: E402
-from cory.ppo import PPOConfig  # noqa: E402
+from cory.ppo_config import PPOConfig  # noqa: E402
 from cory.runner import build_agents, setup, train  # noqa: E402
 
 PLOTS = {"task reward": ["agent_a/task_reward", "agent_b/task_reward"],

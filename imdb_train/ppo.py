@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from cory.config import RunConfig  # noqa: E402
 from cory.errors import run_script  # noqa: E402
 from cory.imdb import IMDBConfig, IMDBTask  # noqa: E402
-from cory.ppo import PPOConfig  # noqa: E402
+from cory.ppo_config import PPOConfig  # noqa: E402
 from cory.runner import build_agents, setup, train  # noqa: E402
 from cory.single import SinglePPO  # noqa: E402
 

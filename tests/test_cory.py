@@ -7,7 +7,8 @@ from cory.agents import build_policies
 from cory.config import RunConfig
 from cory.cory import CORY, CORYConfig, collective_scores, observer_prompts, roles_at
 from cory.policy import FrozenReference, ValueHeadPolicy
-from cory.ppo import PPOConfig, PPOTrainer
+from cory.ppo import PPOTrainer
+from cory.ppo_config import PPOConfig
 from cory.task import Prompt
 from cory.templates import check_observer_template
 from tests.tiny import TextTask, as_prompts, tiny_gpt2

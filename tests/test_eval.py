@@ -9,7 +9,8 @@ from cory.eval.heldout import distinct_n, evaluate_agent
 from cory.eval.report import ROLES, write_report
 from cory.eval.roles import OBSERVER_ROLES, evaluate_observer_roles
 from cory.policy import FrozenReference, ValueHeadPolicy
-from cory.ppo import PPOConfig, PPOTrainer
+from cory.ppo import PPOTrainer
+from cory.ppo_config import PPOConfig
 from tests.tiny import TextTask, as_prompts, tiny_gpt2
 
 

@@ -11,7 +11,8 @@ from cory.cory import CORY, CORYConfig, observer_prompts
 from cory.eval.gsm8k import pass_at_k
 from cory.gsm8k import ONE_SHOT, GSM8KConfig, GSM8KTask, extract_answer, is_correct, normalise_number, reference_answer
 from cory.policy import FrozenReference, ValueHeadPolicy
-from cory.ppo import PPOConfig, PPOTrainer
+from cory.ppo import PPOTrainer
+from cory.ppo_config import PPOConfig
 from tests.tiny import tiny_gpt2
 
 GSM8K = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "gsm8k"

@@ -11,7 +11,7 @@ from cory.errors import UsageError
 from cory.gsm8k import GSM8KConfig, GSM8KTask
 from cory.imdb import IMDBConfig, imdb_prompts
 from cory.models import resolve_model
-from cory.ppo import PPOConfig
+from cory.ppo_config import PPOConfig
 
 SECTIONS = (RunConfig, PPOConfig, CORYConfig, IMDBConfig)
 

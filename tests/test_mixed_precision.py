@@ -13,7 +13,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from cory import precision
 from cory.policy import FrozenReference, ValueHeadPolicy
-from cory.ppo import PPOConfig, PPOTrainer
+from cory.ppo import PPOTrainer
+from cory.ppo_config import PPOConfig
 from cory.precision import resolve_mixed_precision
 from tests.test_ppo_trainer import batch, learn_target_token
 from tests.tiny import tiny_gpt2

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from cory.policy import FrozenReference, ValueHeadPolicy
-from cory.ppo import PPOConfig, PPOTrainer
+from cory.ppo import PPOTrainer
+from cory.ppo_config import PPOConfig
 from cory.rollout import Rollout, truncate_after_eos
 from tests.tiny import tiny_gpt2
 
