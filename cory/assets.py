@@ -77,15 +77,12 @@ def sentiment_model_dir(imdb_dir: Path | None = None, n_train: int = 3000, n_tes
 def gsm8k_sft_dir() -> Path:
     """The GSM8K warm start's directory, training it first if needed (~20 min on one CPU core); a cached one built
     with other settings (the preset's prompt or subset, `SFTConfig`) is built again."""
-    import dataclasses
-
-    from cory.config import load_task_config
+    from cory.config import build, load_task_config
     from cory.gsm8k import GSM8KConfig
     from cory.sft import SFTConfig, build_sft_model, sft_settings
 
     target = cache_dir() / "models" / GSM8K_SFT_ALIAS
-    preset = load_task_config("gsm8k", "offline")
-    task_config = GSM8KConfig(**{f.name: preset[f.name] for f in dataclasses.fields(GSM8KConfig) if f.name in preset})
+    task_config = build(GSM8KConfig, load_task_config("gsm8k", "offline"))
     wanted = sft_settings(SMOLLM2_ALIAS, task_config, SFTConfig())
     if (target / "sft.json").exists():
         built = json.loads((target / "sft.json").read_text())

@@ -148,7 +148,10 @@ class GSM8KTask:
         return problems
 
     def prompts(self, split: str = "train") -> list[Prompt]:
-        problems = self.problems(split)
+        return self.prompts_of(self.problems(split))
+
+    def prompts_of(self, problems: list[tuple[dict, str]]) -> list[Prompt]:
+        """The prompts of `problems` (from `problems()`), in their order: for callers that also need the rows."""
         template = self.wrap_template(self.config.prompt_template)
         texts = [template.format(question=row["question"]) for row, _ in problems]
         # a chat template writes its own BOS; a plain prompt gets the tokenizer's

@@ -45,7 +45,8 @@ def solution_text(solution: str) -> str:
 
 def sft_examples(task: GSM8KTask, tokenizer, n_examples: int, rng: np.random.Generator) -> list[tuple[list[int], list[int]]]:
     """(input ids, labels) per problem: the task's prompt, then the solution and EOS; only the solution is learnt."""
-    prompts, problems = task.prompts("train"), task.problems("train")
+    problems = task.problems("train")
+    prompts = task.prompts_of(problems)
     examples = []
     for i in rng.permutation(len(prompts))[:n_examples]:
         prompt_ids = prompts[i].input_ids.tolist()

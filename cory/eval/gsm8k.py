@@ -50,7 +50,8 @@ def complete(lm, tokenizer, prompts, n: int, greedy: bool, max_new_tokens: int, 
 def evaluate(lm, tokenizer, config: GSM8KConfig, n_problems: int, n_samples: int, ks: list[int], max_new_tokens: int,
              batch_size: int, seed: int = 0) -> dict:
     task = GSM8KTask(config, tokenizer)
-    prompts, rows = task.prompts("test")[:n_problems], task.problems("test")[:n_problems]
+    rows = task.problems("test")[:n_problems]
+    prompts = task.prompts_of(rows)
     grade = lambda text, p: is_correct(text, p.answer, config.answer_extraction, config.stop_text)  # noqa: E731
     greedy = complete(lm, tokenizer, prompts, 1, True, max_new_tokens, batch_size, config.stop_text)
     torch.manual_seed(seed)
