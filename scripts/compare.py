@@ -68,7 +68,8 @@ def train_all(out: Path, settings: dict, jobs: list, extra: list[str], n_paralle
     walls_path = out / "wall_seconds.json"
     walls = json.loads(walls_path.read_text()) if walls_path.exists() else {}
     todo = [job for job in jobs if not (run_dir(out, *job) / "final").exists()]
-    threads = str(max(1, len(os.sched_getaffinity(0)) // n_parallel))  # the cores this process may use (taskset)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1  # taskset; macOS has none
+    threads = str(max(1, cores // n_parallel))
     total = len(jobs) * settings["steps"]
     lock = threading.Lock()
     bar = tqdm(total=total, desc=f"compare {out.name} ({len(todo)} of {len(jobs)} runs to do)", unit="step")
