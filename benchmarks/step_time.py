@@ -165,7 +165,7 @@ def observer_shaped(prompts, template: str, tokenizer, response_tokens: int, eos
 
     g = torch.Generator().manual_seed(0)
     fake = [torch.randint(1000, 20000, (response_tokens,), generator=g) for _ in prompts]
-    ids = observer_prompts(template, prompts, fake, tokenizer, eos_ids)
+    ids = observer_prompts(template, prompts, [fake], tokenizer, eos_ids)
     return [Prompt(q, p.text, p.fields) for q, p in zip(ids, prompts)]
 
 

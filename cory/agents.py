@@ -17,11 +17,15 @@ from cory.paths import atomic_directory
 from cory.policy import FrozenReference, ValueHeadPolicy
 from cory.precision import low_precision_dtype
 
-AGENT_NAMES = ("agent_a", "agent_b")
+def agent_names(n_agents: int) -> tuple[str, ...]:
+    """agent_a, agent_b, ... (one per agent; at most 26)."""
+    if not 1 <= n_agents <= 26:
+        raise ValueError(f"n_agents must lie in 1..26, got {n_agents}")
+    return tuple(f"agent_{chr(ord('a') + i)}" for i in range(n_agents))
 
 
-def build_policies(run: RunConfig, n_agents: int, device) -> tuple[list[ValueHeadPolicy], FrozenReference]:
-    """`n_agents` policies and one reference.
+def build_policies(run: RunConfig, n_agents: int, device, critic: bool = True) -> tuple[list[ValueHeadPolicy], FrozenReference]:
+    """`n_agents` policies (with value heads unless `critic` is False) and one reference.
 
     Full fine-tuning: n copies of the weights plus one frozen reference, never more.
     LoRA (`lora_r > 0`): one base model holding one adapter per agent; the reference is that base with
@@ -29,16 +33,16 @@ def build_policies(run: RunConfig, n_agents: int, device) -> tuple[list[ValueHea
     With mixed precision the frozen linear weights (the reference; with LoRA the base) are stored in low precision.
     """
     base = load_causal_lm(run.model_name, run.dtype, device, run.load_in_4bit)
-    names = AGENT_NAMES[:n_agents] if n_agents > 1 else (AGENT_NAMES[0],)
+    names = agent_names(n_agents)
     frozen_dtype = None if run.load_in_4bit else low_precision_dtype(run.mixed_precision)  # 4-bit stays 4-bit
     if run.lora_r == 0:
-        policies = [ValueHeadPolicy(copy.deepcopy(base)).to(device) for _ in names]
+        policies = [ValueHeadPolicy(copy.deepcopy(base), critic=critic).to(device) for _ in names]
         return policies, FrozenReference(base, store_dtype=frozen_dtype)
     lora = lora_config(base, run.lora_r, run.lora_alpha, run.lora_dropout, run.lora_target_modules)
     peft_model = with_lora(base, lora, adapter_name=names[0])
     for name in names[1:]:
         peft_model.add_adapter(name, lora)
-    policies = [ValueHeadPolicy(peft_model, adapter_name=name).to(device) for name in names]
+    policies = [ValueHeadPolicy(peft_model, adapter_name=name, critic=critic).to(device) for name in names]
     return policies, FrozenReference(peft_model, disable_adapters=True, store_dtype=frozen_dtype)
 
 
@@ -84,7 +88,7 @@ def load_adapter(base, adapter_dir):
 def write_policy(policy: ValueHeadPolicy, tokenizer, directory: Path, base_model: str | None = None) -> None:
     """The policy as a stand-alone HF model, or as a standard peft adapter directory (adapter_config.json at its
     top, the base recorded as `base_model`: the hub id, alias or path the run was given, not this machine's
-    resolved path), plus `value_head.safetensors`."""
+    resolved path), plus `value_head.safetensors` where the policy has a value head."""
     directory.mkdir(parents=True, exist_ok=True)
     if policy.adapter_name is None:
         policy.lm.save_pretrained(directory)
@@ -101,7 +105,8 @@ def write_policy(policy: ValueHeadPolicy, tokenizer, directory: Path, base_model
             config["base_model_name_or_path"] = base_model
             config_path.write_text(json.dumps(config, indent=2))
     tokenizer.save_pretrained(directory)
-    save_file({k: v.detach().cpu().contiguous() for k, v in policy.v_head.state_dict().items()}, directory / "value_head.safetensors")
+    if policy.v_head is not None:
+        save_file({k: v.detach().cpu().contiguous() for k, v in policy.v_head.state_dict().items()}, directory / "value_head.safetensors")
 
 
 def save_policy(policy: ValueHeadPolicy, tokenizer, path, base_model: str | None = None) -> None:
@@ -140,4 +145,5 @@ def load_policy_weights(policy: ValueHeadPolicy, directory: Path) -> None:
         if not found:
             raise MissingInput(f"{directory} holds no adapter_model.safetensors for adapter {policy.adapter_name}")
         set_peft_model_state_dict(policy.lm, load_peft_weights(str(found[0].parent)), adapter_name=policy.adapter_name)
-    policy.v_head.load_state_dict(load_file(directory / "value_head.safetensors"))
+    if policy.v_head is not None:
+        policy.v_head.load_state_dict(load_file(directory / "value_head.safetensors"))

@@ -5,6 +5,10 @@ Each step: the pioneer answers x with y1; the observer answers a prompt built fr
 steps the two agents exchange roles. Role exchange is a relabelling in memory: each agent keeps its
 weights, value head, optimizer state and KL controller (the official code saved and reloaded both models
 every swap, which also reset Adam).
+
+Beyond the paper, `n_agents` > 2 makes a chain: the agent at position i answers a prompt holding x and the
+responses of positions 0..i-1, every agent learns the sum of all task rewards, and every `swap_freq` steps each
+agent moves one position on (the last becomes the pioneer).
 """
 from __future__ import annotations
 
@@ -15,146 +19,184 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from cory.agents import AGENT_NAMES
+from cory.agents import agent_names
 from cory.errors import UsageError
 from cory.ppo import PPOTrainer
 from cory.task import Prompt, RewardErrorReport, Task, safe_rewards
-from cory.templates import check_observer_template
+from cory.templates import RESPONSE_FIELDS, check_observer_template, check_template, template_fields
 
 
 @dataclass
 class CORYConfig:
-    """The two-agent settings; each agent's PPO settings are a `PPOConfig`."""
+    """The multi-agent settings; each agent's PPO settings are a `PPOConfig`."""
 
+    n_agents: int = 2
+    """agents in the chain: 2 is the paper's pioneer and observer; with N > 2 the agent at position i sees the
+    query and the responses of positions 0..i-1"""
     swap_freq: int = 5
-    """exchange roles every N steps (0: never)"""
+    """exchange roles every N steps (0: never); with more than two agents each moves one position on"""
     other_reward_coef: float = 1.0
-    """score = r_self + c * r_other: 1 cooperative (the paper), 0 independent, < 0 competitive"""
+    """score = r_self + c * (sum of the other agents' task rewards): 1 cooperative (the paper), 0 independent, < 0 competitive"""
     knowledge_transfer: bool = True
-    """observer sees the pioneer's response; False: its prompt is the query alone"""
+    """observers see the earlier responses; False: every prompt is the query alone"""
     observer_template: str = ""
-    """observer prompt, with the field {pioneer_response} and {query} (the prompt's tokens) or a task's text fields
-    (checked against the task's fields when CORY is built); '' = the task's own (the paper's)"""
+    """observer prompt, with {query} (the prompt's tokens) or a task's text fields, and {pioneer_response} (the
+    response just before) or {previous_responses} (every earlier one; needed for n_agents > 2); checked against
+    the task's fields when CORY is built; '' = the task's own (the paper's; for N > 2 with {previous_responses})"""
+    response_template: str = ""
+    """how each earlier response appears inside {previous_responses}, in order: fields {response} and {position}
+    (1 = the pioneer); '' = the task's own"""
 
     def __post_init__(self) -> None:
+        if self.n_agents < 2:
+            raise UsageError(f"n_agents must be >= 2 (one agent is the PPO baseline), got {self.n_agents}")
         if self.swap_freq < 0:
             raise UsageError(f"swap_freq must be >= 0 (0 disables role exchange), got {self.swap_freq}")
+        if self.response_template:
+            check_template("response_template", self.response_template, RESPONSE_FIELDS, required={"response"})
 
 
-def roles_at(step: int, swap_freq: int) -> tuple[int, int]:
-    """(pioneer, observer) agent indices at `step`: (0, 1) for the first `swap_freq` steps, then swapped."""
-    if swap_freq == 0 or (step // swap_freq) % 2 == 0:
-        return 0, 1
-    return 1, 0
+def roles_at(step: int, swap_freq: int, n_agents: int = 2) -> tuple[int, ...]:
+    """The agent index at each position of the chain at `step` (position 0: the pioneer): (0, 1, ..., N-1) for
+    the first `swap_freq` steps, then every `swap_freq` steps each agent moves one position on (mod N)."""
+    shift = step // swap_freq if swap_freq else 0
+    return tuple((position - shift) % n_agents for position in range(n_agents))
 
 
-def collective_scores(r_pioneer: torch.Tensor, r_observer: torch.Tensor, coef: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each agent's training score: its own task reward plus `coef` times the other's (Eq. 4 at coef=1)."""
-    return r_pioneer + coef * r_observer, r_observer + coef * r_pioneer
+def role_names(n_agents: int) -> tuple[str, ...]:
+    """The positions' names in logs: pioneer, observer (the paper), or pioneer, observer_1, observer_2, ..."""
+    if n_agents == 2:
+        return ("pioneer", "observer")
+    return ("pioneer",) + tuple(f"observer_{i}" for i in range(1, n_agents))
 
 
-def observer_prompts(template: str, prompts: list[Prompt], pioneer_responses: list[torch.Tensor], tokenizer, eos_ids: set[int]) -> list[torch.Tensor]:
-    """Token ids of the observer's prompts, built piece by piece from the template.
+def collective_scores(task_rewards: list[torch.Tensor], coef: float) -> list[torch.Tensor]:
+    """Each position's training score: its own task reward plus `coef` times the sum of the others' (Eq. 4 at
+    coef=1 and two agents)."""
+    return [reward + coef * sum(other for j, other in enumerate(task_rewards) if j != i)
+            for i, reward in enumerate(task_rewards)]
 
-    The query and the pioneer's response enter as their own token ids (the response without its EOS), so
-    the observer sees exactly what the pioneer wrote; only literal text and task text fields are tokenized.
+
+def observer_prompts(template: str, prompts: list[Prompt], previous: list[list[torch.Tensor]], tokenizer, eos_ids: set[int],
+                     response_template: str = "{response}") -> list[torch.Tensor]:
+    """Token ids of an observer's prompts, built piece by piece from the template; `previous[j][b]` is the
+    response of position j to prompt b ({pioneer_response} is the last of them; {previous_responses} all, each
+    formatted by `response_template`).
+
+    The query and the responses enter as their own token ids (each response without its EOS), so the observer
+    sees exactly what the earlier agents wrote; only literal text and task text fields are tokenized.
     """
-    pieces = list(string.Formatter().parse(template))
     encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"] if text else []  # noqa: E731
-    literal_ids = [encode(text) for text, *_ in pieces]
+    pieces = [(encode(text), field) for text, field, _, _ in string.Formatter().parse(template)]
+    response_pieces = [(encode(text), field) for text, field, _, _ in string.Formatter().parse(response_template)]
     eos = torch.tensor(sorted(eos_ids))
-    result = []
-    for prompt, response in zip(prompts, pioneer_responses):
-        values = {"query": prompt.input_ids.tolist(), "pioneer_response": response[~torch.isin(response, eos.to(response.device))].tolist()}
+    strip = lambda response: response[~torch.isin(response, eos.to(response.device))].tolist()  # noqa: E731
+
+    def fill(parts, values: dict, prompt: Prompt) -> list[int]:
         ids: list[int] = []
-        for literal, (_, field, _, _) in zip(literal_ids, pieces):
+        for literal, field in parts:
             ids += literal
             if field is not None:
                 ids += values[field] if field in values else encode(prompt.fields[field])
-        result.append(torch.tensor(ids, dtype=torch.long))
+        return ids
+
+    result = []
+    for b, prompt in enumerate(prompts):
+        responses = [strip(position[b]) for position in previous]
+        earlier = [fill(response_pieces, {"response": r, "position": encode(str(j + 1))}, prompt) for j, r in enumerate(responses)]
+        values = {"query": prompt.input_ids.tolist(), "pioneer_response": responses[-1], "previous_responses": sum(earlier, [])}
+        result.append(torch.tensor(fill(pieces, values, prompt), dtype=torch.long))
     return result
 
 
 class CORY:
-    """Drives two `PPOTrainer`s (agent A and agent B) through the CORY loop on a task."""
-
-    names = AGENT_NAMES
+    """Drives `n_agents` `PPOTrainer`s (agent A, agent B, ...) through the CORY loop on a task."""
 
     def __init__(self, config: CORYConfig, agents: list[PPOTrainer], tokenizer, task: Task):
-        if len(agents) != 2:
-            raise ValueError(f"CORY needs exactly two agents, got {len(agents)}")
+        if len(agents) != config.n_agents:
+            raise ValueError(f"CORY with n_agents={config.n_agents} got {len(agents)} agents")
         template = config.observer_template or task.observer_template
-        check_observer_template(template, task.template_fields)
+        if config.n_agents > 2 and not config.observer_template:  # the task's (paper's) template shows one response
+            template = template.replace("{pioneer_response}", "{previous_responses}")
+        check_observer_template(template, task.template_fields, config.n_agents)
         if agents[0].deepspeed and agents[0].policy.lm is agents[1].policy.lm:
-            raise UsageError("two LoRA agents share one base model, which two DeepSpeed engines cannot hold: "
+            raise UsageError("LoRA agents share one base model, which several DeepSpeed engines cannot hold: "
                              "use DDP (configs/accelerate/ddp.yaml) for LoRA CORY, or full fine-tuning with DeepSpeed")
         self.config, self.agents, self.tokenizer, self.task = config, agents, tokenizer, task
+        self.names, self.roles = agent_names(len(agents)), role_names(len(agents))
         self.template = task.wrap_template(template)
+        self.response_template = config.response_template or task.response_template
         self.report_reward_error = RewardErrorReport(tqdm.write)
 
     def observer_queries(self, observer: PPOTrainer, prompts: list[Prompt], queries: list[torch.Tensor],
-                         pioneer_responses: list[torch.Tensor], max_new_tokens: int) -> tuple[list[torch.Tensor], int]:
-        """What the observer sees (the template around x and y1, or x alone without knowledge transfer),
-        cut to its context; returns (queries, number cut)."""
+                         previous: list[list[torch.Tensor]], max_new_tokens: int) -> tuple[list[torch.Tensor], int]:
+        """What an observer sees (the template around x and the earlier responses `previous[position][prompt]`,
+        or x alone without knowledge transfer), cut to its context; returns (queries, number cut)."""
         if self.config.knowledge_transfer:
             eos_ids = set().union(*(agent.eos_ids for agent in self.agents))
-            queries = observer_prompts(self.template, prompts, pioneer_responses, self.tokenizer, eos_ids)
+            queries = observer_prompts(self.template, prompts, previous, self.tokenizer, eos_ids, self.response_template)
         return observer.fit_to_context(queries, max_new_tokens)
 
     def step(self, step: int, prompts: list[Prompt], gen_kwargs: dict) -> tuple[dict, list[dict]]:
         """One CORY iteration on a batch of prompts; returns (stats, samples)."""
         cfg = self.config
-        p, o = roles_at(step, cfg.swap_freq)
-        pioneer, observer = self.agents[p], self.agents[o]
+        order = roles_at(step, cfg.swap_freq, len(self.agents))  # agent index at each position
         decode = lambda ids: self.tokenizer.batch_decode(ids, skip_special_tokens=True)  # noqa: E731
+        max_new = gen_kwargs["max_new_tokens"]
         t0 = time.perf_counter()
 
-        # 1. the pioneer answers the query
-        queries, cut_pioneer = pioneer.fit_to_context([x.input_ids for x in prompts], gen_kwargs["max_new_tokens"])
-        pioneer_responses = pioneer.generate(queries, **gen_kwargs)
-        # 2. knowledge transfer: the observer answers a prompt holding the query and the pioneer's answer
-        obs_queries, cut_observer = self.observer_queries(observer, prompts, queries, pioneer_responses, gen_kwargs["max_new_tokens"])
-        observer_responses = observer.generate(obs_queries, **gen_kwargs)
+        # 1. the pioneer answers the query; 2. each observer answers a prompt holding the query and the earlier answers
+        queries, responses, cut = [], [], 0
+        for position, idx in enumerate(order):
+            agent = self.agents[idx]
+            if position == 0:
+                agent_queries, n_cut = agent.fit_to_context([x.input_ids for x in prompts], max_new)
+            else:
+                agent_queries, n_cut = self.observer_queries(agent, prompts, queries[0], responses, max_new)
+            queries.append(agent_queries)
+            responses.append(agent.generate(agent_queries, **gen_kwargs))
+            cut += n_cut
         t_gen = time.perf_counter()
 
         # 3. task rewards, each on the query plus the agent's own response; then the collective scores
-        pioneer_texts, observer_texts = decode(pioneer_responses), decode(observer_responses)
-        rewards, reward_failures, reward_error = safe_rewards(self.task, prompts + prompts, pioneer_texts + observer_texts)
+        texts = [decode(r) for r in responses]
+        rewards, reward_failures, reward_error = safe_rewards(self.task, prompts * len(order), sum(texts, []))
         self.report_reward_error(reward_error, reward_failures, len(rewards))
-        r_pioneer, r_observer = rewards[: len(prompts)], rewards[len(prompts) :]
-        s_pioneer, s_observer = collective_scores(r_pioneer, r_observer, cfg.other_reward_coef)
+        task_rewards = list(rewards.split(len(prompts)))
+        scores = collective_scores(task_rewards, cfg.other_reward_coef)
         t_score = time.perf_counter()
 
-        # 4. each agent's own PPO step, against the shared frozen reference
-        pioneer_stats = pioneer.step(queries, pioneer_responses, s_pioneer, score_error=reward_error)
-        observer_stats = observer.step(obs_queries, observer_responses, s_observer, score_error=reward_error)
+        # 4. each agent's own PPO step (in chain order), against the shared frozen reference
+        agent_stats = [self.agents[idx].step(queries[position], responses[position], scores[position], score_error=reward_error)
+                       for position, idx in enumerate(order)]
         t_step = time.perf_counter()
 
         stats = {
-            "cory/pioneer_agent": float(p),
-            "cory/collective_reward": (r_pioneer + r_observer).mean().item(),
+            "cory/pioneer_agent": float(order[0]),
+            "cory/collective_reward": sum(task_rewards).mean().item(),
             "env/reward_failures": float(reward_failures),
-            "tokens/truncated_prompts": float(cut_pioneer + cut_observer),
+            "tokens/truncated_prompts": float(cut),
             "time/generate": t_gen - t0,
             "time/score": t_score - t_gen,
             "time/ppo_step": t_step - t_score,
         }
-        per_role = {"pioneer": (p, pioneer_stats, r_pioneer, s_pioneer), "observer": (o, observer_stats, r_observer, s_observer)}
-        for role, (idx, agent_stats, task_reward, score) in per_role.items():
+        for role, idx, own_stats, task_reward, score in zip(self.roles, order, agent_stats, task_rewards, scores):
             stats.update({  # the role's view, once
                 f"{role}/task_reward": task_reward.mean().item(),
                 f"{role}/task_reward_std": task_reward.std().item(),
                 f"{role}/score": score.mean().item(),
-                f"{role}/kl": agent_stats.get("objective/kl", float("nan")),
-                f"{role}/kl_exact": agent_stats.get("objective/kl_exact", float("nan")),
-                f"{role}/kl_coef": agent_stats.get("objective/kl_coef", float("nan")),
-                f"{role}/response_len": agent_stats.get("tokens/responses_len_mean", float("nan")),
+                f"{role}/kl": own_stats.get("objective/kl", float("nan")),
+                f"{role}/kl_exact": own_stats.get("objective/kl_exact", float("nan")),
+                f"{role}/kl_coef": own_stats.get("objective/kl_coef", float("nan")),
+                f"{role}/response_len": own_stats.get("tokens/responses_len_mean", float("nan")),
             })
             # the agent's view (a curve follows an agent across swaps): its task reward and its PPO step's stats
             stats[f"{self.names[idx]}/task_reward"] = task_reward.mean().item()
-            stats.update({f"{self.names[idx]}/{k}": v for k, v in agent_stats.items()})
-        samples = [
-            {"query": x.text, "pioneer": pr, "observer": ob, "r_pioneer": a, "r_observer": b}
-            for x, pr, ob, a, b in zip(prompts, pioneer_texts, observer_texts, r_pioneer.tolist(), r_observer.tolist())
-        ]
+            stats.update({f"{self.names[idx]}/{k}": v for k, v in own_stats.items()})
+        samples = []
+        for b, prompt in enumerate(prompts):
+            sample = {"query": prompt.text}
+            for role, role_texts, task_reward in zip(self.roles, texts, task_rewards):
+                sample[role], sample[f"r_{role}"] = role_texts[b], task_reward[b].item()
+            samples.append(sample)
         return stats, samples

@@ -122,6 +122,7 @@ class GSM8KTask:
     name = "gsm8k"
     template_fields = {"question"}
     observer_template = ONE_SHOT + "Question: {question} Reference: {pioneer_response} Answer:"  # the paper's, App. A.2
+    response_template = "{response}\n"  # N > 2: one earlier solution per line
 
     def __init__(self, config: GSM8KConfig, tokenizer):
         self.config, self.tokenizer = config, tokenizer

@@ -50,6 +50,7 @@ class IMDBTask:
     name = "imdb"
     template_fields: set[str] = set()
     observer_template = 'I can make this sentence "{query}{pioneer_response}" more positive: {query}'  # the paper's
+    response_template = "{response}"  # N > 2: the earlier continuations follow each other inside the quotes
 
     def __init__(self, config: IMDBConfig, tokenizer, seed: int, device="cpu"):
         self.config, self.tokenizer, self.seed = config, tokenizer, seed

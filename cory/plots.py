@@ -10,6 +10,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def per_agent(names: tuple[str, ...], panels: dict[str, str]) -> dict[str, list[str]]:
+    """`plot_curves` panels with one curve per agent: panel title -> the metric key after `<agent>/`."""
+    return {panel: [f"{name}/{key}" for name in names] for panel, key in panels.items()}
+
+
 def plot_curves(rows: list[dict], panels: dict[str, list[str]], path: Path, title: str = "", smooth: int = 5) -> Path:
     """One panel per entry of `panels` (panel title -> metric keys), metric vs step: the raw values faint, a
     `smooth`-step moving average on top. In a CORY run the steps where agent B is the pioneer are shaded."""

@@ -30,18 +30,19 @@ def causal_lm_forward(lm: nn.Module, input_ids, attention_mask, logits_to_keep: 
 
 
 class ValueHeadPolicy(nn.Module):
-    """Policy = any `AutoModelForCausalLM` + a linear value head on its last hidden state.
+    """Policy = any `AutoModelForCausalLM` + a linear value head on its last hidden state (`critic=False`:
+    no head, for the critic-free estimators; its values are then None).
 
     With peft, several policies can share one `PeftModel` (one base, one adapter each):
     `adapter_name` is switched on before every use of `lm`.
     """
 
-    def __init__(self, lm: nn.Module, adapter_name: str | None = None, value_head: nn.Linear | None = None):
+    def __init__(self, lm: nn.Module, adapter_name: str | None = None, critic: bool = True):
         super().__init__()
         self.lm = lm
         self.adapter_name = adapter_name
         hidden_size = lm.config.get_text_config().hidden_size
-        self.v_head = value_head if value_head is not None else nn.Linear(hidden_size, 1)
+        self.v_head = nn.Linear(hidden_size, 1) if critic else None
 
     @contextlib.contextmanager
     def active(self):
@@ -50,20 +51,22 @@ class ValueHeadPolicy(nn.Module):
             self.lm.set_adapter(self.adapter_name)
         yield self
 
-    def forward(self, input_ids, attention_mask, logits_to_keep: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits (float32) and values of the last `logits_to_keep` positions."""
+    def forward(self, input_ids, attention_mask, logits_to_keep: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits (float32) and values (None without a value head) of the last `logits_to_keep` positions."""
         with self.active():
-            out = causal_lm_forward(self.lm, input_ids, attention_mask, logits_to_keep, hidden=True)
+            out = causal_lm_forward(self.lm, input_ids, attention_mask, logits_to_keep, hidden=self.v_head is not None)
+        if self.v_head is None:
+            return out.logits.float(), None
         hidden = out.hidden_states[-1][:, -logits_to_keep:]
         values = self.v_head(hidden.to(self.v_head.weight.dtype)).squeeze(-1)
         return out.logits.float(), values.float()
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        """Own parameters only: the value head and, with peft, this policy's adapter."""
+        """Own parameters only: the value head (if any) and, with peft, this policy's adapter."""
         if self.adapter_name is None:
             return [p for p in self.parameters() if p.requires_grad]
         adapter_params = [p for n, p in self.lm.named_parameters() if f".{self.adapter_name}." in n]
-        return adapter_params + list(self.v_head.parameters())
+        return adapter_params + (list(self.v_head.parameters()) if self.v_head is not None else [])
 
     @property
     def is_gradient_checkpointing(self) -> bool:

@@ -9,6 +9,8 @@ a docstring below says we differ on purpose:
 - `use_score_norm` without `use_score_scaling` is an error (legacy trl silently did nothing);
 - the KL used in the penalty (`objective/kl`, estimator `kl_penalty`) is logged beside the exact KL over the
   vocabulary (`objective/kl_exact`) and the sampled log-ratio (`objective/kl_k1`).
+Beyond legacy trl (off by default): critic-free advantages (`advantage_estimator` rloo / grpo over
+`samples_per_prompt` responses per prompt, no value head) and the KL as a loss term (`kl_in_loss`).
 """
 from __future__ import annotations
 
@@ -26,13 +28,15 @@ from cory.errors import RunStopped, UsageError
 from cory.policy import FrozenReference, ValueHeadPolicy
 from cory.ppo_config import PPOConfig
 from cory.ppo_math import (AdaptiveKLController, FixedKLController, RunningMoments, exact_kl_from_logits, gae, grads_finite,
-                           kl_per_token, masked_mean, masked_var, masked_whiten, per_token_rewards, policy_loss, value_loss)
+                           group_advantages, kl_loss, kl_per_token, masked_mean, masked_var, masked_whiten, per_token_rewards,
+                           policy_loss, value_loss)
 from cory.rollout import Rollout, context_length, eos_token_ids, is_eos, left_pad, truncate_after_eos
 from cory.sampling import fast_cpu_sampling
 
 
 class PPOTrainer:
-    """Owns one policy (with value head), its optimizer and KL controller; shares a frozen reference."""
+    """Owns one policy (with a value head unless critic-free), its optimizer and KL controller; shares a frozen
+    reference. Critic-free, `step` reads its batch as consecutive groups of `samples_per_prompt` responses to one prompt."""
 
     def __init__(
         self,
@@ -45,6 +49,9 @@ class PPOTrainer:
     ):
         self.config = config
         self.tokenizer = tokenizer
+        if config.critic_free != (policy.v_head is None):
+            raise UsageError(f"advantage_estimator {config.advantage_estimator} needs a policy "
+                             f"{'without' if config.critic_free else 'with'} a value head")
         self.accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
         self.deepspeed = self.accelerator.distributed_type == DistributedType.DEEPSPEED
         if self.deepspeed:
@@ -105,10 +112,11 @@ class PPOTrainer:
         return [q[-limit:] for q in queries], sum(len(q) > limit for q in queries)
 
     def score_rollout(self, batch: Rollout) -> dict[str, torch.Tensor]:
-        """Log-probs, values, reference log-probs and exact KL of the sampled tokens, without gradients."""
+        """Log-probs, values (with a critic), reference log-probs and exact KL of the sampled tokens, without gradients."""
         chunk = self.config.forward_batch_size or self.config.mini_batch_size
         keep = batch.responses.shape[1] + 1
-        parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("logprobs", "values", "ref_logprobs", "exact_kl")}
+        keys = ("logprobs", "ref_logprobs", "exact_kl") + (() if self.config.critic_free else ("values",))
+        parts: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
         self.policy.eval()
         self.forward_seconds = {"policy": 0.0, "reference": 0.0}
         with torch.no_grad():
@@ -124,7 +132,8 @@ class PPOTrainer:
                 self.forward_seconds["reference"] += time.perf_counter() - t1
                 logits, ref_logits = logits[:, :-1], ref_logits[:, :-1]
                 parts["logprobs"].append(selective_log_softmax(logits, rows.responses))
-                parts["values"].append(values[:, :-1])
+                if values is not None:
+                    parts["values"].append(values[:, :-1])
                 parts["ref_logprobs"].append(selective_log_softmax(ref_logits, rows.responses))
                 parts["exact_kl"].append(exact_kl_from_logits(logits, ref_logits))
         return {k: torch.cat(v) for k, v in parts.items()}
@@ -159,22 +168,27 @@ class PPOTrainer:
         rollout = self.score_rollout(batch)
         t_fwd = time.perf_counter() - t_fwd
 
-        # 2. per-token rewards: KL penalty everywhere, the score on the last token
+        # 2. per-token rewards: the score on the last token, the KL penalty on every token (unless it is a loss term)
         kl = kl_per_token(rollout["logprobs"], rollout["ref_logprobs"], cfg.kl_penalty, rollout["exact_kl"])
         kl_coef = self.kl_ctl.value
-        rewards, non_score = per_token_rewards(scores, kl, kl_coef, mask)
+        rewards, non_score = per_token_rewards(scores, kl, 0.0 if cfg.kl_in_loss else kl_coef, mask)
         if cfg.whiten_rewards:
             rewards = masked_whiten(rewards, mask, shift_mean=False, sum_across=self._sum_across)
 
-        # 3. advantages and returns, whitened over valid tokens only
-        advantages, returns = gae(rewards, rollout["values"], mask, cfg.gamma, cfg.lam)
-        advantages = masked_whiten(advantages, mask, sum_across=self._sum_across).detach()
-        old_values = rollout["values"] * mask
+        # 3. advantages: critic-free, one value per response from its group; else GAE with returns, whitened
+        if cfg.critic_free:
+            sequence_returns = (rewards * mask).sum(-1)  # score minus the KL penalty summed over the response
+            advantages = group_advantages(sequence_returns, cfg.samples_per_prompt, cfg.advantage_estimator)[:, None] * mask
+            returns = old_values = None
+        else:
+            advantages, returns = gae(rewards, rollout["values"], mask, cfg.gamma, cfg.lam)
+            advantages = masked_whiten(advantages, mask, sum_across=self._sum_across).detach()
+            old_values = rollout["values"] * mask
 
         # 4. PPO epochs over shuffled minibatches
         t_opt = time.perf_counter()
         self._updates = 0
-        train_stats = self._optimise(batch, rollout["logprobs"], old_values, advantages, returns)
+        train_stats = self._optimise(batch, rollout["logprobs"], rollout["ref_logprobs"], old_values, advantages, returns)
         t_opt = time.perf_counter() - t_opt
         if self._updates == 0:
             self._count_skip("every minibatch had a non-finite loss or gradient, or a ratio over ratio_threshold")
@@ -217,7 +231,7 @@ class PPOTrainer:
             )
         return {"ppo/skipped_steps": float(self.skipped_steps), "ppo/skipped_minibatches": float(self.skipped_minibatches)}
 
-    def _optimise(self, batch: Rollout, old_logprobs, old_values, advantages, returns) -> list[dict]:
+    def _optimise(self, batch: Rollout, old_logprobs, ref_logprobs, old_values, advantages, returns) -> list[dict]:
         cfg = self.config
         keep = batch.responses.shape[1] + 1
         all_stats: list[dict] = []
@@ -228,27 +242,36 @@ class PPOTrainer:
             for i, start in enumerate(range(0, cfg.batch_size, cfg.mini_batch_size)):
                 idx = torch.as_tensor(order[start : start + cfg.mini_batch_size], device=self.device)
                 last_micro = (i + 1) % cfg.gradient_accumulation_steps == 0
-                stats = self._train_minibatch(
-                    batch.rows(idx), old_logprobs[idx], old_values[idx], advantages[idx], returns[idx], keep, last_micro
-                )
+                pick = lambda t: None if t is None else t[idx]  # noqa: E731  critic-free: no values nor returns
+                stats = self._train_minibatch(batch.rows(idx), old_logprobs[idx], ref_logprobs[idx], pick(old_values),
+                                              advantages[idx], pick(returns), keep, last_micro)
                 all_stats.append(stats)
             if cfg.target_kl is not None and self._any_process(all_stats[-1]["policy/policykl"] > 1.5 * cfg.target_kl):
                 break
         self.optimizer.zero_grad()
         return all_stats
 
-    def _train_minibatch(self, rows: Rollout, old_logprobs, old_values, advantages, returns, keep, last_micro) -> dict:
+    def _train_minibatch(self, rows: Rollout, old_logprobs, ref_logprobs, old_values, advantages, returns, keep, last_micro) -> dict:
         cfg = self.config
         mask = rows.response_mask.float()
         sync = self.accelerator.no_sync(self.model) if not last_micro else contextlib.nullcontext()
         with sync:
             with self.accelerator.autocast():  # the model only: log-softmax and losses below run in fp32
                 logits, vpreds = self.model(rows.input_ids, rows.attention_mask, keep)
-            logits, vpreds = logits[:, :-1], vpreds[:, :-1]
+            logits = logits[:, :-1]
             logprobs = selective_log_softmax(logits, rows.responses)
             pg_loss, pg_stats = policy_loss(logprobs, old_logprobs, advantages, mask, cfg.cliprange)
-            vf_loss, vf_stats = value_loss(vpreds, old_values, returns, mask, cfg.cliprange_value)
-            loss = pg_loss + cfg.vf_coef * vf_loss
+            loss, extra = pg_loss, {}
+            if vpreds is not None:
+                vpreds = vpreds[:, :-1]
+                vf_loss, vf_stats = value_loss(vpreds, old_values, returns, mask, cfg.cliprange_value)
+                loss = loss + cfg.vf_coef * vf_loss
+                extra = {"loss/value": vf_loss, "val/vpred": masked_mean(vpreds, mask), "val/error": vf_stats["error"],
+                         "val/clipfrac": vf_stats["clipfrac"]}
+            if cfg.kl_in_loss:
+                kl_term = kl_loss(logprobs, ref_logprobs, mask)
+                loss = loss + self.kl_ctl.value * kl_term
+                extra["loss/kl"] = kl_term
             skip = self._any_process(pg_stats["ratio_mean"].item() > cfg.ratio_threshold or not torch.isfinite(loss).item())
             if skip:
                 self.skipped_minibatches += 1
@@ -271,9 +294,8 @@ class PPOTrainer:
         with torch.no_grad():
             entropy = masked_mean(entropy_from_logits(logits.detach()), mask)
         trained = float("nan") if skip else 1.0  # a skipped minibatch's losses trained nothing: not averaged in
-        return {
+        stats = {
             "loss/policy": pg_loss.item() * trained,
-            "loss/value": vf_loss.item() * trained,
             "loss/total": loss.item() * trained,
             "policy/entropy": entropy.item(),
             "policy/approxkl": pg_stats["approxkl"].item(),
@@ -281,10 +303,9 @@ class PPOTrainer:
             "policy/clipfrac": pg_stats["clipfrac"].item(),
             "policy/ratio_mean": pg_stats["ratio_mean"].item(),
             "policy/advantages_mean": masked_mean(advantages, mask).item(),
-            "val/vpred": masked_mean(vpreds, mask).item(),
-            "val/error": vf_stats["error"].item(),
-            "val/clipfrac": vf_stats["clipfrac"].item(),
         }
+        stats.update({k: v.item() * (trained if k.startswith("loss/") else 1.0) for k, v in extra.items()})
+        return stats
 
     def _stats(self, batch, rollout, kl, non_score, kl_coef, raw_scores, scores, returns, old_values, train_stats):
         mask = batch.response_mask.float()
@@ -302,20 +323,24 @@ class PPOTrainer:
             "env/reward_std": raw_scores.std().item() if len(raw_scores) > 1 else 0.0,
             "tokens/queries_len_mean": (batch.attention_mask.sum(-1) - batch.response_mask.sum(-1)).float().mean().item(),
             "tokens/responses_len_mean": batch.response_mask.sum(-1).float().mean().item(),
-            "ppo/returns/mean": masked_mean(returns, mask).item(),
-            "ppo/returns/var": masked_var(returns, mask).item(),
-            "ppo/val/mean": masked_mean(old_values, mask).item(),
-            "ppo/val/var": masked_var(old_values, mask).item(),
             "ppo/skipped_minibatches": float(self.skipped_minibatches),
             "ppo/skipped_steps": float(self.skipped_steps),
             "tokens/eos_only_responses": float(((batch.response_mask.sum(-1) == 1) & is_eos(batch.responses[:, 0], self.eos_ids)).sum()),
         }
+        if returns is not None:  # the critic's view
+            stats.update({
+                "ppo/returns/mean": masked_mean(returns, mask).item(),
+                "ppo/returns/var": masked_var(returns, mask).item(),
+                "ppo/val/mean": masked_mean(old_values, mask).item(),
+                "ppo/val/var": masked_var(old_values, mask).item(),
+            })
         for key in train_stats[0]:  # losses: over the minibatches that trained (NaN if none did)
             values = np.array([s[key] for s in train_stats])
             if key.startswith("loss/"):
                 values = values[~np.isnan(values)]
             stats[f"ppo/{key}"] = float(np.mean(values)) if len(values) else float("nan")
-        stats["ppo/val/var_explained"] = 1 - stats["ppo/val/error"] / stats["ppo/returns/var"]
+        if returns is not None:
+            stats["ppo/val/var_explained"] = 1 - stats["ppo/val/error"] / stats["ppo/returns/var"]
         return stats
 
     # --------------------------------------------------------------- state

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cory.errors import UsageError
-from cory.ppo_math import KL_ESTIMATORS
+from cory.ppo_math import ADVANTAGE_ESTIMATORS, KL_ESTIMATORS
 
 
 @dataclass
@@ -43,6 +43,15 @@ class PPOConfig:
     """adaptive controller: horizon in samples"""
     kl_penalty: str = "kl"
     """KL estimator in the per-token reward: kl (k1), abs, mse (k2), low_var_kl (k3), full (exact)"""
+    advantage_estimator: str = "gae"
+    """gae: a value head and GAE (the paper, legacy trl); rloo / grpo: critic-free, from the scores of
+    samples_per_prompt responses to one prompt (no value head is built)"""
+    samples_per_prompt: int = 1
+    """responses drawn per prompt (k); batch_size counts responses, so a step holds batch_size / k prompts;
+    rloo and grpo need k >= 2"""
+    kl_in_loss: bool = False
+    """the KL to the reference as a loss term (k3 estimator, weighted by the KL coefficient; GRPO's way) instead
+    of a per-token penalty in the reward (the paper's)"""
     max_grad_norm: float | None = None
     """clip the gradient norm (None: no clipping)"""
     target_kl: float | None = None
@@ -80,10 +89,21 @@ class PPOConfig:
             )
         if self.kl_penalty not in KL_ESTIMATORS:
             raise UsageError(f"kl_penalty must be one of {KL_ESTIMATORS}, got {self.kl_penalty!r}")
+        if self.advantage_estimator not in ADVANTAGE_ESTIMATORS:
+            raise UsageError(f"advantage_estimator must be one of {ADVANTAGE_ESTIMATORS}, got {self.advantage_estimator!r}")
+        if self.samples_per_prompt < 1 or self.batch_size % self.samples_per_prompt:
+            raise UsageError(f"samples_per_prompt must be >= 1 and divide batch_size ({self.batch_size}), got {self.samples_per_prompt}")
+        if self.critic_free and self.samples_per_prompt < 2:
+            raise UsageError(f"advantage_estimator {self.advantage_estimator} compares responses to one prompt: "
+                             f"set samples_per_prompt >= 2 (got {self.samples_per_prompt})")
         if self.use_score_norm and not self.use_score_scaling:
             raise UsageError("use_score_norm needs use_score_scaling=True (legacy trl silently ignored it)")
         if not 0 <= self.lam <= 1 or not 0 <= self.gamma <= 1:
             raise UsageError(f"gamma and lam must lie in [0, 1], got gamma={self.gamma}, lam={self.lam}")
+
+    @property
+    def critic_free(self) -> bool:
+        return self.advantage_estimator != "gae"
 
     @property
     def backward_batch_size(self) -> int:

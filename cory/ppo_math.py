@@ -10,6 +10,9 @@ import math
 import torch
 
 KL_ESTIMATORS = ("kl", "abs", "mse", "low_var_kl", "full")
+ADVANTAGE_ESTIMATORS = ("gae", "rloo", "grpo")
+GRPO_EPS = 1e-4
+"""added to a group's std before dividing (trl's GRPO value): a group of equal scores gets advantage 0, not NaN"""
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
@@ -131,6 +134,29 @@ def gae(
         advantages_reversed.append(last_gae)
     advantages = torch.stack(advantages_reversed[::-1], dim=1)
     return advantages, advantages + values
+
+
+def group_advantages(returns: torch.Tensor, group_size: int, estimator: str) -> torch.Tensor:
+    """Critic-free advantages of sequence returns laid out in consecutive groups of `group_size` samples of
+    one prompt: RLOO (Ahmadian et al. 2024) subtracts the mean of the group's other samples; GRPO (Shao et al.
+    2024) subtracts the group mean and divides by the group's (Bessel-corrected) std + GRPO_EPS."""
+    if group_size < 2 or returns.numel() % group_size:
+        raise ValueError(f"{returns.numel()} returns do not split into groups of {group_size} >= 2")
+    groups = returns.reshape(-1, group_size)
+    if estimator == "rloo":
+        others_mean = (groups.sum(1, keepdim=True) - groups) / (group_size - 1)
+        return (groups - others_mean).flatten()
+    if estimator == "grpo":
+        return ((groups - groups.mean(1, keepdim=True)) / (groups.std(1, keepdim=True) + GRPO_EPS)).flatten()
+    raise ValueError(f"unknown critic-free estimator {estimator!r}; choose rloo or grpo")
+
+
+def kl_loss(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The KL to the reference as a loss term (GRPO's way, instead of a penalty in the reward): the mean over
+    valid tokens of k3 = exp(ref - logp) - (ref - logp) - 1, an unbiased, non-negative estimate of
+    KL(pi || pi_ref) under samples of pi, differentiable in logp."""
+    log_ratio = ref_logprobs - logprobs
+    return masked_mean(torch.exp(log_ratio) - log_ratio - 1, mask)
 
 
 def policy_loss(

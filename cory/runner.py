@@ -85,8 +85,8 @@ def setup(task: str, algorithm: str, description: str, sections: tuple[type, ...
 
 def build_agents(exp: Experiment, n: int) -> list[PPOTrainer]:
     """`n` PPO agents (copies of one LLM, or LoRA adapters on one base) sharing one frozen reference; agent i
-    draws its minibatch orders from seed + i."""
-    policies, reference = build_policies(exp.run, n, exp.accelerator.device)
+    draws its minibatch orders from seed + i. Critic-free estimators build no value heads."""
+    policies, reference = build_policies(exp.run, n, exp.accelerator.device, critic=not exp.ppo.critic_free)
     return [PPOTrainer(exp.ppo, policy, reference, exp.tokenizer, exp.accelerator, seed=exp.run.seed + i) for i, policy in enumerate(policies)]
 
 
@@ -119,7 +119,9 @@ def open_run_dir(run_dir: Path, run: RunConfig) -> Path | None:
 def _train(exp: Experiment, algorithm: Algorithm, task: Task, batch_size: int, plots: dict[str, list[str]], console: dict[str, str]) -> dict:
     run, accelerator = exp.run, exp.accelerator
     rank, main = accelerator.process_index, accelerator.is_main_process
-    loader = PromptLoader(task.prompts("train"), batch_size * accelerator.num_processes, run.seed)  # one global batch, one shard per process
+    k = exp.ppo.samples_per_prompt  # batch_size counts responses: batch_size / k prompts, each answered k times
+    n_prompts = batch_size // k
+    loader = PromptLoader(task.prompts("train"), n_prompts * accelerator.num_processes, run.seed)  # one global batch, one shard per process
     response_len = LengthSampler(run.response_min_tokens, run.response_max_tokens, np.random.default_rng(run.seed))
     start = resume(exp, algorithm, loader, response_len)
     tracker = Tracker(exp.run_dir, exp.config, run.log_with, resume_step=start, enabled=main)
@@ -131,8 +133,8 @@ def _train(exp: Experiment, algorithm: Algorithm, task: Task, batch_size: int, p
     bar = tqdm(range(start, run.steps), initial=start, total=run.steps, desc=exp.run_dir.name, disable=not main)
     for step in bar:
         t0 = time.perf_counter()
-        # 1. this process's share of the step's prompts
-        shard = loader.next_batch()[rank * batch_size : (rank + 1) * batch_size]
+        # 1. this process's share of the step's prompts, each repeated k times in a row (a critic-free group)
+        shard = [p for p in loader.next_batch()[rank * n_prompts : (rank + 1) * n_prompts] for _ in range(k)]
         # 2. the algorithm's step (PPO: generate, score, update; CORY: pioneer, observer, both updates)
         stats, samples = algorithm.step(step, shard, run.generation_kwargs(response_len()))
         stats["time/step"] = time.perf_counter() - t0

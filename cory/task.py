@@ -21,9 +21,11 @@ class Prompt:
 class Task(Protocol):
     name: str
     template_fields: set[str]
-    """text fields each prompt offers to an observer template, besides {query} and {pioneer_response}"""
+    """text fields each prompt offers to an observer template, besides {query} and the earlier responses"""
     observer_template: str
     """the observer prompt CORY uses unless the config names one (the paper's, for the paper's tasks)"""
+    response_template: str
+    """how each earlier response appears in {previous_responses} (more than two agents) unless the config names one"""
 
     def wrap_template(self, template: str) -> str:
         """The observer template as the model should see it (e.g. inside a chat turn)."""

@@ -29,11 +29,21 @@ def check_template(name: str, template: str, allowed: set[str], required: set[st
     return fields
 
 
-OBSERVER_FIELDS = {"query", "pioneer_response"}
+OBSERVER_FIELDS = {"query", "pioneer_response", "previous_responses"}
 """fields every observer template may use; a task may offer more (GSM8K: {question})"""
+RESPONSE_FIELDS = {"response", "position"}
+"""fields of the template that formats each earlier response inside {previous_responses}"""
 
 
-def check_observer_template(template: str, task_fields: set[str]) -> set[str]:
-    """An observer template holds the pioneer's response and the query (as tokens, or as a task's text field)."""
-    return check_template("observer_template", template, OBSERVER_FIELDS | task_fields,
-                          required={"pioneer_response"}, one_of={"query"} | task_fields)
+def check_observer_template(template: str, task_fields: set[str], n_agents: int = 2) -> set[str]:
+    """An observer template holds the earlier response(s) and the query (as tokens, or as a task's text field).
+    {pioneer_response} is the response of the agent just before; with more than two agents the template must
+    show every earlier one ({previous_responses})."""
+    fields = check_template("observer_template", template, OBSERVER_FIELDS | task_fields, required=set(),
+                            one_of={"query"} | task_fields)
+    if n_agents > 2 and "previous_responses" not in fields:
+        raise UsageError("observer_template lacks field {previous_responses}: with n_agents > 2 each observer sees "
+                         "every earlier agent's response ({pioneer_response} holds only the one just before)")
+    if not fields & {"pioneer_response", "previous_responses"}:
+        raise UsageError("observer_template lacks field {pioneer_response} (or {previous_responses})")
+    return fields

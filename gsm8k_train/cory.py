@@ -13,11 +13,12 @@ from cory.config import RunConfig  # noqa: E402
 from cory.cory import CORY, CORYConfig  # noqa: E402
 from cory.errors import run_script  # noqa: E402
 from cory.gsm8k import GSM8KConfig, GSM8KTask  # noqa: E402
+from cory.plots import per_agent  # noqa: E402
 from cory.ppo_config import PPOConfig  # noqa: E402
 from cory.runner import build_agents, setup, train  # noqa: E402
 
-PLOTS = {"accuracy (task reward)": ["agent_a/task_reward", "agent_b/task_reward"],
-         "KL to reference": ["agent_a/objective/kl", "agent_b/objective/kl"], "response length": ["agent_a/tokens/responses_len_mean", "agent_b/tokens/responses_len_mean"]}
+PLOTS = {"accuracy (task reward)": "task_reward", "KL to reference": "objective/kl",
+         "response length": "tokens/responses_len_mean"}  # one curve per agent
 CONSOLE = {"pioneer/task_reward": "acc_pio", "observer/task_reward": "acc_obs", "agent_a/objective/kl": "kl_a",
            "agent_b/objective/kl": "kl_b", "cory/pioneer_agent": "pio", "time/step": "s/step"}
 
@@ -26,11 +27,11 @@ def main(argv=None) -> dict:
     exp = setup("gsm8k", "cory", __doc__, (RunConfig, PPOConfig, CORYConfig, GSM8KConfig), argv)
     # 1. the task: one-shot prompts, binary exact-answer reward
     task = GSM8KTask(exp.task, exp.tokenizer)
-    # 2. two agents sharing one frozen reference (with LoRA: two adapters on one base)
-    agents = build_agents(exp, 2)
+    # 2. n_agents (2: the paper) sharing one frozen reference (with LoRA: one adapter each on one base)
+    agents = build_agents(exp, exp.cory.n_agents)
     # 3. the observer answers with the pioneer's solution as its reference; both learn the summed reward
     cory = CORY(exp.cory, agents, exp.tokenizer, task)
-    return train(exp, cory, task, exp.ppo.batch_size, PLOTS, CONSOLE)
+    return train(exp, cory, task, exp.ppo.batch_size, per_agent(cory.names, PLOTS), CONSOLE)
 
 
 if __name__ == "__main__":

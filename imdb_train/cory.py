@@ -15,12 +15,12 @@ from cory.config import RunConfig  # noqa: E402
 from cory.cory import CORY, CORYConfig  # noqa: E402
 from cory.errors import run_script  # noqa: E402
 from cory.imdb import IMDBConfig, IMDBTask  # noqa: E402
+from cory.plots import per_agent  # noqa: E402
 from cory.ppo_config import PPOConfig  # noqa: E402
 from cory.runner import build_agents, setup, train  # noqa: E402
 
-PLOTS = {"task reward": ["agent_a/task_reward", "agent_b/task_reward"],
-         "KL to reference (penalty estimator)": ["agent_a/objective/kl", "agent_b/objective/kl"],
-         "KL coefficient": ["agent_a/objective/kl_coef", "agent_b/objective/kl_coef"]}
+PLOTS = {"task reward": "task_reward", "KL to reference (penalty estimator)": "objective/kl",
+         "KL coefficient": "objective/kl_coef"}  # one curve per agent
 CONSOLE = {"pioneer/task_reward": "r_pio", "observer/task_reward": "r_obs", "agent_a/objective/kl": "kl_a",
            "agent_b/objective/kl": "kl_b", "cory/pioneer_agent": "pio", "time/step": "s/step"}
 
@@ -29,11 +29,11 @@ def main(argv=None) -> dict:
     exp = setup("imdb", "cory", __doc__, (RunConfig, PPOConfig, CORYConfig, IMDBConfig), argv)
     # 1. the task: review prefixes, sentiment reward
     task = IMDBTask(exp.task, exp.tokenizer, exp.run.seed, exp.accelerator.device)
-    # 2. two agents (copies of one LLM, or two LoRA adapters on one base) and one shared frozen reference
-    agents = build_agents(exp, 2)
+    # 2. n_agents (2: the paper) copies of one LLM, or LoRA adapters on one base, and one shared frozen reference
+    agents = build_agents(exp, exp.cory.n_agents)
     # 3. pioneer answers, observer answers with the pioneer's answer in view, both learn the collective reward
     cory = CORY(exp.cory, agents, exp.tokenizer, task)
-    return train(exp, cory, task, exp.ppo.batch_size, PLOTS, CONSOLE)
+    return train(exp, cory, task, exp.ppo.batch_size, per_agent(cory.names, PLOTS), CONSOLE)
 
 
 if __name__ == "__main__":

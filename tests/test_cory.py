@@ -20,7 +20,7 @@ TEMPLATE = 'I can make this sentence "{query}{pioneer_response}" more positive: 
 def test_observer_prompt_holds_the_pioneer_response_where_the_template_puts_it(tokenizer):
     queries = [torch.tensor(tokenizer("The movie")["input_ids"]), torch.tensor(tokenizer("I watched this film")["input_ids"])]
     responses = [torch.tensor(tokenizer(" was great fun")["input_ids"] + [EOS]), torch.tensor(tokenizer(" twice")["input_ids"])]
-    prompts = observer_prompts(TEMPLATE, as_prompts(queries, tokenizer), responses, tokenizer, {EOS})
+    prompts = observer_prompts(TEMPLATE, as_prompts(queries, tokenizer), [responses], tokenizer, {EOS})
     for q, r, p in zip(queries, responses, prompts):
         q_text, r_text = tokenizer.decode(q), tokenizer.decode(r, skip_special_tokens=True)
         assert tokenizer.decode(p) == TEMPLATE.format(query=q_text, pioneer_response=r_text)
@@ -53,19 +53,69 @@ def test_role_exchange_schedule():
     assert {roles_at(s, 0) for s in range(10)} == {(0, 1)}
 
 
+def test_three_agents_rotate_one_position_per_period():
+    # agent index at positions (pioneer, observer_1, observer_2); each period every agent moves one position on
+    periods = [(0, 1, 2), (2, 0, 1), (1, 2, 0)]
+    assert [roles_at(s, 2, 3) for s in range(7)] == [periods[0]] * 2 + [periods[1]] * 2 + [periods[2]] * 2 + [periods[0]]
+    for before, after in zip(periods, periods[1:] + periods[:1]):
+        assert all(after.index(agent) == (before.index(agent) + 1) % 3 for agent in range(3))
+    assert {roles_at(s, 0, 3) for s in range(10)} == {(0, 1, 2)}
+
+
 @pytest.mark.parametrize("coef, expected", [(1.0, ([3.0, 5.0], [3.0, 5.0])), (0.0, ([1.0, 2.0], [2.0, 3.0])),
                                             (-1.0, ([-1.0, -1.0], [1.0, 1.0]))])
 def test_collective_scores(coef, expected):
-    s_pio, s_obs = collective_scores(torch.tensor([1.0, 2.0]), torch.tensor([2.0, 3.0]), coef)
+    s_pio, s_obs = collective_scores([torch.tensor([1.0, 2.0]), torch.tensor([2.0, 3.0])], coef)
     assert (s_pio.tolist(), s_obs.tolist()) == expected
 
 
-def make_cory(tokenizer, accelerator, reward_fn, swap_freq=3, vocab=50257, **ppo):
+def test_collective_scores_of_three_agents():
+    rewards = [torch.tensor([1.0]), torch.tensor([2.0]), torch.tensor([4.0])]
+    assert [s.item() for s in collective_scores(rewards, 1.0)] == [7.0, 7.0, 7.0]
+    # c = 0.5: own + half the other two: 1 + 3, 2 + 2.5, 4 + 1.5
+    assert [s.item() for s in collective_scores(rewards, 0.5)] == [4.0, 4.5, 5.5]
+
+
+def test_the_third_agent_sees_the_first_two_responses_in_order(tokenizer):
+    template = "Q: {query} Earlier:{previous_responses} Last:{pioneer_response} A:"
+    query = torch.tensor(tokenizer("The movie")["input_ids"])
+    first, second = torch.tensor(tokenizer(" was fine")["input_ids"] + [EOS]), torch.tensor(tokenizer(" was great")["input_ids"])
+    [ids] = observer_prompts(template, as_prompts([query], tokenizer), [[first], [second]], tokenizer, {EOS},
+                             response_template=" ({position}){response}")
+    assert tokenizer.decode(ids) == "Q: The movie Earlier: (1) was fine (2) was great Last: was great A:"
+    ids = ids.tolist()
+    start_first = ids.index(first[0].item())
+    assert ids[start_first : start_first + len(first) - 1] == first[:-1].tolist()  # own token ids, EOS dropped
+    start_second = ids.index(second[0].item(), start_first + len(first) - 1)
+    assert ids[start_second : start_second + len(second)] == second.tolist() and start_second > start_first
+
+
+def test_two_agents_see_the_same_prompt_through_either_field(tokenizer):
+    queries = [torch.tensor(tokenizer("The movie")["input_ids"])]
+    response = [torch.tensor(tokenizer(" was great fun")["input_ids"] + [EOS])]
+    one = observer_prompts(TEMPLATE, as_prompts(queries, tokenizer), [response], tokenizer, {EOS})
+    other = observer_prompts(TEMPLATE.replace("pioneer_response", "previous_responses"), as_prompts(queries, tokenizer),
+                             [response], tokenizer, {EOS})
+    assert one[0].tolist() == other[0].tolist()
+
+
+def test_more_than_two_agents_need_every_earlier_response_in_view(tokenizer, accelerator):
+    with pytest.raises(ValueError, match="lacks field {previous_responses}"):
+        check_observer_template(TEMPLATE, set(), n_agents=3)
+    with pytest.raises(ValueError, match="response_template lacks field"):
+        CORYConfig(n_agents=3, response_template="({position})")
+    with pytest.raises(ValueError, match="n_agents must be >= 2"):
+        CORYConfig(n_agents=1)
+    cory = make_cory(tokenizer, accelerator, lambda texts: [0.0 for _ in texts], n_agents=3)  # the task's template, widened
+    assert "{previous_responses}" in cory.template and "{pioneer_response}" not in cory.template
+
+
+def make_cory(tokenizer, accelerator, reward_fn, swap_freq=3, vocab=50257, n_agents=2, **ppo):
     config = PPOConfig(**{"batch_size": 4, "mini_batch_size": 2, "ppo_epochs": 1, "learning_rate": 1e-3, **ppo})
     reference = FrozenReference(tiny_gpt2(vocab, n_embd=16))
     agents = [PPOTrainer(config, ValueHeadPolicy(tiny_gpt2(vocab, seed=0, n_embd=16)), reference, tokenizer, accelerator, seed=i)
-              for i in range(2)]
-    return CORY(CORYConfig(swap_freq=swap_freq), agents, tokenizer, TextTask(reward_fn))
+              for i in range(n_agents)]
+    return CORY(CORYConfig(swap_freq=swap_freq, n_agents=n_agents), agents, tokenizer, TextTask(reward_fn))
 
 
 GEN = dict(do_sample=True, top_k=0, max_new_tokens=4, min_new_tokens=4)
@@ -86,6 +136,24 @@ def test_step_trains_both_agents_against_one_untouched_reference(tokenizer, acce
         assert np.isfinite(stats[key]), key
     assert stats["pioneer/score"] == pytest.approx(stats["observer/score"])  # c = 1: both get r1 + r2
     assert set(samples[0]) == {"query", "pioneer", "observer", "r_pioneer", "r_observer"}
+
+
+def test_a_step_of_three_agents_trains_each_on_the_sum_of_all_rewards(tokenizer, accelerator):
+    cory = make_cory(tokenizer, accelerator, lambda texts: [float(len(t)) / 10 for t in texts], swap_freq=1, n_agents=3)
+    before = [[p.clone() for p in a.policy.parameters()] for a in cory.agents]
+    queries = as_prompts([torch.randint(0, 1000, (n,)) for n in (2, 3, 4, 5)], tokenizer)
+    stats, samples = cory.step(1, queries, GEN)  # period 1: agent C is the pioneer, then A, then B
+    for agent, params in zip(cory.agents, before):
+        assert any(not torch.equal(a, b) for a, b in zip(params, agent.policy.parameters()))
+    assert stats["cory/pioneer_agent"] == 2.0
+    roles = ("pioneer", "observer_1", "observer_2")
+    total = sum(stats[f"{r}/task_reward"] for r in roles)
+    assert all(stats[f"{r}/score"] == pytest.approx(total) for r in roles)  # c = 1: each learns the sum
+    assert stats["agent_c/task_reward"] == stats["pioneer/task_reward"]
+    assert stats["agent_a/task_reward"] == stats["observer_1/task_reward"]
+    # the last observer's prompt holds both earlier responses: the longest prompts of the three
+    assert stats["agent_b/tokens/queries_len_mean"] > stats["agent_a/tokens/queries_len_mean"] > stats["agent_c/tokens/queries_len_mean"]
+    assert set(samples[0]) == {"query", *roles, *(f"r_{r}" for r in roles)}
 
 
 def test_swap_keeps_each_agent_optimizer_state(tokenizer, accelerator):

@@ -54,7 +54,7 @@ def test_each_agent_as_observer_of_the_other_and_of_itself(tokenizer, accelerato
     assert set(roles) == {(n, r) for n in cory.names for r in OBSERVER_ROLES}
     for i, name in enumerate(cory.names):
         for role, leader in (("observer_of_other", cory.names[1 - i]), ("observer_of_self", name)):
-            seen = observer_prompts(cory.template, prompts, alone[leader]["responses"], tokenizer, agents[0].eos_ids)
+            seen = observer_prompts(cory.template, prompts, [alone[leader]["responses"]], tokenizer, agents[0].eos_ids)
             expected = agents[i].generate(seen, **gen)
             result = roles[name, role]
             assert result["per_prompt"]["response_ids"] == [r.tolist() for r in expected]

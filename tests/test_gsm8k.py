@@ -101,7 +101,7 @@ def test_prompts_rewards_and_observer_template(tmp_path, tokenizer):
 
     template = ONE_SHOT + "Question: {question} Reference: {pioneer_response} Answer:"
     pioneer = [torch.tensor(tokenizer(" 3 #### 3")["input_ids"] + [50256])]
-    [ids] = observer_prompts(template, prompts[1:2], pioneer, tokenizer, {50256})
+    [ids] = observer_prompts(template, prompts[1:2], [pioneer], tokenizer, {50256})
     assert tokenizer.decode(ids) == ONE_SHOT + "Question: What is 1 plus 2? Reference:  3 #### 3 Answer:"
 
 

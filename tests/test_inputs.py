@@ -159,7 +159,7 @@ def test_help_shows_each_key_with_its_doc_and_the_presets_value(capsys):
         parse_args("imdb", "", SECTIONS, ["--preset", "paper", "--help"], "cory")
     shown = " ".join(capsys.readouterr().out.split())
     assert "PPOConfig:" in shown and "CORYConfig:" in shown
-    assert "--swap_freq int exchange roles every N steps (0: never) (default: 5)" in shown
+    assert "--swap_freq int exchange roles every N steps (0: never); with more than two agents each moves one position on (default: 5)" in shown
     assert "--batch_size int samples per PPO step (per process) (default: 256)" in shown  # the preset's, not the class's
 
 

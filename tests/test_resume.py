@@ -32,11 +32,17 @@ def run_command(assets, out, *extra):
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
-@pytest.mark.parametrize("precision", ["no", pytest.param("bf16", marks=pytest.mark.skipif(
-    not bf16_supported(False), reason="this CPU has no native bf16"))])
-def test_kill_and_resume_equals_an_uninterrupted_run(assets, tmp_path, precision):
+THREE_CRITIC_FREE = ("--n_agents", "3", "--advantage_estimator", "grpo", "--samples_per_prompt", "2")
+
+
+@pytest.mark.parametrize("precision, variant", [("no", ()), pytest.param("bf16", (), marks=pytest.mark.skipif(
+    not bf16_supported(False), reason="this CPU has no native bf16")), ("no", THREE_CRITIC_FREE)],
+    ids=["fp32", "bf16", "three-agents-grpo"])
+def test_kill_and_resume_equals_an_uninterrupted_run(assets, tmp_path, precision, variant):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    command = lambda out, *extra: run_command(assets, out, "--mixed_precision", precision, *extra)  # noqa: E731
+    command = lambda out, *extra: run_command(assets, out, "--mixed_precision", precision, *variant, *extra)  # noqa: E731
+    agents = ("agent_a", "agent_b", "agent_c") if variant else ("agent_a", "agent_b")
+    critic = not variant
     subprocess.run(command(straight), env=ENV, check=True, capture_output=True, timeout=600)
 
     proc = subprocess.Popen(command(resumed), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -53,19 +59,21 @@ def test_kill_and_resume_equals_an_uninterrupted_run(assets, tmp_path, precision
                          text=True, timeout=600)
     assert "resumed from" in out.stderr + out.stdout
 
-    for agent in ("agent_a", "agent_b"):
+    for agent in agents:
         a = load_file(straight / "run" / "final" / agent / "model.safetensors")
         b = load_file(resumed / "run" / "final" / agent / "model.safetensors")
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), agent
-        assert torch.equal(load_file(straight / "run" / "final" / agent / "value_head.safetensors")["weight"],
-                           load_file(resumed / "run" / "final" / agent / "value_head.safetensors")["weight"])
+        head = [d / "run" / "final" / agent / "value_head.safetensors" for d in (straight, resumed)]
+        assert head[0].exists() == critic
+        assert not critic or torch.equal(load_file(head[0])["weight"], load_file(head[1])["weight"])
     rows = [[json.loads(line) for line in (d / "run" / "metrics.jsonl").read_text().splitlines()] for d in (straight, resumed)]
     assert [r["step"] for r in rows[1]] == list(range(6))  # no step logged twice
-    for key in ("pioneer/task_reward", "observer/task_reward", "agent_a/objective/kl", "cory/pioneer_agent"):
+    observers = ("observer_1", "observer_2") if variant else ("observer",)
+    for key in ("pioneer/task_reward", *(f"{o}/task_reward" for o in observers), "agent_a/objective/kl", "cory/pioneer_agent"):
         assert [r[key] for r in rows[0]] == [r[key] for r in rows[1]], key
     assert [c.name for c in complete_checkpoints(resumed / "run")] == ["step-0000003", "step-0000006"]
     evals = [[json.loads(line) for line in (d / "run" / "eval.jsonl").read_text().splitlines()] for d in (straight, resumed)]
-    agents, observer_roles = ("agent_a", "agent_b"), ("observer_of_other", "observer_of_self")
+    observer_roles = ("observer_of_other", "observer_of_self")
     expected = []
     for step in (0, 3, 6):  # each agent alone at every evaluation; both observer roles before and after training
         expected += [(step, a, "alone") for a in agents]

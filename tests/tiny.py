@@ -45,6 +45,7 @@ class TextTask:
     name = "text"
     template_fields: set[str] = set()
     observer_template = 'I can make this sentence "{query}{pioneer_response}" more positive: {query}'  # IMDB's
+    response_template = "{response}"
 
     def __init__(self, reward_fn, prompts=None):
         self.reward_fn, self._prompts = reward_fn, prompts

@@ -14,14 +14,15 @@ OBSERVER_ROLES = ("observer_of_other", "observer_of_self")
 
 
 def evaluate_observer_roles(cory, prompts: list[Prompt], gen_kwargs: dict, alone: dict[str, dict], seed: int = 0) -> dict[tuple[str, str], dict]:
-    """(agent name, role) -> evaluation, for both observer roles of both agents; `alone[name]` is each agent's
-    evaluation alone on `prompts` (its responses become the pioneer responses)."""
+    """(agent name, role) -> evaluation, for both observer roles of every agent; `alone[name]` is each agent's
+    evaluation alone on `prompts` (its responses become the pioneer responses). The other agent is the one
+    before it in the initial chain (with two agents: the other one); the observer sees one earlier response."""
     queries = [p.input_ids for p in prompts]
     results = {}
     for i, (name, agent) in enumerate(zip(cory.names, cory.agents)):
-        leaders = {"observer_of_other": cory.names[1 - i], "observer_of_self": name}
+        leaders = {"observer_of_other": cory.names[i - 1], "observer_of_self": name}
         for role in OBSERVER_ROLES:
             pioneer_responses = alone[leaders[role]]["responses"]
-            obs_queries, _ = cory.observer_queries(agent, prompts, queries, pioneer_responses, gen_kwargs["max_new_tokens"])
+            obs_queries, _ = cory.observer_queries(agent, prompts, queries, [pioneer_responses], gen_kwargs["max_new_tokens"])
             results[name, role] = evaluate_agent(agent, cory.task, prompts, gen_kwargs, seed=seed, queries=obs_queries)
     return results
