@@ -3,7 +3,7 @@ PY := .venv/bin/python
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: venv assets demo demo-ppo demo-gsm8k eval-gsm8k gsm8k-results compare sweep sweep-kl0 bench precision test clean
+.PHONY: venv assets demo demo-ppo demo-gsm8k eval-gsm8k gsm8k-results compare sweep sweep-kl0 variants bench precision test clean
 
 venv: .venv/.installed
 .venv/.installed: requirements.txt offline-assets.txt pyproject.toml
@@ -54,6 +54,18 @@ sweep: assets  ## compare + the KL-robustness sweep (fixed KL coefficient 0.05 a
 
 sweep-kl0: assets  ## the paper's reward-hacking case alone: PPO vs CORY at a fixed KL coefficient 0, seeds 0 and 1 (resumable): results/imdb-kl0/
 	$(PY) scripts/compare.py --preset offline --name imdb-kl0 --seeds 0 1 --init_kl_coef 0 --adap_kl_ctrl false
+
+VARIANT_RUN := --preset offline --seed 0 --eval_every 10 --eval_prompts 128 --output_dir runs/variants --save_every 10 --resume_from auto
+IMDB_PPO := OMP_NUM_THREADS=1 $(PY) imdb_train/ppo.py $(VARIANT_RUN)
+IMDB_CORY := OMP_NUM_THREADS=1 $(PY) imdb_train/cory.py $(VARIANT_RUN)
+
+variants: assets  ## beyond the paper, seed 0, bf16, two runs at a time on one core each (resumable, ~45 min): PPO, GRPO k=4, CORY (45 steps), CORY-GRPO k=4, CORY N=3: results/variants/
+	( $(IMDB_CORY) --run_name cory --steps 45 && $(IMDB_PPO) --run_name grpo --advantage_estimator grpo --samples_per_prompt 4 \
+	  && $(IMDB_PPO) --run_name ppo ) & first=$$!; \
+	( $(IMDB_CORY) --run_name cory-n3 --n_agents 3 && $(IMDB_CORY) --run_name cory-grpo --advantage_estimator grpo --samples_per_prompt 4 ) & \
+	second=$$!; wait $$first && wait $$second
+	$(PY) scripts/variants_report.py --steps 30 45 --out results/variants --runs "PPO=runs/variants/ppo" "GRPO k=4=runs/variants/grpo" \
+		"CORY=runs/variants/cory" "CORY-GRPO k=4=runs/variants/cory-grpo" "CORY N=3=runs/variants/cory-n3"
 
 bench: assets  ## step-time benchmark (CPU offline preset), fp32 and bf16 side by side, full fine-tuning and LoRA; JSON in benchmarks/results
 	$(PY) benchmarks/step_time.py --out benchmarks/results/step_time.json

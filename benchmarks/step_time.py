@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -35,15 +34,10 @@ import cory  # noqa: E402, F401  (first: it tunes the allocator before torch loa
 import torch  # noqa: E402
 
 from benchmarks.synthetic import synthetic_rollout  # noqa: E402
+from cory.memory import peak_memory_mb  # noqa: E402
 
 MODES = ("ppo", "ppo_observer", "cory", "cory_no_transfer", "update", "swap")
 PRECISION_LABEL = {"no": "fp32", "bf16": "bf16"}
-
-
-def peak_memory_mb() -> float:
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
 def build(args):

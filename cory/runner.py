@@ -25,6 +25,7 @@ from cory.distributed import mean_over_processes
 from cory.errors import UsageError
 from cory.eval.heldout import evaluate_agent
 from cory.eval.roles import evaluate_observer_roles
+from cory.memory import peak_memory_mb
 from cory.models import load_tokenizer
 from cory.paths import remove_stale_temporaries
 from cory.plots import plot_curves
@@ -138,6 +139,7 @@ def _train(exp: Experiment, algorithm: Algorithm, task: Task, batch_size: int, p
         # 2. the algorithm's step (PPO: generate, score, update; CORY: pioneer, observer, both updates)
         stats, samples = algorithm.step(step, shard, run.generation_kwargs(response_len()))
         stats["time/step"] = time.perf_counter() - t0
+        stats["memory/peak_mb"] = peak_memory_mb()  # so far in this process: weights, activations, optimizer states
         stats = mean_over_processes(accelerator, stats)  # the task rewards are per process
         # 3. log
         log_samples = run.log_samples_every and step % run.log_samples_every == 0

@@ -102,3 +102,24 @@ def test_compare_refuses_a_malformed_sweep_setting(tmp_path):
     with pytest.raises(SystemExit, match="key=value"):
         compare(["--results_dir", str(tmp_path), "--sweep", "init_kl_coef"])
     assert not (tmp_path / "imdb" / "runs").exists()
+
+
+def test_variants_report_tabulates_critic_free_and_three_agent_runs(assets, tmp_path):
+    """A PPO baseline and a three-agent CORY-GRPO run on tiny models, then the report over both."""
+    common = ["--model_name", str(assets / "lm"), "--output_dir", str(tmp_path), *COMMON[:-4], "--mixed_precision", "no",
+              "--eval_every", "1", "--eval_prompts", "3", "--eval_dataset_path", str(assets / "reviews.jsonl"),
+              *task_args("imdb", assets)]
+    run_script("imdb_train/ppo.py", [*common, "--run_name", "ppo"])
+    stats = run_script("imdb_train/cory.py", [*common, "--run_name", "chain", "--n_agents", "3",
+                                              "--advantage_estimator", "grpo", "--samples_per_prompt", "2"])
+    assert {"observer_2/task_reward", "agent_c/task_reward", "memory/peak_mb"} <= set(stats)
+    assert not any("/val/" in k for k in stats)  # no value heads
+    report = runpy.run_path(str(ROOT / "scripts" / "variants_report.py"))["main"]
+    report(["--runs", f"PPO={tmp_path / 'ppo'}", f"CORY-GRPO N=3={tmp_path / 'chain'}", "--steps", "2", "--out", str(tmp_path / "out")])
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [(r["policy"], r["responses"]) for r in summary["agents"]] == [("PPO", 8)] + [(f"CORY-GRPO N=3 {a}", 24) for a in "ABC"]
+    assert [r["comparison"] for r in summary["paired"]] == [f"CORY-GRPO N=3 {a} - PPO" for a in "ABC"]
+    assert [(r["agents"], r["value heads"]) for r in summary["cost"]] == [(1, True), (3, False)]
+    assert (tmp_path / "out" / "curves.png").stat().st_size > 0
+    with pytest.raises(SystemExit, match="no finished run"):
+        report(["--runs", f"PPO={tmp_path / 'nothing'}", "--out", str(tmp_path / "out")])

@@ -1,0 +1,121 @@
+"""Beyond the paper on IMDB: critic-free (GRPO) and three-agent CORY against PPO and CORY, from the runs' logs.
+
+    python scripts/variants_report.py --runs "PPO=runs/variants/ppo" "GRPO k=4=runs/variants/grpo" \
+        "CORY=runs/variants/cory" "CORY-GRPO k=4=runs/variants/cory-grpo" "CORY N=3=runs/variants/cory-n3" \
+        --steps 30 45 --out results/variants
+
+Per run and agent (alone, on the runs' fixed held-out prompts) at each of `--steps` it logged: held-out reward,
+exact KL, r - 0.05 KL, distinct-2, and the responses generated so far by all agents (the sample budget); per
+run the median s/step and peak memory; for every agent at the first of `--steps`, the paired difference to the
+first run's agent (the baseline) with a 95% bootstrap CI over prompts (one seed: prompts are the only resampled
+unit). `curves.png`: held-out reward and KL against responses generated.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the repo's `cory` package, from any working directory
+from cory.eval.bootstrap import paired_difference_ci  # noqa: E402
+from cory.eval.report import evals_of, markdown, per_prompt, read_eval, statistic, value  # noqa: E402
+from cory.paths import atomic_file  # noqa: E402
+from cory.plots import plot_mean_std  # noqa: E402
+from cory.tracking import read_metrics  # noqa: E402
+
+METRICS = {"reward_mean": "reward", "kl_exact": "KL", "combined_eta0.05": "r-0.05KL", "distinct_2": "distinct-2"}
+
+
+def load_run(label: str, directory: Path) -> dict:
+    """A run's settings, its agents' held-out evaluations (alone), responses per step, s/step and peak memory."""
+    config, metrics, rows = directory / "config.json", directory / "metrics.jsonl", read_eval(directory)
+    if not (config.is_file() and metrics.is_file() and rows):
+        raise SystemExit(f"variants_report.py: error: {directory} holds no finished run (config.json, metrics.jsonl, eval.jsonl)")
+    settings = json.loads(config.read_text())
+    logged = read_metrics(metrics)
+    agents = sorted({r["agent"] for r in rows})
+    return {"label": label, "settings": settings, "agents": {a: evals_of(rows, a) for a in agents},
+            "responses_per_step": settings["batch_size"] * len(agents),
+            "s_per_step": statistics.median(r["time/step"] for r in logged),
+            "peak_mb": max(r.get("memory/peak_mb", float("nan")) for r in logged)}
+
+
+def name(run: dict, agent: str) -> str:
+    return run["label"] if len(run["agents"]) == 1 else f"{run['label']} {agent.replace('agent_', '').upper()}"
+
+
+def agent_table(runs: list[dict], steps: list[int]) -> list[dict]:
+    table = []
+    for run in runs:
+        for agent, evals in run["agents"].items():
+            for row in (r for r in evals if r["step"] in steps):
+                table.append({"policy": name(run, agent), "step": row["step"], "responses": row["step"] * run["responses_per_step"],
+                              **{m: value(row, m) for m in METRICS}})
+    return table
+
+
+def cost_table(runs: list[dict]) -> list[dict]:
+    return [{"run": run["label"], "agents": len(run["agents"]), "value heads": run["settings"]["advantage_estimator"] == "gae",
+             "responses/step": run["responses_per_step"], "s/step": run["s_per_step"], "peak memory (MB)": round(run["peak_mb"])}
+            for run in runs]
+
+
+def paired_table(runs: list[dict], step: int) -> list[dict]:
+    """Each agent at `step` minus the baseline (the first run's first agent) at `step`, on the same prompts."""
+    base_run = runs[0]
+    base = next(r for r in next(iter(base_run["agents"].values())) if r["step"] == step)
+    table = []
+    for run in runs[1:]:
+        for agent, evals in run["agents"].items():
+            mine = next((r for r in evals if r["step"] == step), None)
+            if mine is not None:
+                row = {"comparison": f"{name(run, agent)} - {base_run['label']}"}
+                for m in ("reward_mean", "kl_exact", "combined_eta0.05"):
+                    row[m] = paired_difference_ci([per_prompt(base, m)], [per_prompt(mine, m)], statistic(m))
+                table.append(row)
+    return table
+
+
+def plot(runs: list[dict], path: Path) -> None:
+    series = {}
+    for run in runs:
+        for agent, evals in run["agents"].items():
+            series[name(run, agent)] = {m: {r["step"] * run["responses_per_step"]: [value(r, m)] for r in evals}
+                                        for m in ("reward_mean", "kl_exact")}
+    plot_mean_std(series, {"reward_mean": "held-out reward vs responses generated", "kl_exact": "KL (exact) vs responses generated"},
+                  path, title="IMDB offline, seed 0: each agent alone")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", nargs="+", required=True, help='LABEL=RUN_DIR, the baseline first (the last "=" splits)')
+    parser.add_argument("--steps", nargs="+", type=int, default=[30], help="evaluation steps to tabulate (the first: paired differences)")
+    parser.add_argument("--out", default="results/variants")
+    args = parser.parse_args(argv)
+    specs = [spec.rpartition("=") for spec in args.runs]  # a label may hold "=" (k=4), a path rarely does
+    if any(not sep for _, sep, _ in specs):
+        parser.error(f"expected LABEL=RUN_DIR, got {args.runs}")
+    runs = [load_run(label, Path(path)) for label, _, path in specs]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    agents, cost, paired = agent_table(runs, args.steps), cost_table(runs), paired_table(runs, args.steps[0])
+    md = ["# Beyond the paper: critic-free and three-agent CORY (IMDB offline)", "",
+          "Each agent alone on the runs' fixed held-out prompts; `responses` = responses generated by all agents so far.", "",
+          markdown(agents, ["policy", "step", "responses", *METRICS], METRICS), "",
+          "Cost per step (median over the run; peak memory of the process):", "",
+          markdown(cost, list(cost[0])), "",
+          f"Paired differences at step {args.steps[0]} to {runs[0]['label']} (95% bootstrap CI over prompts; * excludes 0):", "",
+          markdown(paired, ["comparison", "reward_mean", "kl_exact", "combined_eta0.05"], METRICS), ""]
+    atomic_file(out / "summary.md", "\n".join(md))
+    settings = ("advantage_estimator", "samples_per_prompt", "n_agents", "steps", "batch_size", "seed")
+    atomic_file(out / "summary.json", json.dumps({"agents": agents, "cost": cost, "paired": paired, "runs": {
+        r["label"]: {k: r["settings"].get(k) for k in settings} for r in runs}}, indent=1))
+    plot(runs, out / "curves.png")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
