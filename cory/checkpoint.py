@@ -9,6 +9,7 @@ hold non-finite weights is skipped by `--resume_from auto` in favour of the newe
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import pickle
@@ -143,11 +144,22 @@ def find_checkpoint(resume_from: str, run_dir: Path, log=tqdm.write) -> Path | N
     return path
 
 
+def library_defaults() -> dict:
+    """Every run, PPO and CORY setting's default: what a checkpoint written before a setting existed ran with."""
+    from cory.config import RunConfig
+    from cory.cory import CORYConfig
+    from cory.ppo_config import PPOConfig
+
+    return {f.name: f.default for cls in (RunConfig, PPOConfig, CORYConfig) for f in dataclasses.fields(cls)}
+
+
 def check_same_config(saved: dict, current: dict) -> None:
-    """Resuming with different settings would silently mix two experiments: refuse, naming the keys."""
+    """Resuming with different settings would silently mix two experiments: refuse, naming the keys. A setting
+    added since the checkpoint was written counts as unchanged while it keeps its default."""
     if saved.get("algorithm") != current.get("algorithm"):
         raise UsageError(f"cannot resume: the checkpoint was written by a {saved.get('algorithm')} run, this is a "
                          f"{current.get('algorithm')} run; resume it with the script that wrote it")
+    saved = {**{k: v for k, v in library_defaults().items() if k in current}, **saved}
     keys = (set(saved) | set(current)) - RESUME_MAY_CHANGE
     changed = sorted(k for k in keys if saved.get(k) != current.get(k))
     if changed:

@@ -114,6 +114,13 @@ def test_resume_refuses_a_changed_config():
         check_same_config({"batch_size": 8}, {"batch_size": 16})
 
 
+def test_a_checkpoint_from_before_a_setting_existed_resumes_at_its_default():
+    older = {"algorithm": "cory", "batch_size": 8}  # written before n_agents and advantage_estimator existed
+    check_same_config(older, {"algorithm": "cory", "batch_size": 8, "n_agents": 2, "advantage_estimator": "gae"})
+    with pytest.raises(ValueError, match=r"config differs .*n_agents: 2 -> 3"):
+        check_same_config(older, {"algorithm": "cory", "batch_size": 8, "n_agents": 3})
+
+
 def test_saved_lora_agent_loads_alone_for_evaluation(tmp_path, tokenizer):
     from cory.eval.loading import load_policy_for_eval
 
