@@ -23,7 +23,7 @@ from cory.agents import agent_names
 from cory.errors import UsageError
 from cory.ppo import PPOTrainer
 from cory.task import Prompt, RewardErrorReport, Task, safe_rewards
-from cory.templates import RESPONSE_FIELDS, check_observer_template, check_template, template_fields
+from cory.templates import RESPONSE_FIELDS, check_observer_template, check_template
 
 
 @dataclass

@@ -9,8 +9,8 @@ from cory.cory import CORY, CORYConfig, collective_scores, observer_prompts, rol
 from cory.policy import FrozenReference, ValueHeadPolicy
 from cory.ppo import PPOTrainer
 from cory.ppo_config import PPOConfig
-from cory.task import Prompt
 from cory.templates import check_observer_template
+from tests.learning import cory_learns, target_token_agents
 from tests.tiny import TextTask, as_prompts, tiny_gpt2
 
 EOS = 50256
@@ -195,28 +195,6 @@ def test_lora_agents_share_one_base_and_reference_is_the_base(tmp_path, tokenize
 
 def test_both_agents_learn_a_target_token(tokenizer, accelerator):
     """Reward = share of the target token; each agent's stand-alone reward rises."""
-    vocab, target = 10, 3
-    torch.manual_seed(0)
-    config = PPOConfig(batch_size=32, mini_batch_size=8, ppo_epochs=4, learning_rate=3e-3, init_kl_coef=0.01, adap_kl_ctrl=False)
-    reference = FrozenReference(tiny_gpt2(vocab, n_embd=16))
-    agents = [PPOTrainer(config, ValueHeadPolicy(tiny_gpt2(vocab, n_embd=16)), reference, tokenizer, accelerator, seed=i)
-              for i in range(2)]
-    for a in agents:
-        a.eos_ids, a.pad_id = {vocab - 1}, vocab - 1
-    decode = lambda ids: ["".join(chr(65 + int(t)) for t in row) for row in ids]  # noqa: E731  one char per token
-    tokenizer_stub = type("Tok", (), {"batch_decode": staticmethod(lambda ids, skip_special_tokens=True: decode(ids))})()
-    reward = TextTask(lambda texts: [t[-6:].count(chr(65 + target)) / 6 for t in texts])  # texts: query + response
-    cory = CORY(CORYConfig(swap_freq=5, knowledge_transfer=False), agents, tokenizer_stub, reward)
-    gen = dict(do_sample=True, top_k=0, max_new_tokens=6, min_new_tokens=6, pad_token_id=vocab - 1)
-    prompt = lambda: Prompt(q := torch.randint(0, vocab - 1, (3,)), decode([q])[0])  # noqa: E731
-
-    def alone(agent):
-        queries = [torch.randint(0, vocab - 1, (3,)) for _ in range(64)]
-        return np.mean([(r == target).float().mean().item() for r in agent.generate(queries, **gen)])
-
-    start = [alone(a) for a in agents]
-    for step in range(30):
-        cory.step(step, [prompt() for _ in range(32)], gen)
-    end = [alone(a) for a in agents]
+    start, end = cory_learns(target_token_agents(tokenizer, accelerator, 2))
     assert max(start) < 0.3
     assert min(end) > 0.5, (start, end)

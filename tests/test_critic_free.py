@@ -5,13 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from cory.cory import CORY, CORYConfig
 from cory.policy import FrozenReference, ValueHeadPolicy
 from cory.ppo import PPOTrainer
 from cory.ppo_config import PPOConfig
 from cory.ppo_math import GRPO_EPS, group_advantages, kl_loss
-from cory.task import Prompt
-from tests.tiny import TextTask, tiny_gpt2
+from tests.learning import cory_learns, ppo_learns, target_token_agents
+from tests.tiny import tiny_gpt2
 
 approx = lambda x: pytest.approx(x, abs=1e-6)  # noqa: E731
 SCORES = torch.tensor([1.0, 2.0, 6.0, 0.0, 0.0, 3.0])  # two prompts x three samples, in consecutive groups
@@ -96,27 +95,11 @@ def test_kl_in_loss_pulls_the_policy_to_the_reference_and_leaves_the_reward_alon
     assert kls[-1] < 0.5 * kls[0], kls
 
 
-def learn_target_token(tokenizer, accelerator, estimator: str, steps: int = 40) -> list[float]:
-    """A random 10-token model; reward = share of the target token; 8 prompts x 4 samples per step."""
-    vocab, target, k = 10, 3, 4
-    torch.manual_seed(0)
-    trainer = critic_free_trainer(tokenizer, accelerator, estimator, vocab, batch_size=32, mini_batch_size=8, ppo_epochs=4,
-                                  learning_rate=3e-3, init_kl_coef=0.01, adap_kl_ctrl=False, samples_per_prompt=k)
-    trainer.eos_ids, trainer.pad_id = {vocab - 1}, vocab - 1
-    gen = dict(do_sample=True, top_k=0, max_new_tokens=6, min_new_tokens=6, pad_token_id=vocab - 1)
-    rewards = []
-    for _ in range(steps):
-        queries = [q for q in (torch.randint(0, vocab - 1, (3,)) for _ in range(8)) for _ in range(k)]
-        responses = trainer.generate(queries, **gen)
-        scores = [(r == target).float().mean().item() for r in responses]
-        rewards.append(np.mean(scores))
-        trainer.step(queries, responses, scores)
-    return rewards
-
-
 @pytest.mark.parametrize("estimator", ["rloo", "grpo"])
 def test_critic_free_ppo_learns_to_emit_a_target_token(tokenizer, accelerator, estimator):
-    rewards = learn_target_token(tokenizer, accelerator, estimator)
+    """8 prompts x 4 responses per step."""
+    [trainer] = target_token_agents(tokenizer, accelerator, 1, advantage_estimator=estimator, samples_per_prompt=4)
+    rewards = ppo_learns(trainer)
     assert np.mean(rewards[:3]) < 0.25
     assert np.mean(rewards[-3:]) > 0.5, rewards
 
@@ -124,27 +107,7 @@ def test_critic_free_ppo_learns_to_emit_a_target_token(tokenizer, accelerator, e
 @pytest.mark.parametrize("estimator", ["rloo", "grpo"])
 def test_critic_free_cory_agents_both_learn(tokenizer, accelerator, estimator):
     """Each agent's stand-alone share of the target token rises; the observer answers each of the pioneer's k responses."""
-    vocab, target, k = 10, 3, 4
-    torch.manual_seed(0)
-    agents = [critic_free_trainer(tokenizer, accelerator, estimator, vocab, batch_size=32, mini_batch_size=8, ppo_epochs=4,
-                                  learning_rate=3e-3, init_kl_coef=0.01, adap_kl_ctrl=False, samples_per_prompt=k)
-              for _ in range(2)]
-    for i, a in enumerate(agents):
-        a.eos_ids, a.pad_id, a.rng = {vocab - 1}, vocab - 1, np.random.default_rng(i)
-    decode = lambda ids: ["".join(chr(65 + int(t)) for t in row) for row in ids]  # noqa: E731  one char per token
-    tokenizer_stub = type("Tok", (), {"batch_decode": staticmethod(lambda ids, skip_special_tokens=True: decode(ids))})()
-    reward = TextTask(lambda texts: [t[-6:].count(chr(65 + target)) / 6 for t in texts])
-    cory = CORY(CORYConfig(swap_freq=5, knowledge_transfer=False), agents, tokenizer_stub, reward)
-    gen = dict(do_sample=True, top_k=0, max_new_tokens=6, min_new_tokens=6, pad_token_id=vocab - 1)
-    prompt = lambda: Prompt(q := torch.randint(0, vocab - 1, (3,)), decode([q])[0])  # noqa: E731
-
-    def alone(agent):
-        queries = [torch.randint(0, vocab - 1, (3,)) for _ in range(64)]
-        return np.mean([(r == target).float().mean().item() for r in agent.generate(queries, **gen)])
-
-    start = [alone(a) for a in agents]
-    for step in range(30):
-        cory.step(step, [p for p in (prompt() for _ in range(8)) for _ in range(k)], gen)
-    end = [alone(a) for a in agents]
+    agents = target_token_agents(tokenizer, accelerator, 2, advantage_estimator=estimator, samples_per_prompt=4)
+    start, end = cory_learns(agents)
     assert max(start) < 0.3
     assert min(end) > 0.5, (start, end)

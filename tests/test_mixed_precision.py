@@ -16,7 +16,8 @@ from cory.policy import FrozenReference, ValueHeadPolicy
 from cory.ppo import PPOTrainer
 from cory.ppo_config import PPOConfig
 from cory.precision import resolve_mixed_precision
-from tests.test_ppo_trainer import batch, learn_target_token
+from tests.learning import ppo_learns, target_token_agents
+from tests.test_ppo_trainer import batch
 from tests.tiny import tiny_gpt2
 
 SCRIPT = Path(__file__).resolve().parent.parent / "imdb_train" / "cory.py"
@@ -119,6 +120,6 @@ def test_bf16_exact_kl_is_zero_while_policy_and_reference_are_equal(tokenizer, b
 
 @needs_bf16
 def test_ppo_learns_to_emit_a_target_token_in_bf16(tokenizer, bf16_accelerator):
-    rewards = learn_target_token(tokenizer, bf16_accelerator)
+    rewards = ppo_learns(target_token_agents(tokenizer, bf16_accelerator, 1)[0])
     assert np.mean(rewards[:3]) < 0.25
     assert np.mean(rewards[-3:]) > 0.5

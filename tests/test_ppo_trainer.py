@@ -7,6 +7,7 @@ from cory.policy import FrozenReference, ValueHeadPolicy
 from cory.ppo import PPOTrainer
 from cory.ppo_config import PPOConfig
 from cory.rollout import Rollout, truncate_after_eos
+from tests.learning import ppo_learns, target_token_agents
 from tests.tiny import tiny_gpt2
 
 EOS = 50256
@@ -87,29 +88,9 @@ def test_truncate_after_first_eos():
     assert truncate_after_eos(torch.tensor([5, 6, 7]), {9}).tolist() == [5, 6, 7]
 
 
-def learn_target_token(tokenizer, accelerator, steps: int = 40) -> list[float]:
-    """A random 10-token model; reward = share of the target token. Returns the batch mean reward of each step."""
-    vocab, target = 10, 3
-    torch.manual_seed(0)
-    config = PPOConfig(batch_size=32, mini_batch_size=8, ppo_epochs=4, learning_rate=3e-3, init_kl_coef=0.01,
-                       adap_kl_ctrl=False)
-    trainer = PPOTrainer(config, ValueHeadPolicy(tiny_gpt2(vocab, n_embd=16)), FrozenReference(tiny_gpt2(vocab, n_embd=16)),
-                         tokenizer, accelerator, seed=0)
-    trainer.eos_ids, trainer.pad_id = {vocab - 1}, vocab - 1
-    gen = dict(do_sample=True, top_k=0, max_new_tokens=6, min_new_tokens=6, pad_token_id=vocab - 1)
-    rewards = []
-    for _ in range(steps):
-        queries = [torch.randint(0, vocab - 1, (3,)) for _ in range(32)]
-        responses = trainer.generate(queries, **gen)
-        scores = [(r == target).float().mean().item() for r in responses]
-        rewards.append(np.mean(scores))
-        trainer.step(queries, responses, scores)
-    return rewards
-
-
 def test_ppo_learns_to_emit_a_target_token(tokenizer, accelerator):
     """PPO must raise the target token's share from ~0.1 to > 0.5."""
-    rewards = learn_target_token(tokenizer, accelerator)
+    rewards = ppo_learns(target_token_agents(tokenizer, accelerator, 1)[0])
     assert np.mean(rewards[:3]) < 0.25
     assert np.mean(rewards[-3:]) > 0.5
 

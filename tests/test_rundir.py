@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 from safetensors.torch import load_file, save_file
 
 from cory.checkpoint import MARKER, check_same_config, complete_checkpoints, find_checkpoint, manifest, verify_checkpoint
