@@ -6,6 +6,7 @@
 Base rates: per prompt format, pass@1 (greedy) and, where sampled, pass@k over the problems with at most 1, 2
 and 3 calculation steps. Comparison: pass@1 greedy, unbiased pass@k for k = 1..n, the fraction of greedy
 answers with a readable final number, mean greedy length; `passk.png` plots pass@k against k (the paper's Fig. 5).
+`--paired_to LABEL`: every other policy minus that one on the same problems, with 95% bootstrap CIs over problems.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the repo's `cory` package, from any working directory
+from cory.eval.bootstrap import paired_difference_ci  # noqa: E402
 from cory.eval.gsm8k import pass_at_k  # noqa: E402
 from cory.gsm8k import GSM8KConfig, before_stop, extract_answer  # noqa: E402
 from cory.paths import atomic_file  # noqa: E402
@@ -65,6 +67,36 @@ def comparison_table(results: dict[str, dict]) -> list[dict]:
              "greedy tokens": r["summary"].get("response_tokens_greedy", float("nan"))} for label, r in results.items()]
 
 
+def per_problem(result: dict, metric: str) -> list[float]:
+    """One value per problem: greedy correctness, or the unbiased pass@k estimate."""
+    if metric == "pass@1 greedy":
+        return [float(p["greedy_correct"]) for p in result["problems"]]
+    k = int(metric.removeprefix("pass@"))
+    return [pass_at_k(len(p["samples_correct"]), sum(p["samples_correct"]), k) for p in result["problems"]]
+
+
+def paired_table(results: dict[str, dict], baseline: str) -> list[dict]:
+    """Each policy minus `baseline` on the same problems (refused if the problem lists differ): pass@1 greedy,
+    pass@1 and pass@n (n = samples per problem)."""
+    if baseline not in results:
+        raise SystemExit(f"gsm8k_report.py: error: --paired_to {baseline!r} is not one of the --compare labels {list(results)}")
+    metrics = ("pass@1 greedy", *dict.fromkeys(f"pass@{k}" for k in (1, max(sampled_ks(results[baseline]), default=1))))
+    questions = [p["question"] for p in results[baseline]["problems"]]
+    table = []
+    for label, result in results.items():
+        if label == baseline:
+            continue
+        if [p["question"] for p in result["problems"]] != questions:
+            raise SystemExit(f"gsm8k_report.py: error: {label!r} was evaluated on other problems than {baseline!r}")
+        row = {"comparison": f"{label} - {baseline}"}
+        for metric in metrics:
+            ci = paired_difference_ci([per_problem(results[baseline], metric)], [per_problem(result, metric)])
+            star = " *" if ci["low"] > 0 or ci["high"] < 0 else ""
+            row[metric] = f"{ci['diff']:+.3f} [{ci['low']:+.3f}, {ci['high']:+.3f}]{star}"
+        table.append(row)
+    return table
+
+
 def markdown(rows: list[dict]) -> str:
     columns = list(dict.fromkeys(c for row in rows for c in row))
     fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
@@ -98,6 +130,7 @@ def main(argv=None) -> None:
     parser.add_argument("--compare", nargs="*", default=[], metavar="LABEL=PATH", help="policies on the same held-out problems")
     parser.add_argument("--out", default=str(ROOT / "results" / "gsm8k"))
     parser.add_argument("--notes", default="", help="a markdown file whose text opens the summary (settings, commands)")
+    parser.add_argument("--paired_to", default="", metavar="LABEL", help="a --compare label: differences to it with CIs")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -107,9 +140,14 @@ def main(argv=None) -> None:
         tables["base_rates"] = base_rate_table(labelled(args.base_rates))
         parts += ["## Base rates of the untrained model, by prompt format and problem difficulty", "", markdown(tables["base_rates"]), ""]
     if args.compare:
-        tables["comparison"] = comparison_table(labelled(args.compare))
+        compared = labelled(args.compare)
+        tables["comparison"] = comparison_table(compared)
         parts += ["## Held-out pass@k", "", markdown(tables["comparison"]), "", "![pass@k](passk.png)", ""]
         plot_pass_at_k(tables["comparison"], out / "passk.png")
+        if args.paired_to:
+            tables["paired"] = paired_table(compared, args.paired_to)
+            parts += [f"## Differences to {args.paired_to} (same problems; 95% bootstrap CI over problems, * excludes 0)", "",
+                      markdown(tables["paired"]), ""]
     atomic_file(out / "summary.md", "\n".join(parts))
     atomic_file(out / "summary.json", json.dumps(tables, indent=1))
     print("\n".join(parts))

@@ -200,6 +200,26 @@ def test_pass_at_k_curve_and_base_rate_tables(tmp_path):
         gsm8k_report.labelled(["PPO=/no/such/file.json"])
 
 
+def test_paired_differences_to_the_policy_before_training():
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    import gsm8k_report
+
+    def result(greedy, samples, questions=("q1", "q2")):
+        return {"problems": [{"question": q, "greedy_correct": g, "samples_correct": c} for q, g, c in zip(questions, greedy, samples)]}
+
+    before = result([True, False], [[True, False, False, False], [False] * 4])
+    after = result([True, True], [[True, True, False, False], [True, False, False, False]])
+    [row] = gsm8k_report.paired_table({"before": before, "after": after}, "before")
+    # greedy 1/2 -> 2/2: +0.5; pass@1 (1/4 + 0)/2 -> (2/4 + 1/4)/2: +0.25; pass@4 (1 + 0)/2 -> (1 + 1)/2: +0.5
+    assert [row[m].split(" [")[0] for m in ("pass@1 greedy", "pass@1", "pass@4")] == ["+0.500", "+0.250", "+0.500"]
+    with pytest.raises(SystemExit, match="other problems"):
+        gsm8k_report.paired_table({"before": before, "other": result([True, True], [[True] * 4] * 2, ("q1", "q3"))}, "before")
+    with pytest.raises(SystemExit, match="not one of"):
+        gsm8k_report.paired_table({"before": before}, "PPO")
+
+
 def test_eval_preset_supplies_the_training_prompt_and_flags_override_it():
     from cory.eval.gsm8k import parse_args
 
