@@ -26,9 +26,9 @@ demo-ppo: assets  ## the PPO baseline, offline preset
 
 GSM8K_EVAL := $(PY) -m cory.eval.gsm8k --preset offline --n_problems 200 --n_samples 8 --k 1 2 3 4 5 6 7 8 --max_new_tokens 96 --batch_size 64 --dtype bfloat16
 
-demo-gsm8k: venv  ## GSM8K in short: the SFT warm start (once; ~14 min on 2 cores), 4 CORY steps at batch 16, pass@1 of agent A alone on 50 held-out problems
+demo-gsm8k: venv  ## GSM8K in short: the SFT warm start (once; ~14 min on 2 cores), 2 CORY steps at batch 8, pass@1 of agent A alone on 50 held-out problems
 	$(PY) -m cory.assets gsm8k-sft
-	$(PY) gsm8k_train/cory.py --preset offline --steps 4 --batch_size 16
+	$(PY) gsm8k_train/cory.py --preset offline --steps 2 --batch_size 8
 	$(PY) -m cory.eval.gsm8k --preset offline --model runs/gsm8k-cory-offline-seed0/final/agent_a --n_problems 50 --max_new_tokens 96
 
 eval-gsm8k: venv  ## base rates: the untrained model and the SFT warm start on 200 held-out easy problems (pass@1 greedy, pass@1..8)
