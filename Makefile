@@ -44,7 +44,7 @@ gsm8k-results: eval-gsm8k  ## PPO vs CORY from the SFT warm start (offline prese
 	$(GSM8K_EVAL) --model runs/gsm8k/cory/final/agent_b --out runs/gsm8k/eval-cory-b.json
 	$(PY) scripts/gsm8k_report.py --notes results/gsm8k/notes.md --compare "untrained=runs/gsm8k/eval-untrained.json" \
 		"SFT warm start (before RL)=runs/gsm8k/eval-sft.json" "PPO=runs/gsm8k/eval-ppo.json" \
-		"CORY agent A=runs/gsm8k/eval-cory-a.json" "CORY agent B=runs/gsm8k/eval-cory-b.json" --paired_to "SFT warm start (before RL)"
+		"CORY agent A=runs/gsm8k/eval-cory-a.json" "CORY agent B=runs/gsm8k/eval-cory-b.json" --paired_to "SFT warm start (before RL)" PPO
 
 compare: assets  ## PPO vs CORY, 3 seeds x 60 steps, offline preset (resumable): results/imdb/{summary.md,curves.png,pareto.png}
 	$(PY) scripts/compare.py --preset offline

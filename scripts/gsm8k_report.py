@@ -6,7 +6,7 @@
 Base rates: per prompt format, pass@1 (greedy) and, where sampled, pass@k over the problems with at most 1, 2
 and 3 calculation steps. Comparison: pass@1 greedy, unbiased pass@k for k = 1..n, the fraction of greedy
 answers with a readable final number, mean greedy length; `passk.png` plots pass@k against k (the paper's Fig. 5).
-`--paired_to LABEL`: every other policy minus that one on the same problems, with 95% bootstrap CIs over problems.
+`--paired_to LABEL ...`: every other policy minus each of these on the same problems, with 95% bootstrap CIs over problems.
 """
 from __future__ import annotations
 
@@ -130,7 +130,7 @@ def main(argv=None) -> None:
     parser.add_argument("--compare", nargs="*", default=[], metavar="LABEL=PATH", help="policies on the same held-out problems")
     parser.add_argument("--out", default=str(ROOT / "results" / "gsm8k"))
     parser.add_argument("--notes", default="", help="a markdown file whose text opens the summary (settings, commands)")
-    parser.add_argument("--paired_to", default="", metavar="LABEL", help="a --compare label: differences to it with CIs")
+    parser.add_argument("--paired_to", nargs="*", default=[], metavar="LABEL", help="--compare labels: differences to each with CIs")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -144,10 +144,10 @@ def main(argv=None) -> None:
         tables["comparison"] = comparison_table(compared)
         parts += ["## Held-out pass@k", "", markdown(tables["comparison"]), "", "![pass@k](passk.png)", ""]
         plot_pass_at_k(tables["comparison"], out / "passk.png")
-        if args.paired_to:
-            tables["paired"] = paired_table(compared, args.paired_to)
-            parts += [f"## Differences to {args.paired_to} (same problems; 95% bootstrap CI over problems, * excludes 0)", "",
-                      markdown(tables["paired"]), ""]
+        for baseline in args.paired_to:
+            tables[f"paired to {baseline}"] = paired_table(compared, baseline)
+            parts += [f"## Differences to {baseline} (same problems; 95% bootstrap CI over problems, * excludes 0)", "",
+                      markdown(tables[f"paired to {baseline}"]), ""]
     atomic_file(out / "summary.md", "\n".join(parts))
     atomic_file(out / "summary.json", json.dumps(tables, indent=1))
     print("\n".join(parts))
