@@ -59,12 +59,11 @@ VARIANT_RUN := --preset offline --seed 0 --eval_every 10 --eval_prompts 128 --ou
 IMDB_PPO := OMP_NUM_THREADS=1 $(PY) imdb_train/ppo.py $(VARIANT_RUN)
 IMDB_CORY := OMP_NUM_THREADS=1 $(PY) imdb_train/cory.py $(VARIANT_RUN)
 
-variants: assets  ## beyond the paper, seed 0, bf16, two runs at a time on one core each (resumable, ~45 min): PPO, GRPO k=4, CORY (45 steps), CORY-GRPO k=4, CORY N=3: results/variants/
-	( $(IMDB_CORY) --run_name cory --steps 45 && $(IMDB_CORY) --run_name cory-grpo --advantage_estimator grpo --samples_per_prompt 4 \
-	  && $(IMDB_PPO) --run_name ppo ) & first=$$!; \
-	( $(IMDB_CORY) --run_name cory-n3 --n_agents 3 && $(IMDB_PPO) --run_name grpo --advantage_estimator grpo --samples_per_prompt 4 ) & \
-	second=$$!; wait $$first && wait $$second
-	$(PY) scripts/variants_report.py --steps 30 45 --out results/variants --runs "PPO=runs/variants/ppo" "GRPO k=4=runs/variants/grpo" \
+variants: assets  ## beyond the paper, seed 0, bf16, 30 steps, two runs at a time on one core each (resumable, ~1 h): PPO, GRPO k=4, CORY, CORY-GRPO k=4, CORY N=3: results/variants/
+	( $(IMDB_CORY) --run_name cory && $(IMDB_CORY) --run_name cory-grpo --advantage_estimator grpo --samples_per_prompt 4 \
+	  && $(IMDB_PPO) --run_name grpo --advantage_estimator grpo --samples_per_prompt 4 ) & first=$$!; \
+	( $(IMDB_CORY) --run_name cory-n3 --n_agents 3 && $(IMDB_PPO) --run_name ppo ) & second=$$!; wait $$first && wait $$second
+	$(PY) scripts/variants_report.py --steps 30 20 --out results/variants --runs "PPO=runs/variants/ppo" "GRPO k=4=runs/variants/grpo" \
 		"CORY=runs/variants/cory" "CORY-GRPO k=4=runs/variants/cory-grpo" "CORY N=3=runs/variants/cory-n3"
 
 bench: assets  ## step-time benchmark (CPU offline preset), fp32 and bf16 side by side, full fine-tuning and LoRA; JSON in benchmarks/results
