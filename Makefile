@@ -63,7 +63,7 @@ variants: assets  ## beyond the paper, seed 0, bf16, 30 steps, two runs at a tim
 	( $(IMDB_CORY) --run_name cory && $(IMDB_CORY) --run_name cory-grpo --advantage_estimator grpo --samples_per_prompt 4 \
 	  && $(IMDB_PPO) --run_name grpo --advantage_estimator grpo --samples_per_prompt 4 ) & first=$$!; \
 	( $(IMDB_CORY) --run_name cory-n3 --n_agents 3 && $(IMDB_PPO) --run_name ppo ) & second=$$!; wait $$first && wait $$second
-	$(PY) scripts/variants_report.py --steps 30 20 --out results/variants --runs "PPO=runs/variants/ppo" "GRPO k=4=runs/variants/grpo" \
+	$(PY) scripts/variants_report.py --steps 30 20 --paired_to PPO CORY --out results/variants --runs "PPO=runs/variants/ppo" "GRPO k=4=runs/variants/grpo" \
 		"CORY=runs/variants/cory" "CORY-GRPO k=4=runs/variants/cory-grpo" "CORY N=3=runs/variants/cory-n3"
 
 bench: assets  ## step-time benchmark (CPU offline preset), fp32 and bf16 side by side, full fine-tuning and LoRA; JSON in benchmarks/results

@@ -118,7 +118,7 @@ def test_variants_report_tabulates_critic_free_and_three_agent_runs(assets, tmp_
     report(["--runs", f"PPO={tmp_path / 'ppo'}", f"CORY-GRPO N=3={tmp_path / 'chain'}", "--steps", "2", "--out", str(tmp_path / "out")])
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert [(r["policy"], r["responses"]) for r in summary["agents"]] == [("PPO", 8)] + [(f"CORY-GRPO N=3 {a}", 24) for a in "ABC"]
-    assert [r["comparison"] for r in summary["paired"]] == [f"CORY-GRPO N=3 {a} - PPO" for a in "ABC"]
+    assert [r["comparison"] for r in summary["paired"]["PPO"]] == [f"CORY-GRPO N=3 {a} - PPO" for a in "ABC"]
     assert [(r["agents"], r["value heads"]) for r in summary["cost"]] == [(1, True), (3, False)]
     assert (tmp_path / "out" / "curves.png").stat().st_size > 0
     with pytest.raises(SystemExit, match="no finished run"):
