@@ -3,7 +3,7 @@ PY := .venv/bin/python
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: venv assets demo demo-ppo demo-gsm8k eval-gsm8k gsm8k-results compare sweep sweep-kl0 variants bench precision test clean
+.PHONY: venv assets demo demo-ppo demo-gsm8k eval-gsm8k gsm8k-results compare study study-report variants critic-free bench precision test clean
 
 venv: .venv/.installed
 .venv/.installed: requirements.txt offline-assets.txt pyproject.toml
@@ -46,14 +46,14 @@ gsm8k-results: eval-gsm8k  ## PPO vs CORY from the SFT warm start (offline prese
 		"SFT warm start (before RL)=runs/gsm8k/eval-sft.json" "PPO=runs/gsm8k/eval-ppo.json" \
 		"CORY agent A=runs/gsm8k/eval-cory-a.json" "CORY agent B=runs/gsm8k/eval-cory-b.json" --paired_to "SFT warm start (before RL)" PPO
 
-compare: assets  ## PPO vs CORY, 3 seeds x 60 steps, offline preset (resumable): results/imdb/{summary.md,curves.png,pareto.png}
-	$(PY) scripts/compare.py --preset offline
+compare: assets  ## a quick PPO vs CORY comparison of your own (3 seeds x 60 steps, offline preset, resumable): results/imdb-mine/
+	$(PY) scripts/compare.py --preset offline --name imdb-mine --allow_uncommitted
 
-sweep: assets  ## compare + the KL-robustness sweep (fixed KL coefficient 0.05 and 0, 2 seeds each): results/imdb/sweep.png
-	$(PY) scripts/compare.py --preset offline --sweep init_kl_coef=0.05,adap_kl_ctrl=false init_kl_coef=0,adap_kl_ctrl=false
+study: assets  ## the committed evidence study (default and KL-0 settings, 8 seeds, fp32) from a worktree at its commit; commits each run's ledger entry
+	scripts/run_study.sh imdb-claims 1
 
-sweep-kl0: assets  ## the paper's reward-hacking case alone: PPO vs CORY at a fixed KL coefficient 0, seeds 0 and 1 (resumable): results/imdb-kl0/
-	$(PY) scripts/compare.py --preset offline --name imdb-kl0 --seeds 0 1 --init_kl_coef 0 --adap_kl_ctrl false
+study-report: venv  ## the evidence study's tables and plots from its committed ledger alone: results/imdb-claims/
+	$(PY) scripts/compare.py --name imdb-claims --report_only
 
 VARIANT_RUN := --preset offline --seed 0 --eval_every 10 --eval_prompts 128 --output_dir runs/variants --save_every 10 --resume_from auto
 IMDB_PPO := OMP_NUM_THREADS=1 $(PY) imdb_train/ppo.py $(VARIANT_RUN)
@@ -65,6 +65,18 @@ variants: assets  ## beyond the paper, seed 0, bf16, 30 steps, two runs at a tim
 	( $(IMDB_CORY) --run_name cory-n3 --n_agents 3 && $(IMDB_PPO) --run_name ppo ) & second=$$!; wait $$first && wait $$second
 	$(PY) scripts/variants_report.py --steps 30 20 --paired_to PPO CORY --out results/variants --runs "PPO=runs/variants/ppo" "GRPO k=4=runs/variants/grpo" \
 		"CORY=runs/variants/cory" "CORY-GRPO k=4=runs/variants/cory-grpo" "CORY N=3=runs/variants/cory-n3"
+
+CF_RUN = --preset offline --steps 30 --eval_every 10 --eval_prompts 128 --mixed_precision no --output_dir runs/critic-free \
+	--save_every 10 --resume_from auto --log_samples_every 0 --advantage_estimator grpo
+CF_SEED ?= 0
+
+critic-free: assets  ## critic-free CORY, one seed (CF_SEED=0), fp32, one run after another (resumable): GRPO, CORY-GRPO by query / by prompt / downstream credit
+	OMP_NUM_THREADS=1 $(PY) imdb_train/cory.py $(CF_RUN) --seed $(CF_SEED) --run_name cory-grpo-query-seed$(CF_SEED) --samples_per_prompt 4
+	OMP_NUM_THREADS=1 $(PY) imdb_train/cory.py $(CF_RUN) --seed $(CF_SEED) --run_name cory-grpo-prompt-seed$(CF_SEED) --samples_per_prompt 2 \
+		--group_by prompt --observer_samples 3 --batch_size 16
+	OMP_NUM_THREADS=1 $(PY) imdb_train/ppo.py $(CF_RUN) --seed $(CF_SEED) --run_name grpo-seed$(CF_SEED) --samples_per_prompt 4
+	OMP_NUM_THREADS=1 $(PY) imdb_train/cory.py $(CF_RUN) --seed $(CF_SEED) --run_name cory-grpo-downstream-seed$(CF_SEED) \
+		--samples_per_prompt 4 --credit downstream
 
 bench: assets  ## step-time benchmark (CPU offline preset), fp32 and bf16 side by side, full fine-tuning and LoRA; JSON in benchmarks/results
 	$(PY) benchmarks/step_time.py --out benchmarks/results/step_time.json

@@ -26,6 +26,10 @@ from cory.task import Prompt, RewardErrorReport, Task, safe_rewards
 from cory.templates import RESPONSE_FIELDS, check_observer_template, check_template
 
 
+CREDITS = ("collective", "downstream")
+GROUPINGS = ("query", "prompt")
+
+
 @dataclass
 class CORYConfig:
     """The multi-agent settings; each agent's PPO settings are a `PPOConfig`."""
@@ -46,14 +50,38 @@ class CORYConfig:
     response_template: str = ""
     """how each earlier response appears inside {previous_responses}, in order: fields {response} and {position}
     (1 = the pioneer); '' = the task's own"""
+    credit: str = "collective"
+    """which rewards join a position's own in its score: collective (every other agent's; the paper's Eq. 4) or
+    downstream (only the positions after it: the earlier ones are fixed once its prompt is, so leaving them out
+    keeps the gradient unbiased and lowers its variance)"""
+    group_by: str = "query"
+    """critic-free: the group an observer is compared within. query: the k responses to one query, each seeing
+    another pioneer response (N*k generations per query); prompt: the last position answers each earlier
+    chain observer_samples (m) times, so its group shares the exact prompt and earlier positions score the
+    mean of its m rewards ((N-1)*k + k*m generations per query; k = samples_per_prompt)"""
+    observer_samples: int = 2
+    """m, the last position's answers per prompt with group_by prompt"""
 
     def __post_init__(self) -> None:
         if self.n_agents < 2:
             raise UsageError(f"n_agents must be >= 2 (one agent is the PPO baseline), got {self.n_agents}")
         if self.swap_freq < 0:
             raise UsageError(f"swap_freq must be >= 0 (0 disables role exchange), got {self.swap_freq}")
+        if self.credit not in CREDITS:
+            raise UsageError(f"credit must be one of {CREDITS}, got {self.credit!r}")
+        if self.group_by not in GROUPINGS:
+            raise UsageError(f"group_by must be one of {GROUPINGS}, got {self.group_by!r}")
+        if self.group_by == "prompt" and self.observer_samples < 2:
+            raise UsageError(f"group_by prompt compares an observer's answers to one prompt: observer_samples must be >= 2, "
+                             f"got {self.observer_samples}")
         if self.response_template:
             check_template("response_template", self.response_template, RESPONSE_FIELDS, required={"response"})
+
+
+def check_with_ppo(config: CORYConfig, critic_free: bool) -> None:
+    """Settings of CORY that need a critic-free PPO (checked before any model loads)."""
+    if config.group_by == "prompt" and not critic_free:
+        raise UsageError("group_by prompt builds critic-free groups: set advantage_estimator rloo or grpo")
 
 
 def roles_at(step: int, swap_freq: int, n_agents: int = 2) -> tuple[int, ...]:
@@ -70,11 +98,21 @@ def role_names(n_agents: int) -> tuple[str, ...]:
     return ("pioneer",) + tuple(f"observer_{i}" for i in range(1, n_agents))
 
 
-def collective_scores(task_rewards: list[torch.Tensor], coef: float) -> list[torch.Tensor]:
-    """Each position's training score: its own task reward plus `coef` times the sum of the others' (Eq. 4 at
-    coef=1 and two agents)."""
-    return [reward + coef * sum(other for j, other in enumerate(task_rewards) if j != i)
-            for i, reward in enumerate(task_rewards)]
+def collective_scores(task_rewards: list[torch.Tensor], coef: float, credit: str = "collective", branch: int = 1) -> list[torch.Tensor]:
+    """Each position's training score: its own task reward plus `coef` times the sum of the others' (`collective`,
+    Eq. 4 at coef=1 and two agents) or of the later positions' only (`downstream`).
+
+    `task_rewards[i]` holds one reward per chain, except the last position's, which holds `branch` consecutive
+    rewards per chain (group_by prompt): an earlier position counts their mean, and the last position counts each
+    earlier reward once per branch."""
+    last = len(task_rewards) - 1
+    per_chain = task_rewards[:last] + [task_rewards[last].reshape(-1, branch).mean(1)]
+    scores = []
+    for i, reward in enumerate(task_rewards):
+        others = [j for j in range(len(task_rewards)) if j != i and (credit == "collective" or j > i)]
+        spread = (lambda r: r.repeat_interleave(branch)) if i == last else (lambda r: r)  # noqa: E731
+        scores.append(reward + coef * sum(spread(per_chain[j]) for j in others))
+    return scores
 
 
 def observer_prompts(template: str, prompts: list[Prompt], previous: list[list[torch.Tensor]], tokenizer, eos_ids: set[int],
@@ -119,6 +157,7 @@ class CORY:
         if config.n_agents > 2 and not config.observer_template:  # the task's (paper's) template shows one response
             template = template.replace("{pioneer_response}", "{previous_responses}")
         check_observer_template(template, task.template_fields, config.n_agents)
+        check_with_ppo(config, agents[0].config.critic_free)
         if agents[0].deepspeed and agents[0].policy.lm is agents[1].policy.lm:
             raise UsageError("LoRA agents share one base model, which several DeepSpeed engines cannot hold: "
                              "use DDP (configs/accelerate/ddp.yaml) for LoRA CORY, or full fine-tuning with DeepSpeed")
@@ -145,7 +184,9 @@ class CORY:
         max_new = gen_kwargs["max_new_tokens"]
         t0 = time.perf_counter()
 
-        # 1. the pioneer answers the query; 2. each observer answers a prompt holding the query and the earlier answers
+        # 1. the pioneer answers the query; 2. each observer answers a prompt holding the query and the earlier
+        #    answers (group_by prompt: the last one answers each prompt `branch` times, in a row)
+        last, branch = len(order) - 1, cfg.observer_samples if cfg.group_by == "prompt" else 1
         queries, responses, cut = [], [], 0
         for position, idx in enumerate(order):
             agent = self.agents[idx]
@@ -153,6 +194,8 @@ class CORY:
                 agent_queries, n_cut = agent.fit_to_context([x.input_ids for x in prompts], max_new)
             else:
                 agent_queries, n_cut = self.observer_queries(agent, prompts, queries[0], responses, max_new)
+            if position == last and branch > 1:
+                agent_queries = [q for q in agent_queries for _ in range(branch)]
             queries.append(agent_queries)
             responses.append(agent.generate(agent_queries, **gen_kwargs))
             cut += n_cut
@@ -160,20 +203,23 @@ class CORY:
 
         # 3. task rewards, each on the query plus the agent's own response; then the collective scores
         texts = [decode(r) for r in responses]
-        rewards, reward_failures, reward_error = safe_rewards(self.task, prompts * len(order), sum(texts, []))
+        scored_prompts = prompts * last + [p for p in prompts for _ in range(branch)]
+        rewards, reward_failures, reward_error = safe_rewards(self.task, scored_prompts, sum(texts, []))
         self.report_reward_error(reward_error, reward_failures, len(rewards))
-        task_rewards = list(rewards.split(len(prompts)))
-        scores = collective_scores(task_rewards, cfg.other_reward_coef)
+        task_rewards = list(rewards.split([len(prompts)] * last + [len(prompts) * branch]))
+        scores = collective_scores(task_rewards, cfg.other_reward_coef, cfg.credit, branch)
         t_score = time.perf_counter()
 
         # 4. each agent's own PPO step (in chain order), against the shared frozen reference
-        agent_stats = [self.agents[idx].step(queries[position], responses[position], scores[position], score_error=reward_error)
+        agent_stats = [self.agents[idx].step(queries[position], responses[position], scores[position], score_error=reward_error,
+                                             group_size=branch if position == last and branch > 1 else None)
                        for position, idx in enumerate(order)]
         t_step = time.perf_counter()
 
         stats = {
             "cory/pioneer_agent": float(order[0]),
-            "cory/collective_reward": sum(task_rewards).mean().item(),
+            "cory/collective_reward": sum(r.reshape(len(prompts), -1).mean(1) for r in task_rewards).mean().item(),
+            "cory/generations_per_query": sum(map(len, responses)) * self.agents[0].config.samples_per_prompt / len(prompts),
             "env/reward_failures": float(reward_failures),
             "tokens/truncated_prompts": float(cut),
             "time/generate": t_gen - t0,
@@ -189,6 +235,7 @@ class CORY:
                 f"{role}/kl_exact": own_stats.get("objective/kl_exact", float("nan")),
                 f"{role}/kl_coef": own_stats.get("objective/kl_coef", float("nan")),
                 f"{role}/response_len": own_stats.get("tokens/responses_len_mean", float("nan")),
+                f"{role}/within_prompt_share": own_stats.get("critic_free/within_prompt_share", float("nan")),
             })
             # the agent's view (a curve follows an agent across swaps): its task reward and its PPO step's stats
             stats[f"{self.names[idx]}/task_reward"] = task_reward.mean().item()
@@ -197,6 +244,7 @@ class CORY:
         for b, prompt in enumerate(prompts):
             sample = {"query": prompt.text}
             for role, role_texts, task_reward in zip(self.roles, texts, task_rewards):
-                sample[role], sample[f"r_{role}"] = role_texts[b], task_reward[b].item()
+                first = b * len(role_texts) // len(prompts)  # the last position's first answer to this chain
+                sample[role], sample[f"r_{role}"] = role_texts[first], task_reward[first].item()
             samples.append(sample)
         return stats, samples

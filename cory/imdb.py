@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -28,6 +29,8 @@ class IMDBConfig:
     """only reviews longer than this become prompts"""
     query_min_tokens: int = 2
     query_max_tokens: int = 8
+    responses_always_cut: ClassVar[bool] = True
+    """a continuation ends at its sampled length, not at an EOS (so no response is complete)"""
 
     def __post_init__(self) -> None:
         if not 0 < self.query_min_tokens <= self.query_max_tokens:

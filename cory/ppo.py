@@ -10,7 +10,8 @@ a docstring below says we differ on purpose:
 - the KL used in the penalty (`objective/kl`, estimator `kl_penalty`) is logged beside the exact KL over the
   vocabulary (`objective/kl_exact`) and the sampled log-ratio (`objective/kl_k1`).
 Beyond legacy trl (off by default): critic-free advantages (`advantage_estimator` rloo / grpo over
-`samples_per_prompt` responses per prompt, no value head) and the KL as a loss term (`kl_in_loss`).
+`samples_per_prompt` responses per prompt, no value head), the KL as a loss term (`kl_in_loss`), named loss
+aggregations, clip-higher and masking of truncated responses.
 """
 from __future__ import annotations
 
@@ -28,15 +29,16 @@ from cory.errors import RunStopped, UsageError
 from cory.policy import FrozenReference, ValueHeadPolicy
 from cory.ppo_config import PPOConfig
 from cory.ppo_math import (AdaptiveKLController, FixedKLController, RunningMoments, exact_kl_from_logits, gae, grads_finite,
-                           group_advantages, kl_loss, kl_per_token, masked_mean, masked_var, masked_whiten, per_token_rewards,
-                           policy_loss, value_loss)
+                           group_advantages, kl_loss, kl_per_token, loss_reducer, masked_mean, masked_var, masked_whiten,
+                           per_token_rewards, policy_loss, value_loss, within_group_share, zero_variance_groups)
 from cory.rollout import Rollout, context_length, eos_token_ids, is_eos, left_pad, truncate_after_eos
 from cory.sampling import fast_cpu_sampling
 
 
 class PPOTrainer:
     """Owns one policy (with a value head unless critic-free), its optimizer and KL controller; shares a frozen
-    reference. Critic-free, `step` reads its batch as consecutive groups of `samples_per_prompt` responses to one prompt."""
+    reference. Critic-free, `step` reads its batch as consecutive groups of `group_size` (default
+    `samples_per_prompt`) responses to one prompt."""
 
     def __init__(
         self,
@@ -81,6 +83,7 @@ class PPOTrainer:
         self.context_length = context_length(self.policy.lm)
         self.forward_seconds = {"policy": 0.0, "reference": 0.0}  # of the last rollout scoring, for benchmarks
         self.distributed = self.accelerator.num_processes > 1
+        self._sampled = None  # the last generate's responses and their log-probs under the sampler
         self._sum_across = (lambda t: self.accelerator.reduce(t, "sum")) if self.distributed else None
 
     @property
@@ -90,19 +93,39 @@ class PPOTrainer:
     # ----------------------------------------------------------------- rollout
     @torch.no_grad()
     def generate(self, query_tensors: list[torch.Tensor], batch_size: int | None = None, **gen_kwargs) -> list[torch.Tensor]:
-        """Sample one response per query, batched with left padding; each is cut after its first EOS."""
+        """Sample one response per query, batched with left padding; each is cut after its first EOS. The
+        sampler's own log-probs of the sampled tokens (after repetition penalty, top-k/p, temperature) are kept
+        for the next `step`, which logs how far the sampler is from pi (`sampling/kl_sampler_policy`)."""
         batch_size = batch_size or len(query_tensors)
         gen_kwargs.setdefault("pad_token_id", self.pad_id)
-        responses = []
+        responses, sampler_logprobs = [], []
         self.policy.eval()
         with unwrap_model_for_generation(self.model, self.accelerator) as unwrapped:
             for start in range(0, len(query_tensors), batch_size):
                 ids, mask = left_pad(query_tensors[start : start + batch_size], self.pad_id)
                 # one autocast region: each weight is cast once per call, not once per token
                 with self.accelerator.autocast(), fast_cpu_sampling():
-                    out = unwrapped.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **gen_kwargs)
-                responses += [truncate_after_eos(row, self.eos_ids) for row in out[:, ids.shape[1] :]]
+                    out = unwrapped.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                                             output_scores=True, return_dict_in_generate=True, **gen_kwargs)
+                tokens = out.sequences[:, ids.shape[1] :]
+                chosen = torch.stack([torch.log_softmax(scores.float(), -1).gather(1, tokens[:, t : t + 1])[:, 0]
+                                      for t, scores in enumerate(out.scores)], 1)
+                rows = [truncate_after_eos(row, self.eos_ids) for row in tokens]
+                responses += rows
+                sampler_logprobs += [lp[: len(row)] for lp, row in zip(chosen, rows)]
+        self._sampled = (responses, sampler_logprobs) if gen_kwargs.get("do_sample") else None
         return responses
+
+    def _sampler_gap(self, responses: list[torch.Tensor], logprobs: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+        """Mean over sampled tokens of log q - log pi (q: the sampler that drew them): an unbiased estimate of
+        KL(q || pi) per token; 0 when the sampler is pi. Only for responses this trainer just sampled."""
+        sampled = self._sampled
+        if sampled is None or len(sampled[0]) != len(responses) or not all(map(torch.equal, sampled[0], responses)):
+            return {}
+        q = torch.zeros_like(logprobs)
+        for i, lp in enumerate(sampled[1]):
+            q[i, : len(lp)] = lp.to(q.device)
+        return {"sampling/kl_sampler_policy": masked_mean(q - logprobs, mask).item()}
 
     def fit_to_context(self, queries: list[torch.Tensor], max_new_tokens: int) -> tuple[list[torch.Tensor], int]:
         """Keep the last tokens of any prompt too long to leave `max_new_tokens` of context; returns (prompts, count cut)."""
@@ -149,12 +172,16 @@ class PPOTrainer:
         return scores
 
     # -------------------------------------------------------------------- step
-    def step(self, queries: list[torch.Tensor], responses: list[torch.Tensor], scores, score_error: str | None = None) -> dict[str, float]:
+    def step(self, queries: list[torch.Tensor], responses: list[torch.Tensor], scores, score_error: str | None = None,
+             group_size: int | None = None) -> dict[str, float]:
         """One PPO update on a batch of (query, response, score); returns legacy-named stats. `score_error`: why
-        some scores are NaN (the reward's exception), named if the run stops over them."""
+        some scores are NaN (the reward's exception), named if the run stops over them. The batch holds
+        `batch_size` rows, or a multiple of it (a CORY observer answering each pioneer response several times);
+        critic-free, consecutive `group_size` rows answer one prompt."""
         cfg = self.config
-        if len(queries) != cfg.batch_size:
+        if not queries or len(queries) % cfg.batch_size:
             raise ValueError(f"step got {len(queries)} samples, config.batch_size is {cfg.batch_size}")
+        group_size = group_size or cfg.samples_per_prompt
         t0 = time.perf_counter()
         raw_scores = torch.as_tensor([float(s) for s in scores], dtype=torch.float32, device=self.device)
         if self._any_process(not torch.isfinite(raw_scores).all()):
@@ -175,20 +202,28 @@ class PPOTrainer:
         if cfg.whiten_rewards:
             rewards = masked_whiten(rewards, mask, shift_mean=False, sum_across=self._sum_across)
 
-        # 3. advantages: critic-free, one value per response from its group; else GAE with returns, whitened
+        # 3. advantages: critic-free, one value per response from its group's task scores, minus its KL penalty
+        #    against the group's (never standardised); else GAE with returns, whitened
+        group_stats = {}
         if cfg.critic_free:
-            sequence_returns = (rewards * mask).sum(-1)  # score minus the KL penalty summed over the response
-            advantages = group_advantages(sequence_returns, cfg.samples_per_prompt, cfg.advantage_estimator)[:, None] * mask
+            kl_sums = (kl * mask).sum(-1)
+            sequence_advantages = group_advantages(scores, group_size, cfg.advantage_estimator, cfg.scale_rewards,
+                                                   kl_sums, 0.0 if cfg.kl_in_loss else kl_coef)
+            advantages = sequence_advantages[:, None] * mask
             returns = old_values = None
+            group_stats = self._group_stats(queries, scores, sequence_advantages, group_size)
         else:
             advantages, returns = gae(rewards, rollout["values"], mask, cfg.gamma, cfg.lam)
             advantages = masked_whiten(advantages, mask, sum_across=self._sum_across).detach()
             old_values = rollout["values"] * mask
 
-        # 4. PPO epochs over shuffled minibatches
+        # 4. PPO epochs over shuffled minibatches (a truncated response may train no tokens)
+        lengths = batch.response_mask.sum(-1)
+        truncated = ~is_eos(batch.responses[torch.arange(len(lengths), device=self.device), lengths - 1], self.eos_ids)
+        loss_mask = mask * (~truncated)[:, None] if cfg.mask_truncated_completions else mask
         t_opt = time.perf_counter()
         self._updates = 0
-        train_stats = self._optimise(batch, rollout["logprobs"], rollout["ref_logprobs"], old_values, advantages, returns)
+        train_stats = self._optimise(batch, loss_mask, rollout["logprobs"], rollout["ref_logprobs"], old_values, advantages, returns)
         t_opt = time.perf_counter() - t_opt
         if self._updates == 0:
             self._count_skip("every minibatch had a non-finite loss or gradient, or a ratio over ratio_threshold")
@@ -196,8 +231,12 @@ class PPOTrainer:
             self.consecutive_skips = 0
 
         # 5. stats (averaged over processes), then the KL controller sees this step's penalty KL
-        stats = mean_over_processes(self.accelerator, self._stats(batch, rollout, kl, non_score, kl_coef, raw_scores, scores, returns, old_values, train_stats))
-        self.kl_ctl.update(stats["objective/kl"], cfg.batch_size * self.accelerator.num_processes)
+        stats = self._stats(batch, rollout, kl, non_score, kl_coef, raw_scores, scores, returns, old_values, train_stats)
+        stats.update(group_stats)
+        stats["tokens/truncated_fraction"] = truncated.float().mean().item()
+        stats.update(self._sampler_gap(responses, rollout["logprobs"], mask))
+        stats = mean_over_processes(self.accelerator, stats)
+        self.kl_ctl.update(stats["objective/kl"], len(queries) * self.accelerator.num_processes)
         loss = stats.get("ppo/loss/total", float("nan"))  # averaged: the same on every process
         if cfg.divergence_loss and abs(loss) > cfg.divergence_loss:  # a NaN loss is the skip counter's business
             raise RunStopped(f"the update diverged: loss {loss:.3g} > divergence_loss {cfg.divergence_loss:g}; lower "
@@ -231,53 +270,69 @@ class PPOTrainer:
             )
         return {"ppo/skipped_steps": float(self.skipped_steps), "ppo/skipped_minibatches": float(self.skipped_minibatches)}
 
-    def _optimise(self, batch: Rollout, old_logprobs, ref_logprobs, old_values, advantages, returns) -> list[dict]:
+    def _group_stats(self, queries, scores, advantages, group_size: int) -> dict[str, float]:
+        """What a critic-free step learnt from: groups whose scores tie, and how much of the advantages' variance
+        lies between responses to the exact same prompt (1: every comparison is within one prompt)."""
+        prompt_ids = [tuple(q.tolist()) for q in queries]
+        return {
+            "critic_free/zero_variance_groups": zero_variance_groups(scores, group_size).float().mean().item(),
+            "critic_free/within_prompt_share": within_group_share(advantages, prompt_ids),
+            "critic_free/advantage_abs_mean": advantages.abs().mean().item(),
+        }
+
+    def _optimise(self, batch: Rollout, loss_mask, old_logprobs, ref_logprobs, old_values, advantages, returns) -> list[dict]:
         cfg = self.config
         keep = batch.responses.shape[1] + 1
+        n, per_step = len(batch.responses), cfg.backward_batch_size
         all_stats: list[dict] = []
         self.policy.train()
         self.optimizer.zero_grad()
         for _ in range(cfg.ppo_epochs):
-            order = self.rng.permutation(cfg.batch_size)
-            for i, start in enumerate(range(0, cfg.batch_size, cfg.mini_batch_size)):
+            order = self.rng.permutation(n)
+            for i, start in enumerate(range(0, n, cfg.mini_batch_size)):
                 idx = torch.as_tensor(order[start : start + cfg.mini_batch_size], device=self.device)
                 last_micro = (i + 1) % cfg.gradient_accumulation_steps == 0
+                window = start - start % per_step  # the optimizer step's rows: its loss is a share of theirs
+                step_mask = loss_mask[torch.as_tensor(order[window : window + per_step], device=self.device)]
+                reduce = loss_reducer(cfg.aggregation, step_mask, cfg.gradient_accumulation_steps, batch.responses.shape[1])
                 pick = lambda t: None if t is None else t[idx]  # noqa: E731  critic-free: no values nor returns
-                stats = self._train_minibatch(batch.rows(idx), old_logprobs[idx], ref_logprobs[idx], pick(old_values),
-                                              advantages[idx], pick(returns), keep, last_micro)
+                stats = self._train_minibatch(batch.rows(idx), loss_mask[idx], old_logprobs[idx], ref_logprobs[idx],
+                                              pick(old_values), advantages[idx], pick(returns), keep, last_micro, reduce)
                 all_stats.append(stats)
             if cfg.target_kl is not None and self._any_process(all_stats[-1]["policy/policykl"] > 1.5 * cfg.target_kl):
                 break
         self.optimizer.zero_grad()
         return all_stats
 
-    def _train_minibatch(self, rows: Rollout, old_logprobs, ref_logprobs, old_values, advantages, returns, keep, last_micro) -> dict:
+    def _train_minibatch(self, rows: Rollout, mask, old_logprobs, ref_logprobs, old_values, advantages, returns, keep,
+                         last_micro, reduce) -> dict:
+        """Forward and backward of one minibatch; its loss is its share of the optimizer step's (`reduce`)."""
         cfg = self.config
-        mask = rows.response_mask.float()
         sync = self.accelerator.no_sync(self.model) if not last_micro else contextlib.nullcontext()
         with sync:
             with self.accelerator.autocast():  # the model only: log-softmax and losses below run in fp32
                 logits, vpreds = self.model(rows.input_ids, rows.attention_mask, keep)
             logits = logits[:, :-1]
             logprobs = selective_log_softmax(logits, rows.responses)
-            pg_loss, pg_stats = policy_loss(logprobs, old_logprobs, advantages, mask, cfg.cliprange)
+            pg_loss, pg_stats = policy_loss(logprobs, old_logprobs, advantages, mask, cfg.cliprange, cfg.cliprange_high, reduce)
             loss, extra = pg_loss, {}
             if vpreds is not None:
                 vpreds = vpreds[:, :-1]
-                vf_loss, vf_stats = value_loss(vpreds, old_values, returns, mask, cfg.cliprange_value)
+                vf_loss, vf_stats = value_loss(vpreds, old_values, returns, mask, cfg.cliprange_value, reduce)
                 loss = loss + cfg.vf_coef * vf_loss
                 extra = {"loss/value": vf_loss, "val/vpred": masked_mean(vpreds, mask), "val/error": vf_stats["error"],
                          "val/clipfrac": vf_stats["clipfrac"]}
             if cfg.kl_in_loss:
-                kl_term = kl_loss(logprobs, ref_logprobs, mask)
+                kl_term = kl_loss(logprobs, old_logprobs, ref_logprobs, mask, reduce)
                 loss = loss + self.kl_ctl.value * kl_term
                 extra["loss/kl"] = kl_term
             skip = self._any_process(pg_stats["ratio_mean"].item() > cfg.ratio_threshold or not torch.isfinite(loss).item())
             if skip:
                 self.skipped_minibatches += 1
             else:
-                # DeepSpeed's engine divides by its own gradient_accumulation_steps (checked equal to ours)
-                self.accelerator.backward(loss if self.deepspeed else loss / cfg.gradient_accumulation_steps)
+                # the loss is already this minibatch's share of the step; DeepSpeed's engine divides by its own
+                # gradient_accumulation_steps (checked equal to ours), so it gets the share times that
+                self.accelerator.backward(loss * cfg.gradient_accumulation_steps if self.deepspeed else loss)
         if last_micro:
             scaled = self.accelerator.scaler is not None  # fp16: the grad scaler skips (and learns from) overflows
             if not scaled and not grads_finite(self.params):
@@ -293,7 +348,8 @@ class PPOTrainer:
             self.optimizer.zero_grad()
         with torch.no_grad():
             entropy = masked_mean(entropy_from_logits(logits.detach()), mask)
-        trained = float("nan") if skip else 1.0  # a skipped minibatch's losses trained nothing: not averaged in
+        # logged per minibatch on the scale of one optimizer step's loss; a skipped one's trained nothing: not averaged in
+        trained = float("nan") if skip else float(cfg.gradient_accumulation_steps)
         stats = {
             "loss/policy": pg_loss.item() * trained,
             "loss/total": loss.item() * trained,
@@ -301,6 +357,8 @@ class PPOTrainer:
             "policy/approxkl": pg_stats["approxkl"].item(),
             "policy/policykl": pg_stats["policykl"].item(),
             "policy/clipfrac": pg_stats["clipfrac"].item(),
+            "policy/clipfrac_low": pg_stats["clipfrac_low"].item(),
+            "policy/clipfrac_high": pg_stats["clipfrac_high"].item(),
             "policy/ratio_mean": pg_stats["ratio_mean"].item(),
             "policy/advantages_mean": masked_mean(advantages, mask).item(),
         }

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cory.errors import UsageError
-from cory.ppo_math import ADVANTAGE_ESTIMATORS, KL_ESTIMATORS
+from cory.ppo_math import ADVANTAGE_ESTIMATORS, KL_ESTIMATORS, LOSS_AGGREGATIONS, SCALE_REWARDS
 
 
 @dataclass
@@ -50,8 +50,21 @@ class PPOConfig:
     """responses drawn per prompt (k); batch_size counts responses, so a step holds batch_size / k prompts;
     rloo and grpo need k >= 2"""
     kl_in_loss: bool = False
-    """the KL to the reference as a loss term (k3 estimator, weighted by the KL coefficient; GRPO's way) instead
-    of a per-token penalty in the reward (the paper's)"""
+    """the KL to the reference as a loss term (k3 times the ratio pi/pi_old, whose expected gradient is that of
+    KL(pi||ref); weighted by the KL coefficient; GRPO's way) instead of a per-token penalty in the reward (the paper's)"""
+    scale_rewards: str = "group"
+    """grpo: divide the centred task scores by the std of their group (GRPO), of the whole batch, or none (with
+    grpo: Dr. GRPO); the KL penalty is never divided"""
+    loss_aggregation: str = "auto"
+    """how per-token losses make an optimizer step's loss: minibatch_token_mean (legacy trl: each minibatch's
+    token mean / accumulation steps), token_mean (every token of the optimizer step alike; DAPO, verl),
+    seq_mean_token_mean (each response alike; GRPO's original), seq_mean_token_sum_norm (token sums over a
+    constant; Dr. GRPO); auto: minibatch_token_mean with gae (trl parity), token_mean critic-free"""
+    cliprange_high: float | None = None
+    """upper ratio clip 1 + cliprange_high (clip-higher, DAPO); None: cliprange (symmetric)"""
+    mask_truncated_completions: bool = False
+    """a response that hit the token limit without an EOS trains no tokens (it stays in its group's baseline);
+    refused for tasks whose responses are always cut (IMDB continuations)"""
     max_grad_norm: float | None = None
     """clip the gradient norm (None: no clipping)"""
     target_kl: float | None = None
@@ -75,7 +88,7 @@ class PPOConfig:
     def __post_init__(self) -> None:
         positive = ("learning_rate", "batch_size", "mini_batch_size", "gradient_accumulation_steps", "ppo_epochs",
                     "max_consecutive_skips", "cliprange", "cliprange_value", "target", "horizon", "ratio_threshold",
-                    "max_grad_norm", "target_kl", "score_clip")  # a None of the optional ones means "off"
+                    "max_grad_norm", "target_kl", "score_clip", "cliprange_high")  # a None of the optional ones means "off"
         for name in positive:
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise UsageError(f"{name} must be > 0, got {getattr(self, name)}")
@@ -96,6 +109,16 @@ class PPOConfig:
         if self.critic_free and self.samples_per_prompt < 2:
             raise UsageError(f"advantage_estimator {self.advantage_estimator} compares responses to one prompt: "
                              f"set samples_per_prompt >= 2 (got {self.samples_per_prompt})")
+        if self.scale_rewards not in SCALE_REWARDS:
+            raise UsageError(f"scale_rewards must be one of {SCALE_REWARDS}, got {self.scale_rewards!r}")
+        if self.scale_rewards != "group" and self.advantage_estimator != "grpo":
+            raise UsageError(f"scale_rewards {self.scale_rewards} applies to advantage_estimator grpo only "
+                             f"(got {self.advantage_estimator})")
+        if self.loss_aggregation not in LOSS_AGGREGATIONS + ("auto",):
+            raise UsageError(f"loss_aggregation must be auto or one of {LOSS_AGGREGATIONS}, got {self.loss_aggregation!r}")
+        if self.critic_free and (self.gamma != 1 or self.whiten_rewards):
+            raise UsageError(f"advantage_estimator {self.advantage_estimator} scores whole responses: gamma must be 1 "
+                             f"and whiten_rewards false (got gamma={self.gamma}, whiten_rewards={self.whiten_rewards})")
         if self.use_score_norm and not self.use_score_scaling:
             raise UsageError("use_score_norm needs use_score_scaling=True (legacy trl silently ignored it)")
         if not 0 <= self.lam <= 1 or not 0 <= self.gamma <= 1:
@@ -104,6 +127,13 @@ class PPOConfig:
     @property
     def critic_free(self) -> bool:
         return self.advantage_estimator != "gae"
+
+    @property
+    def aggregation(self) -> str:
+        """loss_aggregation with auto resolved"""
+        if self.loss_aggregation != "auto":
+            return self.loss_aggregation
+        return "token_mean" if self.critic_free else "minibatch_token_mean"
 
     @property
     def backward_batch_size(self) -> int:

@@ -11,8 +11,10 @@ import torch
 
 KL_ESTIMATORS = ("kl", "abs", "mse", "low_var_kl", "full")
 ADVANTAGE_ESTIMATORS = ("gae", "rloo", "grpo")
+SCALE_REWARDS = ("group", "batch", "none")
+LOSS_AGGREGATIONS = ("minibatch_token_mean", "token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
 GRPO_EPS = 1e-4
-"""added to a group's std before dividing (trl's GRPO value): a group of equal scores gets advantage 0, not NaN"""
+"""added to a group's std before dividing (trl's GRPO value): a near-tie is not blown up to huge advantages"""
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
@@ -136,27 +138,109 @@ def gae(
     return advantages, advantages + values
 
 
-def group_advantages(returns: torch.Tensor, group_size: int, estimator: str) -> torch.Tensor:
-    """Critic-free advantages of sequence returns laid out in consecutive groups of `group_size` samples of
-    one prompt: RLOO (Ahmadian et al. 2024) subtracts the mean of the group's other samples; GRPO (Shao et al.
-    2024) subtracts the group mean and divides by the group's (Bessel-corrected) std + GRPO_EPS."""
-    if group_size < 2 or returns.numel() % group_size:
-        raise ValueError(f"{returns.numel()} returns do not split into groups of {group_size} >= 2")
-    groups = returns.reshape(-1, group_size)
+def centre_in_groups(values: torch.Tensor, group_size: int, estimator: str) -> torch.Tensor:
+    """Each value minus its group's baseline (groups: consecutive `group_size` values): the mean of the group's
+    other values (RLOO, Ahmadian et al. 2024) or the group mean (GRPO, Shao et al. 2024)."""
+    if group_size < 2 or values.numel() % group_size:
+        raise ValueError(f"{values.numel()} values do not split into groups of {group_size} >= 2")
+    groups = values.reshape(-1, group_size)
     if estimator == "rloo":
-        others_mean = (groups.sum(1, keepdim=True) - groups) / (group_size - 1)
-        return (groups - others_mean).flatten()
+        return (groups - (groups.sum(1, keepdim=True) - groups) / (group_size - 1)).flatten()
     if estimator == "grpo":
-        return ((groups - groups.mean(1, keepdim=True)) / (groups.std(1, keepdim=True) + GRPO_EPS)).flatten()
+        return (groups - groups.mean(1, keepdim=True)).flatten()
     raise ValueError(f"unknown critic-free estimator {estimator!r}; choose rloo or grpo")
 
 
-def kl_loss(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The KL to the reference as a loss term (GRPO's way, instead of a penalty in the reward): the mean over
-    valid tokens of k3 = exp(ref - logp) - (ref - logp) - 1, an unbiased, non-negative estimate of
-    KL(pi || pi_ref) under samples of pi, differentiable in logp."""
+def zero_variance_groups(scores: torch.Tensor, group_size: int) -> torch.Tensor:
+    """One flag per group: all its scores tie (such a group carries no task signal)."""
+    groups = scores.reshape(-1, group_size)
+    return (groups == groups[:, :1]).all(1)
+
+
+def within_group_share(values: torch.Tensor, keys: list) -> float:
+    """The share of the variance of `values` that lies within rows of equal key: sum of squared deviations from
+    each key's mean over those from the overall mean (NaN if the values do not vary)."""
+    values = values.double()
+    total = (values - values.mean()).square().sum()
+    index = torch.tensor([{k: i for i, k in enumerate(dict.fromkeys(keys))}[k] for k in keys])
+    means = torch.zeros(int(index.max()) + 1, dtype=values.dtype).index_add_(0, index, values) \
+        / torch.bincount(index).to(values.dtype)
+    within = (values - means[index]).square().sum()
+    return (within / total).item() if total > 0 else float("nan")
+
+
+def group_advantages(scores: torch.Tensor, group_size: int, estimator: str, scale: str = "group",
+                     kl_sums: torch.Tensor | None = None, kl_coef: float = 0.0) -> torch.Tensor:
+    """Critic-free advantage of each response: its task score against its group's (centre_in_groups), for GRPO
+    divided by the std of the scores (`scale`: the group's, the batch's, or none: Dr. GRPO), then minus
+    `kl_coef` times its summed KL against its group's the same way, unscaled.
+
+    Only the task score is standardised: were the KL inside the standardised return, a group whose scores tie
+    would be divided by the KL's own std, the coefficient would cancel and the KL alone would set O(1)
+    advantages. So a tied group gets `-kl_coef * (K - baseline)`, and no group is ever divided by ~0 (a group
+    of tied scores has score advantage exactly 0; GRPO_EPS floors the std of near-ties). For RLOO this is the
+    same as leave-one-out on the KL-penalised return `score - kl_coef * K` (as trl's RLOO), since both are linear.
+    """
+    advantages = centre_in_groups(scores, group_size, estimator)
+    if estimator == "grpo" and scale != "none":
+        if scale == "group":
+            std = scores.reshape(-1, group_size).std(1, keepdim=True).expand(-1, group_size).flatten()
+        elif scale == "batch":
+            std = scores.std().expand_as(scores)
+        else:
+            raise ValueError(f"scale must be one of {SCALE_REWARDS}, got {scale!r}")
+        advantages = advantages / (std + GRPO_EPS)
+    advantages = torch.where(zero_variance_groups(scores, group_size).repeat_interleave(group_size), 0.0, advantages)
+    if kl_sums is not None and kl_coef:
+        advantages = advantages - kl_coef * centre_in_groups(kl_sums, group_size, estimator)
+    return advantages
+
+
+def kl_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor,
+            reduce=None) -> torch.Tensor:
+    """The KL to the reference as a loss term (GRPO's way, instead of a penalty in the reward): k3 = exp(ref -
+    logp) - (ref - logp) - 1 weighted by the ratio pi / pi_old, reduced over valid tokens (`reduce(x, mask)`,
+    default the token mean).
+
+    k3 alone estimates the value of KL(pi || ref) on samples of pi, but the gradient of its mean is that of
+    KL(ref || pi). With the differentiable ratio, E_{y ~ pi_old}[pi/pi_old * k3] = KL(pi || ref) exactly, as
+    a function of pi, so its gradient is the gradient of KL(pi || ref), also on later, off-policy minibatches
+    (trl's use_bias_correction_kl, trl#4967; DeepSeek-V3.2). At pi = pi_old the value is k3's."""
     log_ratio = ref_logprobs - logprobs
-    return masked_mean(torch.exp(log_ratio) - log_ratio - 1, mask)
+    weighted = torch.exp(logprobs - old_logprobs) * (torch.exp(log_ratio) - log_ratio - 1)
+    return (reduce or masked_mean)(weighted, mask)
+
+
+def masked_sum(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """Sum over the positions where `mask` is 1 (pads may hold NaN)."""
+    mask = mask.to(values.dtype)
+    values = torch.where(mask.bool(), values, torch.zeros_like(values))
+    return (values * mask).sum() if dim is None else (values * mask).sum(dim)
+
+
+def loss_reducer(how: str, step_mask: torch.Tensor, accumulation: int, norm_tokens: int):
+    """`reduce(per_token_losses, mask)` for one minibatch: its share of the optimizer step's loss, where
+    `step_mask` is the response mask of every row of the optimizer step (all its accumulated minibatches).
+
+    - minibatch_token_mean: the token mean of each minibatch / accumulation steps (legacy trl). With
+      accumulation a short response's tokens weigh more when its minibatch holds few tokens.
+    - token_mean: every token of the optimizer step weighs the same (DAPO, verl).
+    - seq_mean_token_mean: the mean over responses of each response's token mean (GRPO's original): every
+      response weighs the same, so a short one's tokens weigh more.
+    - seq_mean_token_sum_norm: token sums over a constant (`norm_tokens`, the step's response width, times the
+      step's responses; Dr. GRPO): no length bias.
+    The last three do not depend on how the step's rows are cut into minibatches.
+    """
+    if how == "minibatch_token_mean":
+        return lambda x, m: masked_mean(x, m) / accumulation
+    tokens, sequences = step_mask.sum(), step_mask.shape[0]
+    if how == "token_mean":
+        return lambda x, m: masked_sum(x, m) / tokens
+    if how == "seq_mean_token_mean":
+        return lambda x, m: (masked_sum(x, m, dim=-1) / m.sum(-1).clamp(min=1)).sum() / sequences
+    if how == "seq_mean_token_sum_norm":
+        return lambda x, m: masked_sum(x, m) / (sequences * norm_tokens)
+    raise ValueError(f"loss_aggregation must be one of {LOSS_AGGREGATIONS}, got {how!r}")
 
 
 def policy_loss(
@@ -165,14 +249,22 @@ def policy_loss(
     advantages: torch.Tensor,
     mask: torch.Tensor,
     cliprange: float,
+    cliprange_high: float | None = None,
+    reduce=None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """PPO's clipped surrogate: mean over valid tokens of max(-A * r, -A * clip(r, 1-e, 1+e))."""
+    """PPO's clipped surrogate max(-A * r, -A * clip(r, 1-e_low, 1+e_high)) reduced over valid tokens
+    (`reduce(x, mask)`, default the token mean); e_high defaults to e_low (clip-higher, DAPO, when larger).
+    Clip fractions: where the clipped term is taken, and of those below 1-e_low (A < 0) or above 1+e_high (A > 0)."""
+    high = cliprange if cliprange_high is None else cliprange_high
     ratio = torch.exp(logprobs - old_logprobs)
     losses = -advantages * ratio
-    losses_clipped = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
-    loss = masked_mean(torch.max(losses, losses_clipped), mask)
+    losses_clipped = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + high)
+    loss = (reduce or masked_mean)(torch.max(losses, losses_clipped), mask)
+    clipped = torch.gt(losses_clipped, losses)
     stats = {
-        "clipfrac": masked_mean(torch.gt(losses_clipped, losses).float(), mask),
+        "clipfrac": masked_mean(clipped.float(), mask),
+        "clipfrac_low": masked_mean((clipped & (ratio < 1.0 - cliprange)).float(), mask),
+        "clipfrac_high": masked_mean((clipped & (ratio > 1.0 + high)).float(), mask),
         "approxkl": 0.5 * masked_mean((logprobs - old_logprobs) ** 2, mask),
         "policykl": masked_mean(old_logprobs - logprobs, mask),
         "ratio_mean": masked_mean(ratio, mask),
@@ -186,12 +278,13 @@ def value_loss(
     returns: torch.Tensor,
     mask: torch.Tensor,
     cliprange_value: float,
+    reduce=None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Clipped value loss: 0.5 * mean over valid tokens of max((v - R)^2, (clip(v) - R)^2)."""
+    """Clipped value loss: 0.5 * max((v - R)^2, (clip(v) - R)^2) reduced over valid tokens (default: the mean)."""
     clipped = torch.clamp(values, old_values - cliprange_value, old_values + cliprange_value)
     losses = (values - returns) ** 2
     losses_clipped = (clipped - returns) ** 2
-    loss = 0.5 * masked_mean(torch.max(losses, losses_clipped), mask)
+    loss = 0.5 * (reduce or masked_mean)(torch.max(losses, losses_clipped), mask)
     stats = {
         "clipfrac": masked_mean(torch.gt(losses_clipped, losses).float(), mask),
         "error": masked_mean((values - returns) ** 2, mask),

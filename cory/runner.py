@@ -19,7 +19,7 @@ from tqdm import tqdm
 from cory.agents import build_policies, save_merged_policy, save_policy, wants_merged
 from cory.checkpoint import checkpoints_dir, find_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from cory.config import RunConfig, build, check_known_keys, parse_args
-from cory.cory import CORYConfig
+from cory.cory import CORYConfig, check_with_ppo
 from cory.data import LengthSampler, PromptLoader
 from cory.distributed import mean_over_processes
 from cory.errors import UsageError
@@ -74,6 +74,7 @@ def setup(task: str, algorithm: str, description: str, sections: tuple[type, ...
     preset, raw = parse_args(task, description, sections, argv, algorithm)
     check_known_keys(raw, sections)
     built = {cls: build(cls, raw) for cls in sections}
+    check_across_sections(built)
     cuda = torch.cuda.is_available()
     run = built[RunConfig] = dataclasses.replace(
         built[RunConfig], mixed_precision=resolve_mixed_precision(built[RunConfig].mixed_precision, cuda, tqdm.write))
@@ -82,6 +83,17 @@ def setup(task: str, algorithm: str, description: str, sections: tuple[type, ...
     set_seed(run.seed, device_specific=True)  # each process samples its own noise (process 0: plain seed)
     config = {"preset": preset, "algorithm": algorithm, **{k: v for cls in sections for k, v in dataclasses.asdict(built[cls]).items()}}
     return Experiment(preset, config, built, run_dir, accelerator, load_tokenizer(run.model_name))
+
+
+def check_across_sections(built: dict[type, object]) -> None:
+    """Settings that are fine alone but not together (each section checks itself on creation)."""
+    ppo = built[PPOConfig]
+    if CORYConfig in built:
+        check_with_ppo(built[CORYConfig], ppo.critic_free)
+    task = next(v for cls, v in built.items() if cls not in (RunConfig, PPOConfig, CORYConfig))
+    if ppo.mask_truncated_completions and getattr(task, "responses_always_cut", False):
+        raise UsageError(f"mask_truncated_completions would train nothing: every {type(task).__name__[:-6]} response is "
+                         "cut at its token limit (a continuation has no end)")
 
 
 def build_agents(exp: Experiment, n: int) -> list[PPOTrainer]:

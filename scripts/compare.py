@@ -1,22 +1,25 @@
-"""PPO vs CORY on IMDB over several seeds, and the KL-robustness sweep: paired CIs, role table, paper-style plots.
+"""PPO vs CORY on IMDB as a study: fixed settings, one ledger entry per finished run, a report from the ledger.
 
     python scripts/compare.py                       # offline preset: SmolLM2-135M, 3 seeds x 60 steps (see PRESETS)
-    python scripts/compare.py --sweep init_kl_coef=0.05,adap_kl_ctrl=false init_kl_coef=0,adap_kl_ctrl=false
-    python scripts/compare.py --preset paper        # GPT-2 Large / distilbert-imdb, batch 256 (GPU + hub)
+    python scripts/compare.py --name imdb-claims    # a study whose results/imdb-claims/study.json is committed: runs what is missing
+    python scripts/compare.py --sweep kl0:init_kl_coef=0,adap_kl_ctrl=false   # a named extra setting beside the default
+    python scripts/compare.py --name imdb-claims --report_only                 # tables and plots from the ledger alone
     python scripts/compare.py --seeds 0 1 --steps 10 --name quick --batch_size 16   # unknown flags go to both scripts
 
-Runs every (setting, algorithm, seed) as its own process (`imdb_train/{ppo,cory}.py`), `--jobs` at a time
-(each with its share of the cores), with held-out evaluation every `eval_every` steps and checkpoints, so a
-killed comparison resumes where it stopped; a finished run keeps its logs and final agents, not its
-checkpoints (unless --keep_run_checkpoints). Each CORY agent trains on as many samples per step as the PPO
-policy. Writes results/<name>/: summary.md (+ .json), curves.png, pareto.png, sweep.png; runs/ stays out of git.
+The first call on a new name writes results/<name>/study.json from its flags (commit it before the runs: it
+pre-registers the settings); a later call with other settings is refused. Every (setting, algorithm, seed) runs
+as its own process (`imdb_train/{ppo,cory}.py`), `--jobs` at a time (each with its share of the cores), with
+held-out evaluation every `eval_every` steps and checkpoints, so a killed study resumes where it stopped. A
+finished run becomes its ledger entry (results/<name>/ledger/<setting>/<alg>-seed<s>.json.gz; `--commit`
+commits it at once) and is never run again. Runs of a study use one training-code commit (run from a
+`git worktree` pinned at it, with --results_dir pointing at the main checkout's results/). Writes
+results/<name>/: summary.md (+ .json), curves.png, pareto.png, sweep.png; runs/ stays out of git.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -29,8 +32,11 @@ from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from cory.errors import UsageError  # noqa: E402
+from cory.eval.ledger import (check_same_setting, commit_entry, entry_path, git_commit, make_entry, read_entry,  # noqa: E402
+                              read_study, training_code_dirty, write_entry, write_study)
+from cory.eval.report import judge, write_report  # noqa: E402
 from cory.paths import atomic_file  # noqa: E402
-from cory.eval.report import write_report  # noqa: E402
 
 PRESETS = {
     # the task preset each training script runs, and the comparison's own settings (fixed before the runs)
@@ -39,59 +45,86 @@ PRESETS = {
 }
 ALGORITHMS = ("ppo", "cory")
 DEFAULT_SETTING = "default"
+STUDY_KEYS = ("task_preset", "steps", "eval_every", "eval_prompts", "mixed_precision", "extra_args")
 
 
-def parse_setting(spec: str) -> list[str]:
-    """'init_kl_coef=0.05,adap_kl_ctrl=false' -> ['--init_kl_coef', '0.05', '--adap_kl_ctrl', 'false']."""
+def parse_setting(spec: str) -> tuple[str, list[str]]:
+    """'kl0:init_kl_coef=0,adap_kl_ctrl=false' -> ('kl0', ['--init_kl_coef', '0', '--adap_kl_ctrl', 'false']);
+    without 'name:' the setting is named by its spec."""
+    name, colon, items = spec.partition(":")
+    name, items = (name, items) if colon else (spec, spec)
     flags = []
-    for item in spec.split(","):
+    for item in items.split(","):
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise SystemExit(f"--sweep setting {spec!r}: each item must be key=value, got {item!r}")
         flags += [f"--{key.strip()}", value.strip()]
-    return flags
+    return name, flags
 
 
-def run_jobs(settings: dict, sweep: list[str]) -> list[tuple[str, str, int]]:
-    """(setting, algorithm, seed) of every run: the default setting over all seeds, each sweep setting over sweep_seeds."""
-    jobs = [(DEFAULT_SETTING, a, s) for s in settings["seeds"] for a in ALGORITHMS]
-    jobs += [(spec, a, s) for spec in sweep for s in settings["sweep_seeds"] for a in ALGORITHMS]
-    return jobs
+def new_study(settings: dict, sweep: list[str], extra: list[str], precision: str) -> dict:
+    """What a study fixes before its runs: every run's settings, seeds and the training code's commit."""
+    study = {key: settings[key] for key in ("task_preset", "steps", "eval_every", "eval_prompts")}
+    study["settings"] = {DEFAULT_SETTING: {"flags": [], "seeds": settings["seeds"]}}
+    for spec in sweep:
+        name, flags = parse_setting(spec)
+        study["settings"][name] = {"flags": flags, "seeds": settings["sweep_seeds"]}
+    return {**study, "algorithms": list(ALGORITHMS), "mixed_precision": precision, "extra_args": extra,
+            "training_commits": [git_commit(ROOT)]}
+
+
+def check_against_study(study: dict, requested: dict) -> None:
+    """Flags given now that differ from the committed study are refused (a study's settings never change)."""
+    differ = [f"{k}={requested[k]!r} (study.json: {study.get(k)!r})" for k in requested if study.get(k) != requested[k]]
+    if differ:
+        raise UsageError(f"these settings differ from the study's: {'; '.join(differ)}; a study's runs share one set of "
+                         "settings (start another --name for others)")
+
+
+def study_jobs(study: dict) -> list[tuple[str, str, int]]:
+    """(setting, algorithm, seed), seed-major: the first seeds of every setting finish first, paired."""
+    seeds = sorted({s for spec in study["settings"].values() for s in spec["seeds"]})
+    return [(name, a, seed) for seed in seeds for name, spec in study["settings"].items() if seed in spec["seeds"]
+            for a in study["algorithms"]]
 
 
 def run_dir(out: Path, setting: str, algorithm: str, seed: int) -> Path:
     return out / "runs" / setting / f"{algorithm}-seed{seed}"
 
 
-def train_all(out: Path, settings: dict, jobs: list, extra: list[str], n_parallel: int, keep_checkpoints: bool) -> dict:
-    """Run (or finish) every job, `n_parallel` at a time; returns wall seconds per run (now or before)."""
-    walls_path = out / "wall_seconds.json"
+def train_missing(out: Path, study: dict, jobs: list, n_parallel: int, keep_checkpoints: bool, commit: bool, code: str) -> None:
+    """Run (or finish) every job without a ledger entry, `n_parallel` at a time; each finished run becomes its
+    entry at once (committed with `commit`)."""
+    walls_path = out / "runs" / "wall_seconds.json"
+    walls_path.parent.mkdir(parents=True, exist_ok=True)
     walls = json.loads(walls_path.read_text()) if walls_path.exists() else {}
-    todo = [job for job in jobs if not (run_dir(out, *job) / "final").exists()]
+    todo = [job for job in jobs if not entry_path(out, *job).exists()]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1  # taskset; macOS has none
     threads = str(max(1, cores // n_parallel))
-    total = len(jobs) * settings["steps"]
     lock = threading.Lock()
-    bar = tqdm(total=total, desc=f"compare {out.name} ({len(todo)} of {len(jobs)} runs to do)", unit="step")
+    bar = tqdm(total=len(todo) * study["steps"], desc=f"{out.name}: {len(todo)} of {len(jobs)} runs to do", unit="step")
 
     def one(job) -> None:
         setting, algorithm, seed = job
         directory = run_dir(out, *job)
         directory.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, str(ROOT / "imdb_train" / f"{algorithm}.py"), "--preset", settings["task_preset"],
-               "--seed", str(seed), "--steps", str(settings["steps"]), "--eval_every", str(settings["eval_every"]),
-               "--eval_prompts", str(settings["eval_prompts"]), "--save_every", str(settings["eval_every"]),
+        cmd = [sys.executable, str(ROOT / "imdb_train" / f"{algorithm}.py"), "--preset", study["task_preset"],
+               "--seed", str(seed), "--steps", str(study["steps"]), "--eval_every", str(study["eval_every"]),
+               "--eval_prompts", str(study["eval_prompts"]), "--save_every", str(study["eval_every"]),
                "--resume_from", "auto", "--output_dir", str(directory.parent), "--run_name", directory.name,
-               "--log_samples_every", "0", *extra, *([] if setting == DEFAULT_SETTING else parse_setting(setting))]
+               "--log_samples_every", "0", *(["--mixed_precision", study["mixed_precision"]] if study["mixed_precision"] else []),
+               *study["extra_args"], *study["settings"][setting]["flags"]]
         env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
         t0 = time.time()
         with open(directory.parent / f"{directory.name}.log", "a") as log:
             done = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         if done.returncode != 0:
             raise RuntimeError(f"{directory} failed (exit {done.returncode}); see {directory}.log")
+        key = f"{setting}/{directory.name}"
         with lock:
-            walls[f"{setting}/{directory.name}"] = walls.get(f"{setting}/{directory.name}", 0.0) + time.time() - t0
+            walls[key] = walls.get(key, 0.0) + time.time() - t0
             atomic_file(walls_path, json.dumps(walls, indent=2))
+            record(out, study, job, directory, walls[key], commit, code)
         if not keep_checkpoints:
             shutil.rmtree(directory / "checkpoints", ignore_errors=True)
 
@@ -99,13 +132,28 @@ def train_all(out: Path, settings: dict, jobs: list, extra: list[str], n_paralle
         futures = [pool.submit(one, job) for job in todo]
         while not all(f.done() for f in futures):
             time.sleep(5)
-            bar.n = sum(steps_logged(run_dir(out, *job)) for job in jobs)
+            bar.n = sum(steps_logged(run_dir(out, *job)) for job in todo)
             bar.refresh()
         for future in futures:
             future.result()  # re-raise the first failure
-    bar.n = total
     bar.close()
-    return walls
+
+
+def record(out: Path, study: dict, job: tuple[str, str, int], directory: Path, wall: float, commit: bool, code: str) -> None:
+    """The finished run's ledger entry, after checking it ran the study's settings (precision included)."""
+    setting, algorithm, seed = job
+    entry = make_entry(directory, setting, algorithm, seed, wall, code, judge, ROOT)
+    if study["mixed_precision"] and entry["config"]["mixed_precision"] != study["mixed_precision"]:
+        raise UsageError(f"{directory} ran in {entry['config']['mixed_precision']}, the study fixes {study['mixed_precision']}")
+    for other_seed in study["settings"][setting]["seeds"]:
+        other = entry_path(out, setting, algorithm, other_seed)
+        if other_seed != seed and other.exists():
+            check_same_setting(entry, read_entry(other))
+            break
+    path = entry_path(out, *job)
+    write_entry(path, entry)
+    if commit:
+        commit_entry(path, f"ledger {out.name}: {setting}/{algorithm}-seed{seed} ({entry['machine']['cpu']}, {wall / 60:.0f} min)")
 
 
 def steps_logged(directory: Path) -> int:
@@ -113,15 +161,15 @@ def steps_logged(directory: Path) -> int:
     return sum(1 for _ in open(path)) if path.exists() else 0
 
 
-def machine() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor()) \
-        if Path("/proc/cpuinfo").exists() else platform.processor()
-    return f"{model}, {os.cpu_count()} cores"
-
-
-def git_commit() -> str:
-    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    return done.stdout.strip() or "unknown"
+def machines(out: Path, jobs: list) -> str:
+    """Which machine kinds contributed which seeds."""
+    seeds: dict[str, set] = {}
+    for job in jobs:
+        if entry_path(out, *job).exists():
+            machine = read_entry(entry_path(out, *job))["machine"]
+            kind = f"{machine['cpu']} ({machine['cores']} cores, {'bf16' if machine['bf16_native'] else 'no bf16'})"
+            seeds.setdefault(kind, set()).add(job[2])
+    return "; ".join(f"{kind}: seeds {sorted(s)}" for kind, s in seeds.items()) or "none yet"
 
 
 def main(argv=None) -> None:
@@ -135,11 +183,15 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int)
     parser.add_argument("--eval_every", type=int)
     parser.add_argument("--eval_prompts", type=int)
-    parser.add_argument("--sweep", nargs="*", default=[], metavar="KEY=V[,KEY=V]",
+    parser.add_argument("--mixed_precision", default="", help="fixed for every run of the study (no: fp32 on every CPU kind)")
+    parser.add_argument("--sweep", nargs="*", default=[], metavar="[NAME:]KEY=V[,KEY=V]",
                         help="extra settings (each: overrides for both scripts), run beside the default one")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time, each with cores/jobs threads (default 2)")
     parser.add_argument("--keep_run_checkpoints", action="store_true", help="keep each finished run's checkpoints")
-    parser.add_argument("--report_only", action="store_true", help="tables and plots from the runs there, no training")
+    parser.add_argument("--commit", action="store_true", help="git-commit each run's ledger entry as soon as it is written")
+    parser.add_argument("--report_only", action="store_true", help="tables and plots from the ledger, no training")
+    parser.add_argument("--allow_uncommitted", action="store_true",
+                        help="run with uncommitted training code (a quick try; its entries name the commit '+uncommitted')")
     args, extra = parser.parse_known_args(argv)
     for spec in args.sweep:
         parse_setting(spec)  # a malformed setting fails before any run
@@ -148,23 +200,33 @@ def main(argv=None) -> None:
     settings = {**PRESETS[args.preset], **{k: v for k, v in vars(args).items() if v is not None and k in PRESETS["offline"]}}
     name = args.name or ("imdb" if args.preset == "offline" else f"imdb-{args.preset}")
     out = Path(args.results_dir) / name
-    out.mkdir(parents=True, exist_ok=True)
-    jobs = run_jobs(settings, args.sweep)
-    command = "python scripts/compare.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    meta = {**settings, "sweep": args.sweep, "extra_args": extra, "command": command.strip(), "jobs": args.jobs,
-            "machine": machine(), "git_commit": git_commit()}
-    elapsed_path = out / "elapsed_seconds.txt"  # wall time of the comparison itself, over all invocations
-    if not args.report_only:
-        atomic_file(out / "settings.json", json.dumps(meta, indent=2))
-        t0 = time.time()
-        walls = train_all(out, settings, jobs, extra, args.jobs, args.keep_run_checkpoints)
-        previous = float(elapsed_path.read_text()) if elapsed_path.exists() else 0.0
-        atomic_file(elapsed_path, f"{previous + time.time() - t0:.1f}\n")
+    study = read_study(out)
+    if study is None:
+        if args.report_only:
+            raise SystemExit(f"no study in {out} (no study.json): nothing to report")
+        study = new_study(settings, args.sweep, extra, args.mixed_precision)
+        write_study(out, study)
+        print(f"wrote {out / 'study.json'}: commit it before the runs (it fixes the study's settings)")
     else:
-        walls = json.loads((out / "wall_seconds.json").read_text()) if (out / "wall_seconds.json").exists() else {}
-        if (out / "settings.json").exists():
-            meta = {**meta, **json.loads((out / "settings.json").read_text())}
-    meta["elapsed_hours"] = float(elapsed_path.read_text()) / 3600 if elapsed_path.exists() else float("nan")
+        given = {k: getattr(args, k) for k in ("steps", "eval_every", "eval_prompts", "mixed_precision") if getattr(args, k)}
+        if args.sweep or args.seeds or args.sweep_seeds:
+            given["settings"] = new_study(settings, args.sweep, extra, args.mixed_precision)["settings"]
+        check_against_study(study, {**given, **({"extra_args": extra} if extra else {})})
+    jobs = study_jobs(study)
+    if not args.report_only:
+        commit, dirty = git_commit(ROOT), training_code_dirty(ROOT)
+        if commit not in study["training_commits"] or (dirty and not args.allow_uncommitted):
+            raise SystemExit(f"this checkout ({commit[:10]}{', with uncommitted changes to ' + ', '.join(dirty) if dirty else ''}) is not "
+                             f"the study's training code {[c[:10] for c in study['training_commits']]}: run from `git worktree add "
+                             f"<dir> {study['training_commits'][0][:10]}` with --results_dir pointing here")
+        code = commit + ("+uncommitted" if dirty else "")
+        train_missing(out, study, jobs, args.jobs, args.keep_run_checkpoints, args.commit, code)
+    entries = {job: read_entry(entry_path(out, *job)) for job in jobs if entry_path(out, *job).exists()}
+    walls = {f"{s}/{a}-seed{seed}": e["wall_seconds"] for (s, a, seed), e in entries.items()}
+    command = "python scripts/compare.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    meta = {**study, "seeds": {k: v["seeds"] for k, v in study["settings"].items()}, "command": command.strip(),
+            "machine": machines(out, jobs), "git_commit": ", ".join(c[:10] for c in study["training_commits"]),
+            "missing": [f"{s}/{a}-seed{seed}" for s, a, seed in jobs if (s, a, seed) not in entries]}
     write_report(out, meta, jobs, walls)
     print(f"tables and plots in {out}")
 

@@ -49,13 +49,13 @@ def ppo_learns(trainer: PPOTrainer, steps: int = 40) -> list[float]:
     return rewards
 
 
-def cory_learns(agents: list[PPOTrainer], steps: int = 30) -> tuple[list[float], list[float]]:
+def cory_learns(agents: list[PPOTrainer], steps: int = 30, **cory_settings) -> tuple[list[float], list[float]]:
     """CORY without knowledge transfer (texts: one character per token); each agent's stand-alone share of the
     target token on 64 fresh queries, before and after."""
     decode = lambda ids: ["".join(chr(65 + int(t)) for t in row) for row in ids]  # noqa: E731
     tokenizer_stub = type("Tok", (), {"batch_decode": staticmethod(lambda ids, skip_special_tokens=True: decode(ids))})()
     reward = TextTask(lambda texts: [t[-6:].count(chr(65 + TARGET)) / 6 for t in texts])  # texts: query + response
-    cory = CORY(CORYConfig(swap_freq=5, knowledge_transfer=False, n_agents=len(agents)), agents, tokenizer_stub, reward)
+    cory = CORY(CORYConfig(swap_freq=5, knowledge_transfer=False, n_agents=len(agents), **cory_settings), agents, tokenizer_stub, reward)
     alone = lambda agent: float(np.mean(share_of_target(agent.generate(grouped_queries(64, 1), **GEN))))  # noqa: E731
     start = [alone(a) for a in agents]
     config = agents[0].config

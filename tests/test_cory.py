@@ -69,6 +69,71 @@ def test_collective_scores(coef, expected):
     assert (s_pio.tolist(), s_obs.tolist()) == expected
 
 
+def test_downstream_credit_of_three_agents_by_hand():
+    # rewards 1, 2, 4: the pioneer learns 1 + c(2 + 4), observer 1 2 + c*4, the last 4 alone
+    rewards = [torch.tensor([1.0]), torch.tensor([2.0]), torch.tensor([4.0])]
+    assert [s.item() for s in collective_scores(rewards, 1.0, "downstream")] == [7.0, 6.0, 4.0]
+    assert [s.item() for s in collective_scores(rewards, 0.5, "downstream")] == [4.0, 4.0, 4.0]
+
+
+def test_scores_when_the_last_position_branches():
+    """Two chains, the observer answering each twice: [3, 5] and [0, 2]; the pioneer counts their means 4 and 1."""
+    pioneer, observer = torch.tensor([1.0, 2.0]), torch.tensor([3.0, 5.0, 0.0, 2.0])
+    s_pio, s_obs = collective_scores([pioneer, observer], 1.0, "collective", branch=2)
+    assert s_pio.tolist() == [5.0, 3.0] and s_obs.tolist() == [4.0, 6.0, 2.0, 4.0]
+    s_pio, s_obs = collective_scores([pioneer, observer], 1.0, "downstream", branch=2)
+    assert s_pio.tolist() == [5.0, 3.0] and s_obs.tolist() == observer.tolist()
+    # three agents, branching at the last only: rewards 1 | 10 | [100, 300]
+    three = collective_scores([torch.tensor([1.0]), torch.tensor([10.0]), torch.tensor([100.0, 300.0])], 1.0, "downstream", 2)
+    assert [s.tolist() for s in three] == [[211.0], [210.0], [100.0, 300.0]]
+
+
+def test_group_by_prompt_step_by_hand(tokenizer, accelerator):
+    """2 queries x k=2 pioneer answers x m=2 observer answers: the pioneer steps on 4 rows in groups of 2 (its
+    query), the observer on 8 in groups of 2 that share the exact prompt; 2k + 2km / ... = 6 generations per query."""
+    given = []
+    reward = lambda texts: given.extend(float(len(t)) / 10 for t in texts) or given[-len(texts):]  # noqa: E731
+    cory = make_cory(tokenizer, accelerator, reward, cory=dict(group_by="prompt", observer_samples=2),
+                     advantage_estimator="rloo", samples_per_prompt=2)
+    seen = {}
+    for agent in cory.agents:
+        original = agent.step
+        def spy(queries, responses, scores, score_error=None, group_size=None, _agent=agent, _original=original):
+            seen[_agent] = (queries, scores, group_size)
+            return _original(queries, responses, scores, score_error, group_size)
+        agent.step = spy
+    two = [torch.randint(0, 1000, (3,)) for _ in range(2)]
+    stats, samples = cory.step(0, as_prompts([q for q in two for _ in range(2)], tokenizer), GEN)
+    (p_queries, p_scores, p_group), (o_queries, o_scores, o_group) = seen[cory.agents[0]], seen[cory.agents[1]]
+    assert len(p_queries) == 4 and p_group is None  # the trainer's own samples_per_prompt: 2
+    assert len(o_queries) == 8 and o_group == 2
+    for chain in range(4):  # rows 2c and 2c+1 answer the same prompt, holding pioneer response c
+        assert torch.equal(o_queries[2 * chain], o_queries[2 * chain + 1])
+    assert not torch.equal(o_queries[0], o_queries[2]) or not torch.equal(o_queries[0], o_queries[4])
+    assert stats["cory/generations_per_query"] == 6.0
+    assert stats["observer/within_prompt_share"] == pytest.approx(1.0)  # every observer comparison is within one prompt
+    # the pioneer's score: its reward plus the mean of its two observers'; the observer's: its own plus the pioneer's
+    r_pio, r_obs = torch.tensor(given[:4]), torch.tensor(given[4:])
+    assert len(given) == 12
+    assert p_scores.tolist() == pytest.approx((r_pio + r_obs.reshape(4, 2).mean(1)).tolist())
+    assert o_scores.tolist() == pytest.approx((r_obs + r_pio.repeat_interleave(2)).tolist())
+    assert len(samples) == 4
+
+
+def test_cory_refuses_mismatched_grouping():
+    with pytest.raises(ValueError, match="credit must be one of"):
+        CORYConfig(credit="all")
+    with pytest.raises(ValueError, match="observer_samples must be >= 2"):
+        CORYConfig(group_by="prompt", observer_samples=1)
+    with pytest.raises(ValueError, match="group_by must be one of"):
+        CORYConfig(group_by="answer")
+
+
+def test_group_by_prompt_needs_a_critic_free_estimator(tokenizer, accelerator):
+    with pytest.raises(ValueError, match="set advantage_estimator rloo or grpo"):
+        make_cory(tokenizer, accelerator, lambda texts: [0.0 for _ in texts], cory=dict(group_by="prompt"))
+
+
 def test_collective_scores_of_three_agents():
     rewards = [torch.tensor([1.0]), torch.tensor([2.0]), torch.tensor([4.0])]
     assert [s.item() for s in collective_scores(rewards, 1.0)] == [7.0, 7.0, 7.0]
@@ -110,12 +175,12 @@ def test_more_than_two_agents_need_every_earlier_response_in_view(tokenizer, acc
     assert "{previous_responses}" in cory.template and "{pioneer_response}" not in cory.template
 
 
-def make_cory(tokenizer, accelerator, reward_fn, swap_freq=3, vocab=50257, n_agents=2, **ppo):
+def make_cory(tokenizer, accelerator, reward_fn, swap_freq=3, vocab=50257, n_agents=2, cory=None, **ppo):
     config = PPOConfig(**{"batch_size": 4, "mini_batch_size": 2, "ppo_epochs": 1, "learning_rate": 1e-3, **ppo})
     reference = FrozenReference(tiny_gpt2(vocab, n_embd=16))
-    agents = [PPOTrainer(config, ValueHeadPolicy(tiny_gpt2(vocab, seed=0, n_embd=16)), reference, tokenizer, accelerator, seed=i)
-              for i in range(n_agents)]
-    return CORY(CORYConfig(swap_freq=swap_freq, n_agents=n_agents), agents, tokenizer, TextTask(reward_fn))
+    agents = [PPOTrainer(config, ValueHeadPolicy(tiny_gpt2(vocab, seed=0, n_embd=16), critic=not config.critic_free), reference,
+                         tokenizer, accelerator, seed=i) for i in range(n_agents)]
+    return CORY(CORYConfig(swap_freq=swap_freq, n_agents=n_agents, **(cory or {})), agents, tokenizer, TextTask(reward_fn))
 
 
 GEN = dict(do_sample=True, top_k=0, max_new_tokens=4, min_new_tokens=4)

@@ -6,7 +6,9 @@ import torch
 
 from cory.cory import CORY, CORYConfig, observer_prompts
 from cory.eval.heldout import distinct_n, evaluate_agent
-from cory.eval.report import ROLES, write_report
+from cory.eval.endpoints import decide, fisher_exact
+from cory.eval.ledger import compact_eval, entry_path, write_entry
+from cory.eval.report import ROLES, judge, write_report
 from cory.eval.roles import OBSERVER_ROLES, evaluate_observer_roles
 from cory.policy import FrozenReference, ValueHeadPolicy
 from cory.ppo import PPOTrainer
@@ -73,10 +75,8 @@ def _eval_rows(agent: str, role: str, steps_rewards: dict[int, float], text: str
 
 
 def test_compare_report_tables_and_plots_from_eval_logs(tmp_path):
-    jobs = [(setting, algorithm, seed) for setting in ("default", "init_kl_coef=0") for algorithm in ("ppo", "cory") for seed in (0, 1)]
+    jobs = [(setting, algorithm, seed) for setting in ("default", "kl0") for algorithm in ("ppo", "cory") for seed in (0, 1)]
     for setting, algorithm, seed in jobs:
-        run = tmp_path / "runs" / setting / f"{algorithm}-seed{seed}"
-        run.mkdir(parents=True)
         if algorithm == "ppo":  # reward rises while the second judge falls: hacked
             rows = _eval_rows("policy", "alone", {0: 1.0, 5: 2.0 + seed, 10: 3.0 + seed}, "awful terrible boring", kl=2.0)
         else:
@@ -84,8 +84,10 @@ def test_compare_report_tables_and_plots_from_eval_logs(tmp_path):
             for agent, bonus in (("agent_a", 0.5), ("agent_b", 0.0)):
                 for role in ROLES:
                     rows += _eval_rows(agent, role, {0: 1.0, 5: 2.5 + seed, 10: 3.0 + seed + bonus}, "a wonderful great film")
-        (run / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tables = write_report(tmp_path, {"steps": 10, "seeds": [0, 1], "command": "test"}, jobs, {"default/ppo-seed0": 60.0})
+        entry = {"config": {}, "evals": [compact_eval(r, judge) for r in rows]}
+        write_entry(entry_path(tmp_path, setting, algorithm, seed), entry)  # the report reads the ledger only
+    meta = {"steps": 10, "seeds": [0, 1], "command": "test", "endpoints": {"claim 1": "as pre-registered"}}
+    tables = write_report(tmp_path, meta, jobs, {"default/ppo-seed0": 60.0})
     final = {(r["curve"], r["seed"]): r for r in tables["final"]}
     assert final["PPO", "mean"]["reward_mean"] == pytest.approx(3.5) and final["PPO", "1"]["step"] == 10
     assert final["PPO", "mean"]["kl_exact"] == pytest.approx(20.0) and final["CORY agent A", "0"]["kl_exact"] == 10.0
@@ -96,7 +98,13 @@ def test_compare_report_tables_and_plots_from_eval_logs(tmp_path):
     roles = {(r["agent"], r["role"], r["step"]): r for r in tables["roles"]}
     assert roles["CORY agent A", "observer_of_other", 10]["reward_mean"] == pytest.approx((3.5 + 0.5 + 0.0, 0.5))
     sweep = {(r["setting"], r["curve"]): r for r in tables["sweep"]}
-    assert sweep["init_kl_coef=0", "PPO"]["hacked"] == 2 and sweep["default", "CORY agent A"]["collapsed"] == 0
+    assert sweep["kl0", "PPO"]["hacked"] == 2 and sweep["default", "CORY agent A"]["collapsed"] == 0
+    # claim 2: CORY 0 of 2 collapsed vs PPO 2 of 2; Fisher: tables k = 0, 1, 2 have p 1/6, 4/6, 1/6 -> two-sided 1/3
+    claim_2 = {r["comparison"]: r for r in tables["claim_2"]}
+    assert claim_2["CORY agent A - PPO"]["collapsed"] == "0/2 vs 2/2"
+    assert claim_2["CORY agent A - PPO"]["fisher_p"] == pytest.approx(1 / 3)
+    assert paired["CORY agent A - PPO"]["seed_view"]["reward_mean"] == {"per_seed": [0.5, 0.5], "above_0": 2, "below_0": 0}
+    assert "Pre-registered endpoints" in (tmp_path / "summary.md").read_text()
     for name in ("summary.md", "summary.json", "curves.png", "pareto.png", "sweep.png"):
         assert (tmp_path / name).stat().st_size > 0
 
@@ -114,3 +122,19 @@ def test_the_end_of_run_table_shows_each_agent_and_role_first_vs_last():
     assert lines[0] == "held-out evaluation (4 prompts), after 0 -> 10 steps:"
     assert lines[2].split() == ["agent_a", "alone", "0.250", "->", "0.750", "0.00", "->", "3.00"]
     assert lines[3].split() == ["agent_a", "observer_of_other", "0.200", "->", "0.900", "0.00", "->", "2.00"]
+
+
+def test_an_endpoint_is_decided_by_a_ci_that_excludes_zero_or_bounds_the_effect():
+    excludes = decide({"diff": -3.0, "low": -5.0, "high": -1.0}, bound=2.0, seeds=8)
+    assert excludes["decided"] and excludes["excludes_zero"] and excludes["seeds_needed"] == 8
+    bounded = decide({"diff": 0.02, "low": -0.06, "high": 0.1}, bound=0.1, seeds=8)  # half-width 0.08 <= 0.1
+    assert bounded["decided"] and not bounded["excludes_zero"]
+    # half-width 0.3 at 2 seeds; a decision needs it at max(0.1, |0.05|): 2 * (0.3 / 0.1)^2 = 18 seeds
+    open_ = decide({"diff": 0.05, "low": -0.25, "high": 0.35}, bound=0.1, seeds=2)
+    assert not open_["decided"] and open_["seeds_needed"] == 18
+
+
+def test_fisher_exact_by_hand():
+    # 0 of 8 vs 5 of 8: P(k=0) = C(8,0) C(8,5) / C(16,5) = 56 / 4368; the table k=5 is as unlikely: two-sided twice that
+    assert fisher_exact(0, 8, 5, 8) == pytest.approx(2 * 56 / 4368)
+    assert fisher_exact(1, 2, 1, 2) == pytest.approx(1.0)

@@ -202,3 +202,15 @@ def test_task_configs_hold_only_what_differs_from_the_library(task):
     assert [k for k, v in defaults.items() if library.get(k) == v] == []
     for name, preset in module.presets.items():
         assert [k for k, v in flat(preset).items() if defaults.get(k, library.get(k)) == v] == [], name
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--mask_truncated_completions", "true"], "every IMDB response is cut"),
+    (["--group_by", "prompt"], "set advantage_estimator rloo or grpo"),
+])
+def test_settings_that_clash_across_sections_stop_before_any_model_loads(flags, message, monkeypatch):
+    from cory import runner
+
+    monkeypatch.setattr(runner, "load_tokenizer", lambda name: pytest.fail("a model loaded before the check"))
+    with pytest.raises(UsageError, match=message):
+        runner.setup("imdb", "cory", "", SECTIONS, flags)

@@ -1,9 +1,12 @@
 """Every training script runs end to end on tiny models, writes its outputs, and fails early on bad input."""
 import json
 import runpy
+import shutil
 from pathlib import Path
 
 import pytest
+
+from cory.eval.ledger import check_same_setting, read_entry
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMON = ["--steps", "2", "--batch_size", "4", "--mini_batch_size", "2", "--ppo_epochs", "1", "--response_min_tokens", "2",
@@ -77,24 +80,46 @@ def test_a_cory_key_given_to_a_ppo_script_is_refused(assets, tmp_path, capsys):
     assert exit_info.value.code == 2 and "unrecognized arguments: --swap_freq 3" in capsys.readouterr().err
 
 
-def test_compare_runs_both_methods_in_parallel_then_reports(assets, tmp_path):
-    """Two runs at once as subprocesses; a second call trains nothing and only rebuilds the report."""
+def test_compare_is_a_study_with_a_ledger_the_report_is_rebuilt_from(assets, tmp_path):
+    """Two runs at once as subprocesses, each a ledger entry when it finishes; a second call trains nothing; the
+    report comes back from the ledger alone; a missing entry is the only run redone; other settings are refused."""
     compare = runpy.run_path(str(ROOT / "scripts" / "compare.py"))["main"]
     argv = ["--results_dir", str(tmp_path), "--name", "tiny", "--seeds", "0", "--steps", "2", "--eval_every", "1",
-            "--eval_prompts", "3", "--jobs", "2", "--model_name", str(assets / "lm"), "--eval_dataset_path",
-            str(assets / "reviews.jsonl"), *COMMON[2:-4], "--mixed_precision", "no", *task_args("imdb", assets)]
+            "--eval_prompts", "3", "--jobs", "2", "--mixed_precision", "no", "--allow_uncommitted", "--model_name",
+            str(assets / "lm"), "--eval_dataset_path", str(assets / "reviews.jsonl"), *COMMON[2:-4], *task_args("imdb", assets)]
     compare(argv)
     out = tmp_path / "tiny"
-    for run in ("ppo-seed0", "cory-seed0"):
-        run_dir = out / "runs" / "default" / run
-        assert (run_dir / "final").is_dir() and not (run_dir / "checkpoints").exists()  # finished: checkpoints dropped
-    rows = [json.loads(line) for line in (out / "runs" / "default" / "cory-seed0" / "eval.jsonl").read_text().splitlines()]
+    study = json.loads((out / "study.json").read_text())
+    assert study["mixed_precision"] == "no" and study["settings"] == {"default": {"flags": [], "seeds": [0]}}
+    entries = {run: out / "ledger" / "default" / f"{run}.json.gz" for run in ("ppo-seed0", "cory-seed0")}
+    for run, path in entries.items():
+        assert not (out / "runs" / "default" / run / "checkpoints").exists()  # finished: checkpoints dropped
+        entry = read_entry(path)
+        assert entry["config"]["mixed_precision"] == "no" and entry["machine"]["cores"] >= 1 and entry["wall_seconds"] > 0
+        assert path.stat().st_size < 50_000 and str(ROOT) not in path.read_bytes().decode("latin-1")
+    rows = read_entry(entries["cory-seed0"])["evals"]
     assert {(r["step"], r["role"]) for r in rows} >= {(0, "observer_of_other"), (2, "observer_of_self"), (1, "alone")}
+    assert set(rows[0]["per_prompt"]) == {"reward", "kl_exact", "response_len", "response_ids", "judge_vader"}
     summary = json.loads((out / "summary.json").read_text())
     assert [r["comparison"] for r in summary["paired"]] == ["CORY agent A - PPO", "CORY agent B - PPO"]
-    walls = (out / "wall_seconds.json").read_text()
-    compare(argv)  # nothing left to train
-    assert (out / "wall_seconds.json").read_text() == walls and (out / "curves.png").stat().st_size > 0
+    report = (out / "summary.md").read_text()
+    stamp = entries["cory-seed0"].stat().st_mtime_ns
+    shutil.rmtree(out / "runs")  # the ledger alone rebuilds every table
+    (out / "summary.md").unlink()
+    compare(["--results_dir", str(tmp_path), "--name", "tiny", "--report_only"])
+    assert (out / "summary.md").read_text().split("## Final")[1] == report.split("## Final")[1]
+    entries["ppo-seed0"].unlink()  # a missing entry: only that run trains again
+    compare(argv)
+    assert entries["ppo-seed0"].exists() and entries["cory-seed0"].stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError, match=r"steps=3 \(study.json: 2\)"):
+        compare([*argv, "--steps", "3"])
+
+
+def test_a_run_of_other_settings_cannot_join_a_setting(tmp_path):
+    base = {"setting": "default", "algorithm": "ppo", "seed": 0, "config": {"seed": 0, "learning_rate": 1e-5, "output_dir": "a"}}
+    check_same_setting(base, {**base, "seed": 1, "config": {"seed": 1, "learning_rate": 1e-5, "output_dir": "b"}})
+    with pytest.raises(ValueError, match="learning_rate=1e-05 vs 2e-05"):
+        check_same_setting(base, {**base, "seed": 1, "config": {"seed": 1, "learning_rate": 2e-5}})
 
 
 def test_compare_refuses_a_malformed_sweep_setting(tmp_path):

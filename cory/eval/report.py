@@ -1,7 +1,7 @@
-"""The PPO-vs-CORY report from the runs' eval.jsonl: final tables per seed, paired CIs, roles, sweep, plots.
+"""The PPO-vs-CORY report from a study's ledger: final tables per seed, paired CIs, endpoints, roles, sweep, plots.
 
-Every number comes from the held-out evaluations the runs logged (fixed prompts, fixed sampling seed), so
-the report can be rebuilt at any time from the run directories. Per-prompt values give paired bootstrap CIs
+Every number comes from the held-out evaluations the runs logged (fixed prompts, fixed sampling seed) and
+their ledger entries keep (`cory.eval.ledger`), so the report can be rebuilt at any time from the repository. Per-prompt values give paired bootstrap CIs
 over seeds and prompts (`cory.eval.bootstrap`). The second judge of positivity is VADER (a lexicon and rules,
 Hutto & Gilbert 2014), independent of the reward model: a policy that raises the reward model's score while
 VADER's falls is exploiting the reward model, not writing more positive text.
@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from cory.eval.bootstrap import paired_difference_ci
+from cory.eval.endpoints import claim_1, claim_2, mean_per_seed, seed_view, verdict
 from cory.eval.heldout import ETAS, distinct_n
+from cory.eval.ledger import entry_path, read_entry
 from cory.paths import atomic_file
 from cory.plots import plot_grid, plot_mean_std, plot_trajectories
 
@@ -28,6 +30,7 @@ HACKED_SE = 2.0
 """collapse (reward hacking): the reward rose since step 0 while VADER fell by more than this many standard
 errors of its per-prompt change (paired over the same prompts), so that sampling noise alone is not a collapse"""
 ROLES = ("alone", "observer_of_other", "observer_of_self")
+SEED_VIEW = ("reward_mean", "kl_exact", "combined_eta0.05")
 
 
 def judge(texts: list[str]) -> list[float]:
@@ -50,7 +53,9 @@ def per_prompt(row: dict, metric: str) -> list:
     if metric in ("distinct_1", "distinct_2"):
         return values["response_ids"]
     if metric == "judge_vader":
-        return values.setdefault("judge_vader", judge(values["response_text"]))
+        if "judge_vader" not in values:  # a ledger entry holds it; a run's eval.jsonl holds the text
+            values["judge_vader"] = judge(values["response_text"])
+        return values["judge_vader"]
     return values[{"kl_exact": "kl_exact", "response_len": "response_len"}[metric]]
 
 
@@ -67,6 +72,7 @@ def value(row: dict, metric: str) -> float:
 
 
 def read_eval(directory: Path) -> list[dict]:
+    """A run directory's evaluation rows (the variants report reads runs; a study's report reads its ledger)."""
     path = directory / "eval.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
 
@@ -78,10 +84,11 @@ def evals_of(rows: list[dict], agent: str, role: str = "alone") -> list[dict]:
 
 
 def load(out: Path, jobs: list[tuple[str, str, int]]) -> dict[str, dict[str, dict[int, list[dict]]]]:
-    """setting -> curve -> seed -> that run's evaluation rows (all agents and roles)."""
+    """setting -> curve -> seed -> that run's evaluation rows (all agents and roles), from the ledger entries."""
     runs: dict = {}
     for setting, algorithm, seed in jobs:
-        rows = read_eval(out / "runs" / setting / f"{algorithm}-seed{seed}")
+        path = entry_path(out, setting, algorithm, seed)
+        rows = read_entry(path)["evals"] if path.exists() else []
         for (alg, agent), label in CURVES.items():
             if alg == algorithm and evals_of(rows, agent):
                 runs.setdefault(setting, {}).setdefault(label, {})[seed] = rows
@@ -115,7 +122,9 @@ def paired_table(by_curve: dict, baseline: str = "PPO", n_boot: int = 2000) -> l
             continue
         base = [evals_of(by_curve[baseline][s], "policy")[-1] for s in seeds]
         mine = [evals_of(by_seed[s], agent_of(label))[-1] for s in seeds]
-        row = {"comparison": f"{label} - {baseline}", "seeds": len(seeds)}
+        row = {"comparison": f"{label} - {baseline}", "seeds": len(seeds), "seed_view": {
+            m: seed_view(mean_per_seed([per_prompt(r, m) for r in base]), mean_per_seed([per_prompt(r, m) for r in mine]))
+            for m in SEED_VIEW}}
         for m in METRICS:
             corpus = m in ("distinct_1", "distinct_2")  # a corpus statistic: seeds resampled, prompts kept whole
             row[m] = paired_difference_ci([per_prompt(r, m) for r in base], [per_prompt(r, m) for r in mine], statistic(m),
@@ -188,43 +197,64 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def endpoint_lines(tables: dict, endpoints: dict) -> list[str]:
+    """The pre-registered endpoints (study.json), each decided or undecided, and the seed-level view."""
+    names = {"reward_mean": "reward", "kl_exact": "KL", "combined_eta0.05": "r-0.05KL"}
+    lines = ["## Pre-registered endpoints", "", *[f"- {k}: {v}" for k, v in endpoints.items()], ""]
+    if tables["claim_1"]:
+        lines += ["Claim 1 (default setting): " + ", ".join(f"{r['comparison']}: {'holds' if r['holds'] else 'does not hold'}"
+                                                             for r in tables["claim_1"]), ""]
+        lines += markdown([{"comparison": r["comparison"], **{names[m]: verdict(r[m]) for m in names}} for r in tables["claim_1"]],
+                          ["comparison", *names.values()]).splitlines() + [""]
+    if tables["claim_2"]:
+        lines += ["Claim 2 (fixed KL coefficient 0): collapsed seeds (CORY agent vs PPO), two-sided Fisher exact p, r - 0.05 KL", ""]
+        lines += markdown([{**r, "r-0.05KL": verdict(r["combined_eta0.05"])} for r in tables["claim_2"]],
+                          ["comparison", "collapsed", "fisher_p", "r-0.05KL"]).splitlines() + [""]
+    views = [{"setting": setting, "comparison": row["comparison"], "metric": names[m],
+              "per-seed difference": " ".join(f"{d:+.3f}" for d in view["per_seed"]),
+              "seeds above / below 0": f"{view['above_0']} / {view['below_0']}"}
+             for setting, rows in (("default", tables["paired"]), ("kl0", tables["paired_kl0"]))
+             for row in rows for m, view in row["seed_view"].items()]
+    if views:
+        lines += ["Seed-level view (one difference per seed, mean over the prompts; seeds in order):", "",
+                  markdown(views, ["setting", "comparison", "metric", "per-seed difference", "seeds above / below 0"]), ""]
+    return lines
+
+
 def write_report(out: Path, meta: dict, jobs: list[tuple[str, str, int]], walls: dict) -> dict:
     """summary.md, summary.json and the plots in `out`; returns what summary.json holds."""
     runs = load(out, jobs)
     default = runs.get("default", {})
     tables = {"final": final_table(default), "paired": paired_table(default), "roles": role_table(default),
-              "sweep": sweep_table(runs)}
+              "sweep": sweep_table(runs), "paired_kl0": paired_table(runs.get("kl0", {}))}
+    tables["claim_1"] = claim_1(tables["paired"])
+    tables["claim_2"] = claim_2([r for r in tables["sweep"] if r["setting"] == "kl0"], tables["paired_kl0"])
     if meta.get("extra_args"):  # the default setting of this comparison is not the preset's: name it by its flags
         for row in tables["sweep"]:
             row["setting"] = " ".join(meta["extra_args"]) if row["setting"] == "default" else row["setting"]
     hours = sum(walls.values()) / 3600
     names = {**SHORT, **{f"combined_eta{e:g}": f"r-{e:g}KL" for e in ETAS}}
+    seeds = {setting: sorted({s for by_seed in by_curve.values() for s in by_seed}) for setting, by_curve in runs.items()}
     parts = [f"# PPO vs CORY on IMDB ({meta.get('task_preset', '')} preset)", "",
              f"- command: `{meta.get('command', '')}`",
-             f"- settings (fixed before the runs): {meta.get('steps')} steps, seeds {meta.get('seeds')}, held-out evaluation on "
-             f"{meta.get('eval_prompts')} fixed IMDB test prefixes every {meta.get('eval_every')} steps (sampling seed = run seed), "
-             f"extra args {meta.get('extra_args', [])}",
-             f"- machine: {meta.get('machine', '')}; {meta.get('jobs', 1)} run(s) at a time; wall time "
-             f"{meta.get('elapsed_hours', float('nan')):.2f} h ({hours:.2f} h summed over runs); git commit {meta.get('git_commit', '')}",
+             f"- settings (fixed before the runs in study.json): {meta.get('steps')} steps, seeds {meta.get('seeds')}, held-out "
+             f"evaluation on {meta.get('eval_prompts')} fixed IMDB test prefixes every {meta.get('eval_every')} steps (sampling seed = "
+             f"run seed), precision {meta.get('mixed_precision', 'the preset')}, extra args {meta.get('extra_args', [])}",
+             f"- seeds in the ledger: {seeds}; missing: {meta.get('missing', [])}",
+             f"- machines: {meta.get('machine', '')}; {hours:.2f} h of runs in all; training commit(s) {meta.get('git_commit', '')}",
              "- metrics: held-out task reward (sentiment logit), exact KL(pi || pi_ref) summed over the response, "
-             "r - eta KL, distinct-1/2, response length (tokens), VADER compound of the response (an independent judge)",
-             "", "## Final held-out evaluation, per seed and mean ± std", "",
-             markdown(tables["final"], ["curve", "seed", "step", *METRICS], names), "",
-             "## Paired difference to PPO (same seeds, same prompts), 95% bootstrap CI over seeds and prompts "
-             "(distinct-n, a corpus statistic: over seeds, each seed's prompts kept whole)", "",
-             "`*`: the CI excludes 0.", "",
-             markdown(tables["paired"], ["comparison", "seeds", *METRICS], names), ""]
-    if tables["roles"]:
-        parts += ["## Each CORY agent in each role (before training and at the end; mean ± std over seeds)", "",
-                  "alone: answers x; observer_of_other: answers the observer prompt holding the other agent's answer; "
-                  "observer_of_self: ... holding its own answer.", "",
-                  markdown(tables["roles"], ["agent", "role", "step", "seeds", "reward_mean", "kl_exact", "judge_vader", "distinct_2"], names), ""]
-    if tables["sweep"]:
-        parts += ["## Collapse indicators per setting (the KL-robustness sweep; final evaluation, mean ± std over seeds)", "",
-                  f"collapsed = hacked (reward up since step 0 while VADER down by > {HACKED_SE:g} standard errors) or degenerate (distinct-2 < "
-                  f"{DEGENERATE_FRACTION} x step 0's); counts are seeds.", "",
-                  markdown(tables["sweep"], ["setting", "curve", "seeds", "reward_mean", "kl_exact", "distinct_2", "judge_vader",
-                                             "d_reward", "d_judge", "hacked", "degenerate", "collapsed"], names), ""]
+             "r - eta KL, distinct-1/2, response length (tokens), VADER compound of the response (an independent judge)", ""]
+    if meta.get("endpoints"):
+        parts += endpoint_lines(tables, meta["endpoints"])
+    parts += ["## Final held-out evaluation, per seed and mean ± std", "",
+              markdown(tables["final"], ["curve", "seed", "step", *METRICS], names), "",
+              "## Paired difference to PPO (same seeds, same prompts), 95% bootstrap CI over seeds and prompts "
+              "(distinct-n, a corpus statistic: over seeds, each seed's prompts kept whole)", "",
+              "`*`: the CI excludes 0.", "",
+              markdown(tables["paired"], ["comparison", "seeds", *METRICS], names), ""]
+    if tables["paired_kl0"]:
+        parts += ["## Paired difference to PPO at a fixed KL coefficient 0 (setting kl0)", "",
+                  markdown(tables["paired_kl0"], ["comparison", "seeds", *METRICS], names), ""]
     parts += ["![curves](curves.png)", "", "![reward vs KL](pareto.png)", ""]
     if len(runs) > 1:
         parts += ["![sweep](sweep.png)", ""]
@@ -233,7 +263,7 @@ def write_report(out: Path, meta: dict, jobs: list[tuple[str, str, int]], walls:
     atomic_file(out / "summary.md", "\n".join(parts))
     atomic_file(out / "summary.json", json.dumps({"meta": meta, **tables, "wall_seconds": walls}, indent=1, default=list))
     plot(out, runs)
-    print("\n".join(parts[:20]))
+    print("\n".join(parts[:30]))
     return tables
 
 

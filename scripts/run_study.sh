@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Run (or continue) a committed study from a git worktree pinned at its training commit, so that later work on
+# this checkout never mixes code versions into the study; each finished run's ledger entry is committed here at
+# once. Resumable: run it again after a stop (a fresh machine needs only `make assets`).
+#   usage: scripts/run_study.sh NAME [JOBS]      e.g. taskset -c 1 scripts/run_study.sh imdb-claims 1
+set -euo pipefail
+cd "$(dirname "$0")/.."
+name=${1:?usage: scripts/run_study.sh NAME [JOBS]}
+jobs=${2:-1}
+study=results/$name/study.json
+[ -f "$study" ] || { echo "no $study: create and commit the study first (python scripts/compare.py --name $name ...)"; exit 2; }
+commit=$(.venv/bin/python -c "import json; print(json.load(open('$study'))['training_commits'][0])")
+tree=../cory-study-$name  # beside this checkout, so that the configs' ../shared paths resolve the same
+[ -d "$tree" ] || git worktree add --detach "$tree" "$commit"
+ln -sfn "$PWD/.venv" "$tree/.venv"
+here=$PWD
+cd "$tree"
+exec env OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 .venv/bin/python scripts/compare.py --name "$name" --results_dir "$here/results" \
+    --jobs "$jobs" --commit
