@@ -41,7 +41,7 @@ def complete_checkpoints(run_dir: Path) -> list[Path]:
     root = checkpoints_dir(run_dir)
     if not root.is_dir():
         return []
-    return sorted(p for p in root.glob("step-*") if not p.name.endswith(CORRUPT_SUFFIX) and (p / MARKER).exists())
+    return sorted(p for p in root.glob("step-*") if CORRUPT_SUFFIX not in p.name and (p / MARKER).exists())
 
 
 def rng_state() -> dict:
@@ -121,6 +121,16 @@ def verify_checkpoint(path: Path) -> str | None:
     return None
 
 
+def quarantine(checkpoint: Path) -> Path:
+    """Rename a checkpoint that does not verify to `<name>.corrupt` (`.corrupt-2`, ... if that step was quarantined
+    before: a resumed run rewrites the step, which may fail again)."""
+    n = 1
+    while (kept := checkpoint.with_name(checkpoint.name + CORRUPT_SUFFIX + (f"-{n}" if n > 1 else ""))).exists():
+        n += 1
+    checkpoint.rename(kept)
+    return kept
+
+
 def find_checkpoint(resume_from: str, run_dir: Path, log=tqdm.write) -> Path | None:
     """`auto`: the newest checkpoint of this run that verifies (None if there is none); each newer one that
     does not is renamed `<name>.corrupt` (kept for inspection, out of retention's way), saying why. Else the
@@ -132,8 +142,8 @@ def find_checkpoint(resume_from: str, run_dir: Path, log=tqdm.write) -> Path | N
             problem = verify_checkpoint(candidate)
             if problem is None:
                 return candidate
-            candidate.rename(candidate.with_name(candidate.name + CORRUPT_SUFFIX))
-            log(f"skipping checkpoint {candidate}: {problem}; kept as {candidate.name + CORRUPT_SUFFIX}")
+            kept = quarantine(candidate)
+            log(f"skipping checkpoint {candidate}: {problem}; kept as {kept.name}")
         return None
     path = Path(resume_from).expanduser()
     if not path.is_dir():

@@ -63,8 +63,9 @@ class CORYConfig:
     """m, the last position's answers per prompt with group_by prompt"""
 
     def __post_init__(self) -> None:
-        if self.n_agents < 2:
-            raise UsageError(f"n_agents must be >= 2 (one agent is the PPO baseline), got {self.n_agents}")
+        if not 2 <= self.n_agents <= 26:
+            raise UsageError(f"n_agents must lie in 2..26 (agents are named agent_a..agent_z; one agent is the PPO "
+                             f"baseline), got {self.n_agents}")
         if self.swap_freq < 0:
             raise UsageError(f"swap_freq must be >= 0 (0 disables role exchange), got {self.swap_freq}")
         if self.credit not in CREDITS:

@@ -6,6 +6,7 @@ in use; exit 1). Anything else is a bug and keeps its traceback; `--debug` shows
 """
 from __future__ import annotations
 
+import errno
 import sys
 from pathlib import Path
 
@@ -27,7 +28,8 @@ class RunStopped(RuntimeError):
 
 
 def run_script(main, argv: list[str] | None = None) -> None:
-    """Call `main(argv)`; print `script: error: message` and exit 2 (UsageError) or 1 (RunStopped)."""
+    """Call `main(argv)`; print `script: error: message` and exit 2 (UsageError), 1 (RunStopped, disk full) or
+    130 (Ctrl-C)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
@@ -38,3 +40,15 @@ def run_script(main, argv: list[str] | None = None) -> None:
             raise
         print(f"{Path(sys.argv[0]).name}: error: {error}", file=sys.stderr)
         sys.exit(2 if isinstance(error, UsageError) else 1)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"{Path(sys.argv[0]).name}: interrupted; checkpoints already written are whole (continue with "
+              "--resume_from auto)", file=sys.stderr)
+        sys.exit(130)
+    except OSError as error:
+        if debug or error.errno != errno.ENOSPC:
+            raise
+        print(f"{Path(sys.argv[0]).name}: error: no space left on the device writing {error.filename or 'a file'}; "
+              "earlier checkpoints are whole (free space, then --resume_from auto)", file=sys.stderr)
+        sys.exit(1)

@@ -40,14 +40,25 @@ def atomic_directory(target: Path):
 TMP_TAG, OLD_TAG = ".tmp-", ".old-"
 
 
-def remove_stale_temporaries(directory: Path) -> list[Path]:
-    """Delete what killed atomic writes left in `directory` (half-built `.X.tmp-*`, replaced `.X.old-*`);
-    call it only while no other process writes there (the run directory's lock holder)."""
+def remove_stale_temporaries(directory: Path) -> list[str]:
+    """Clear what killed atomic writes left in `directory`; returns what was done, one line each.
+
+    A half-built `.X.tmp-*` is deleted. A replaced `.X.old-*` is deleted if `X` exists; if `X` is missing, the
+    write died between its two renames and `.X.old-*` is the last published copy: it becomes `X` again (never zero
+    copies). Call it only while no other process writes there (the run directory's lock holder)."""
     directory = Path(directory)
-    stale = [p for p in directory.glob(".*") if TMP_TAG in p.name or OLD_TAG in p.name] if directory.is_dir() else []
-    for path in stale:
+    if not directory.is_dir():
+        return []
+    done = []
+    for old in sorted(p for p in directory.glob(".*") if OLD_TAG in p.name):
+        target = directory / old.name[1 : old.name.index(OLD_TAG)]
+        if not target.exists():
+            os.replace(old, target)
+            done.append(f"restored {target} from {old.name}, left by a write killed between its two renames")
+    for path in sorted(p for p in directory.glob(".*") if TMP_TAG in p.name or OLD_TAG in p.name):
         shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
-    return stale
+        done.append(f"removed {path}, left by an interrupted write")
+    return done
 
 
 def hub_offline() -> bool:

@@ -5,6 +5,7 @@ one's newest checkpoints, and a later `--resume_from auto` resumed the wrong wei
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -18,54 +19,51 @@ RUN_OUTPUTS = ("metrics.jsonl", "eval.jsonl", "samples.jsonl", "config.json", "c
 
 
 class RunDirLock:
-    """Holds `run_dir/.lock` (owner PID and host) from `acquire` until `release`; a lock whose owner is gone is
-    taken over with a message."""
+    """Holds an exclusive kernel lock (`flock`) on `run_dir/.lock` from `acquire` until `release`.
+
+    The kernel grants the lock to one process only, even when several start at the same instant, and drops it
+    when its holder dies, so there is no stale lock to take over: a `.lock` file left by a killed run or copied
+    from another machine holds no lock and is simply reused. The file names the holder (PID, host) for the
+    message a second run gets; it is never deleted (deleting a lock file others may have open lets two own it).
+    """
 
     def __init__(self, run_dir: Path, log=print):
-        self.path, self.log, self.held = Path(run_dir) / LOCK, log, False
+        self.path, self.log, self.fd = Path(run_dir) / LOCK, log, None
+
+    @property
+    def held(self) -> bool:
+        return self.fd is not None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        me = {"pid": os.getpid(), "host": socket.gethostname()}
-        while True:
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)  # atomic: one winner
-            except FileExistsError:
-                owner = self._owner()
-                if owner and _alive(owner) and owner != me:
-                    raise UsageError(f"run directory {self.path.parent} is in use by process {owner['pid']} on {owner['host']}; "
-                                       "wait for it, or choose another --run_name") from None
-                self.log(f"taking over the lock of {self.path.parent} from process {owner and owner.get('pid')}, which is gone")
-                self.path.unlink(missing_ok=True)
-                continue
-            with os.fdopen(fd, "w") as f:
-                json.dump(me, f)
-            self.held = True
-            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        except OSError as error:
+            raise UsageError(f"cannot lock run directory {self.path.parent}: {error.strerror or error} (a writable "
+                             "--output_dir is needed)") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            owner = self._owner() or {}
+            raise UsageError(f"run directory {self.path.parent} is in use by process {owner.get('pid', '(starting)')} on "
+                             f"{owner.get('host', 'this host')}; wait for it, or choose another --run_name") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode(), 0)
+        self.fd = fd
 
     def release(self) -> None:
-        if self.held:
-            self.path.unlink(missing_ok=True)
-            self.held = False
+        if self.fd is not None:
+            os.ftruncate(self.fd, 0)  # no owner named while nobody holds it
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
 
     def _owner(self) -> dict | None:
         try:
             return json.loads(self.path.read_text())
         except (OSError, json.JSONDecodeError):
             return None
-
-
-def _alive(owner: dict) -> bool:
-    """Is the lock's owner still running? (A lock from another host is assumed alive: its PID means nothing here.)"""
-    if owner.get("host") != socket.gethostname():
-        return True
-    try:
-        os.kill(int(owner["pid"]), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def earlier_outputs(run_dir: Path) -> list[str]:

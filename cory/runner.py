@@ -119,8 +119,8 @@ def open_run_dir(run_dir: Path, run: RunConfig) -> Path | None:
     """The checkpoint to resume from (None: start afresh), after clearing what killed writes left behind;
     a fresh run never starts on top of an earlier one's outputs. Main process only, under the lock."""
     for directory in (run_dir, checkpoints_dir(run_dir), run_dir / "final"):
-        for stale in remove_stale_temporaries(directory):
-            tqdm.write(f"removed {stale}, left by an interrupted write")
+        for done in remove_stale_temporaries(directory):
+            tqdm.write(done)
     checkpoint = find_checkpoint(run.resume_from, run_dir)
     if checkpoint is None and not run.resume_from:
         claim_fresh(run_dir, run.overwrite, tqdm.write)

@@ -30,8 +30,10 @@ class Tracker:
 
     def _truncate_after(self, step: int) -> None:
         """Keep only the lines of steps < `step` (a fresh run keeps none): a resumed run logs no step twice."""
-        # an evaluation logged as step N ran after N steps, before the checkpoint of step N: it stays
-        for path, limit in ((self.metrics_path, step), (self.run_dir / "samples.jsonl", step), (self.eval_path, step + 1)):
+        # an evaluation logged as step N > 0 ran after N steps, before the checkpoint of step N: it stays; a run that
+        # starts afresh (N = 0, e.g. killed before its first checkpoint) evaluates step 0 again, so none stays
+        evals_until = step + 1 if step > 0 else 0
+        for path, limit in ((self.metrics_path, step), (self.run_dir / "samples.jsonl", step), (self.eval_path, evals_until)):
             if path.exists():
                 kept = [line for line in path.read_text().splitlines() if _complete_before(line, limit)]
                 atomic_file(path, "".join(line + "\n" for line in kept))  # a kill here loses no line

@@ -169,8 +169,9 @@ def test_more_than_two_agents_need_every_earlier_response_in_view(tokenizer, acc
         check_observer_template(TEMPLATE, set(), n_agents=3)
     with pytest.raises(ValueError, match="response_template lacks field"):
         CORYConfig(n_agents=3, response_template="({position})")
-    with pytest.raises(ValueError, match="n_agents must be >= 2"):
-        CORYConfig(n_agents=1)
+    for n in (1, 27):
+        with pytest.raises(ValueError, match=r"n_agents must lie in 2\.\.26"):
+            CORYConfig(n_agents=n)
     cory = make_cory(tokenizer, accelerator, lambda texts: [0.0 for _ in texts], n_agents=3)  # the task's template, widened
     assert "{previous_responses}" in cory.template and "{pioneer_response}" not in cory.template
 

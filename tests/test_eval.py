@@ -41,6 +41,18 @@ def test_evaluation_of_an_untrained_policy(tokenizer, accelerator):
     assert m["response_len"] == 4 and m["n_prompts"] == 5 and len(first["samples"]) == 3
 
 
+def test_a_held_out_prompt_longer_than_the_context_keeps_its_end(tokenizer, accelerator):
+    """The tiny model's context is 128 tokens: a 200-token question is cut to its last 124 (IndexError before)."""
+    trainer = PPOTrainer(PPOConfig(batch_size=2, mini_batch_size=2), ValueHeadPolicy(tiny_gpt2(n_embd=16)),
+                         FrozenReference(tiny_gpt2(n_embd=16)), tokenizer, accelerator)
+    prompts = as_prompts([torch.randint(0, 1000, (200,)), torch.randint(0, 1000, (5,))], tokenizer)
+    gen = dict(do_sample=True, top_k=0, max_new_tokens=4, min_new_tokens=4)
+    result = evaluate_agent(trainer, TextTask(lambda texts: [1.0 for _ in texts]), prompts, gen)
+    assert result["metrics"]["n_prompts"] == 2 and result["metrics"]["response_len"] == 4
+    with pytest.raises(ValueError, match="max_new_tokens=200 leaves no room for a prompt in a context of 128"):
+        evaluate_agent(trainer, TextTask(lambda texts: [1.0 for _ in texts]), prompts, {**gen, "max_new_tokens": 200})
+
+
 def test_each_agent_as_observer_of_the_other_and_of_itself(tokenizer, accelerator):
     """Greedy decoding makes every role's responses reproducible by hand from the public pieces."""
     reference = FrozenReference(tiny_gpt2(n_embd=16))

@@ -92,3 +92,19 @@ def test_the_stop_names_the_reward_exception_and_it_is_printed_once(tokenizer, a
         report("KeyError: 'label'", 4, 4)
     report(None, 0, 4)
     assert len(printed) == 1 and "failed on 4 of 4 samples (KeyError: 'label')" in printed[0]
+
+
+@pytest.mark.parametrize("raised, code, message", [
+    (KeyboardInterrupt(), 130, "interrupted; checkpoints already written are whole"),
+    (OSError(28, "No space left on device", "runs/x/checkpoints/.step-0000004.tmp-a/state.pt"), 1,
+     "no space left on the device writing runs/x/checkpoints/.step-0000004.tmp-a/state.pt"),
+])
+def test_ctrl_c_and_a_full_disk_are_one_line(raised, code, message, capsys):
+    from cory.errors import run_script
+
+    def main(argv):
+        raise raised
+
+    with pytest.raises(SystemExit) as stop:
+        run_script(main, [])
+    assert stop.value.code == code and message in capsys.readouterr().err

@@ -172,3 +172,22 @@ def test_rng_state_round_trips_through_a_weights_only_load(tmp_path):
     expected = (random.random(), np.random.rand(), torch.rand(1).item())
     set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+def test_a_run_killed_before_its_first_checkpoint_logs_step_0_once(tmp_path):
+    """Killed after the step-0 evaluation and before any checkpoint: the restart begins afresh and evaluates step 0
+    again, so the logs keep none of the first attempt's rows (they kept its step-0 evaluations: duplicates)."""
+    from cory.tracking import Tracker
+
+    first = Tracker(tmp_path, {})
+    first.log_eval(0, "policy", {"metrics": {"reward_mean": 0.1}, "samples": []})
+    first.log(0, {"reward": 0.1})
+    Tracker(tmp_path, {}, resume_step=0)  # the restart, afresh
+    assert (tmp_path / "eval.jsonl").read_text() == "" and (tmp_path / "metrics.jsonl").read_text() == ""
+    resumed = Tracker(tmp_path, {})
+    resumed.log_eval(0, "policy", {"metrics": {}, "samples": []})
+    resumed.log(0, {})
+    resumed.log(1, {})
+    resumed.log_eval(2, "policy", {"metrics": {}, "samples": []})  # a checkpoint after step 2, then a kill
+    Tracker(tmp_path, {}, resume_step=2)
+    assert [json.loads(line)["step"] for line in (tmp_path / "eval.jsonl").read_text().splitlines()] == [0, 2]

@@ -31,9 +31,11 @@ def evaluate_agent(trainer: PPOTrainer, task: Task, prompts: list[Prompt], gen_k
 
     By default the policy answers each prompt alone; `queries` (e.g. observer prompts holding another
     response) replace what it sees, while the reward still scores prompt text + response, as in training,
-    and the KL compares policy and reference on the same queries.
+    and the KL compares policy and reference on the same queries. A prompt too long for the context keeps its
+    last tokens, as in training.
     """
     queries = [p.input_ids for p in prompts] if queries is None else queries
+    queries, _ = trainer.fit_to_context(queries, gen_kwargs["max_new_tokens"])  # as in training: a long prompt keeps its end
     with torch.random.fork_rng(devices=[trainer.device] if trainer.device.type == "cuda" else []):
         torch.manual_seed(seed)
         responses = trainer.generate(queries, batch_size=batch_size, **gen_kwargs)
