@@ -28,11 +28,11 @@ from cory.distributed import check_deepspeed_accumulation, ddp_only_own_paramete
 from cory.errors import RunStopped, UsageError
 from cory.policy import FrozenReference, ValueHeadPolicy
 from cory.ppo_config import PPOConfig
-from cory.ppo_math import (AdaptiveKLController, FixedKLController, RunningMoments, exact_kl_from_logits, gae, grads_finite,
-                           group_advantages, kl_loss, kl_per_token, loss_reducer, masked_mean, masked_var, masked_whiten,
-                           per_token_rewards, policy_loss, value_loss, within_group_share, zero_variance_groups)
+from cory.ppo_math import (AdaptiveKLController, FixedKLController, RunningMoments, critic_free_stats, exact_kl_from_logits,
+                           gae, grads_finite, group_advantages, kl_loss, kl_per_token, loss_reducer, masked_mean, masked_var,
+                           masked_whiten, per_token_rewards, policy_loss, value_loss)
 from cory.rollout import Rollout, context_length, eos_token_ids, is_eos, left_pad, truncate_after_eos
-from cory.sampling import fast_cpu_sampling
+from cory.sampling import fast_cpu_sampling, sampler_gap
 
 
 class PPOTrainer:
@@ -115,17 +115,6 @@ class PPOTrainer:
                 sampler_logprobs += [lp[: len(row)] for lp, row in zip(chosen, rows)]
         self._sampled = (responses, sampler_logprobs) if gen_kwargs.get("do_sample") else None
         return responses
-
-    def _sampler_gap(self, responses: list[torch.Tensor], logprobs: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
-        """Mean over sampled tokens of log q - log pi (q: the sampler that drew them): an unbiased estimate of
-        KL(q || pi) per token; 0 when the sampler is pi. Only for responses this trainer just sampled."""
-        sampled = self._sampled
-        if sampled is None or len(sampled[0]) != len(responses) or not all(map(torch.equal, sampled[0], responses)):
-            return {}
-        q = torch.zeros_like(logprobs)
-        for i, lp in enumerate(sampled[1]):
-            q[i, : len(lp)] = lp.to(q.device)
-        return {"sampling/kl_sampler_policy": masked_mean(q - logprobs, mask).item()}
 
     def fit_to_context(self, queries: list[torch.Tensor], max_new_tokens: int) -> tuple[list[torch.Tensor], int]:
         """Keep the last tokens of any prompt too long to leave `max_new_tokens` of context; returns (prompts, count cut)."""
@@ -211,7 +200,7 @@ class PPOTrainer:
                                                    kl_sums, 0.0 if cfg.kl_in_loss else kl_coef)
             advantages = sequence_advantages[:, None] * mask
             returns = old_values = None
-            group_stats = self._group_stats(queries, scores, sequence_advantages, group_size)
+            group_stats = critic_free_stats([tuple(q.tolist()) for q in queries], scores, sequence_advantages, group_size)
         else:
             advantages, returns = gae(rewards, rollout["values"], mask, cfg.gamma, cfg.lam)
             advantages = masked_whiten(advantages, mask, sum_across=self._sum_across).detach()
@@ -234,7 +223,8 @@ class PPOTrainer:
         stats = self._stats(batch, rollout, kl, non_score, kl_coef, raw_scores, scores, returns, old_values, train_stats)
         stats.update(group_stats)
         stats["tokens/truncated_fraction"] = truncated.float().mean().item()
-        stats.update(self._sampler_gap(responses, rollout["logprobs"], mask))
+        if self._sampled is not None:
+            stats.update(sampler_gap(*self._sampled, responses, rollout["logprobs"], mask))
         stats = mean_over_processes(self.accelerator, stats)
         self.kl_ctl.update(stats["objective/kl"], len(queries) * self.accelerator.num_processes)
         loss = stats.get("ppo/loss/total", float("nan"))  # averaged: the same on every process
@@ -269,16 +259,6 @@ class PPOTrainer:
                 "function, lower learning_rate, or set max_grad_norm."
             )
         return {"ppo/skipped_steps": float(self.skipped_steps), "ppo/skipped_minibatches": float(self.skipped_minibatches)}
-
-    def _group_stats(self, queries, scores, advantages, group_size: int) -> dict[str, float]:
-        """What a critic-free step learnt from: groups whose scores tie, and how much of the advantages' variance
-        lies between responses to the exact same prompt (1: every comparison is within one prompt)."""
-        prompt_ids = [tuple(q.tolist()) for q in queries]
-        return {
-            "critic_free/zero_variance_groups": zero_variance_groups(scores, group_size).float().mean().item(),
-            "critic_free/within_prompt_share": within_group_share(advantages, prompt_ids),
-            "critic_free/advantage_abs_mean": advantages.abs().mean().item(),
-        }
 
     def _optimise(self, batch: Rollout, loss_mask, old_logprobs, ref_logprobs, old_values, advantages, returns) -> list[dict]:
         cfg = self.config

@@ -169,6 +169,17 @@ def within_group_share(values: torch.Tensor, keys: list) -> float:
     return (within / total).item() if total > 0 else float("nan")
 
 
+def critic_free_stats(prompt_keys: list, scores: torch.Tensor, advantages: torch.Tensor, group_size: int) -> dict[str, float]:
+    """What a critic-free step learnt from: the share of groups whose scores tie, how much of the advantages'
+    variance lies between responses to the exact same prompt (1: every comparison is within one prompt), and
+    their mean size."""
+    return {
+        "critic_free/zero_variance_groups": zero_variance_groups(scores, group_size).float().mean().item(),
+        "critic_free/within_prompt_share": within_group_share(advantages, prompt_keys),
+        "critic_free/advantage_abs_mean": advantages.abs().mean().item(),
+    }
+
+
 def group_advantages(scores: torch.Tensor, group_size: int, estimator: str, scale: str = "group",
                      kl_sums: torch.Tensor | None = None, kl_coef: float = 0.0) -> torch.Tensor:
     """Critic-free advantage of each response: its task score against its group's (centre_in_groups), for GRPO
