@@ -10,6 +10,8 @@ import ast
 import dataclasses
 import importlib.util
 import inspect
+import re
+import sys
 import textwrap
 import typing
 from pathlib import Path
@@ -163,13 +165,28 @@ def parse_args(task: str, description: str, sections: tuple[type, ...], argv=Non
             default = preset_values.get(f.name, f.default)
             group.add_argument(f"--{f.name}", type=_parser_for(hints[f.name]), default=argparse.SUPPRESS,
                                metavar=_metavar(hints[f.name]), help=f"{docs.get(f.name, '')} (default: {default!r})".lstrip())
-    args = vars(parser.parse_args(argv))
+    args = vars(parser.parse_args(glue_negative_numbers(argv)))
     args.pop("debug")
     args.pop("preset")
     if preset_error is not None:
         raise preset_error
     config = {**preset_values, **args}
     return preset, config
+
+
+NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$", re.IGNORECASE)
+
+
+def glue_negative_numbers(argv: list[str] | None) -> list[str]:
+    """`--key -1e-3` -> `--key=-1e-3`: argparse reads a negative number in exponent form as an option and says
+    "expected one argument"; glued, the value reaches the config check, which names what is wrong with it."""
+    out: list[str] = []
+    for arg in sys.argv[1:] if argv is None else argv:
+        if out and out[-1].startswith("--") and "=" not in out[-1] and NUMBER.match(arg):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
 
 
 def field_docs(cls) -> dict[str, str]:

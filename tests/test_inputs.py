@@ -214,3 +214,11 @@ def test_settings_that_clash_across_sections_stop_before_any_model_loads(flags, 
     monkeypatch.setattr(runner, "load_tokenizer", lambda name: pytest.fail("a model loaded before the check"))
     with pytest.raises(UsageError, match=message):
         runner.setup("imdb", "cory", "", SECTIONS, flags)
+
+
+def test_a_negative_number_after_a_space_reaches_the_range_check():
+    """argparse alone reads `-1e-3` as an option ("expected one argument")."""
+    _, raw = parse_args("imdb", "", SECTIONS, ["--learning_rate", "-1e-3", "--init_kl_coef", "-0.5", "--seed", "-2"], "cory")
+    assert (raw["learning_rate"], raw["init_kl_coef"], raw["seed"]) == (-1e-3, -0.5, -2)
+    with pytest.raises(UsageError, match="learning_rate must be > 0, got -0.001"):
+        build(PPOConfig, raw)
