@@ -166,8 +166,9 @@ def machines(out: Path, jobs: list) -> str:
     seeds: dict[str, set] = {}
     for job in jobs:
         if entry_path(out, *job).exists():
-            machine = read_entry(entry_path(out, *job))["machine"]
-            kind = f"{machine['cpu']} ({machine['cores']} cores, {'bf16' if machine['bf16_native'] else 'no bf16'})"
+            entry = read_entry(entry_path(out, *job))
+            machine, reward = entry["machine"], entry.get("model_fingerprints", {}).get("reward_model", "not recorded")
+            kind = f"{machine['cpu']} ({machine['cores']} cores, {'bf16' if machine['bf16_native'] else 'no bf16'}; classifier {reward})"
             seeds.setdefault(kind, set()).add(job[2])
     return "; ".join(f"{kind}: seeds {sorted(s)}" for kind, s in seeds.items()) or "none yet"
 
