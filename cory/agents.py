@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
 from cory.config import RunConfig
-from cory.errors import MissingInput
+from cory.errors import MissingInput, UsageError
 from cory.models import load_causal_lm
 from cory.paths import atomic_directory
 from cory.policy import FrozenReference, ValueHeadPolicy
@@ -74,7 +74,10 @@ def with_lora(base, lora, adapter_name: str = "default"):
     from peft import get_peft_model
 
     with quiet_peft():
-        return get_peft_model(base, lora, adapter_name=adapter_name)
+        try:
+            return get_peft_model(base, lora, adapter_name=adapter_name)
+        except ValueError as error:  # peft names the modules it did not find, in a long message
+            raise UsageError(f"lora_target_modules do not match the model's layers: {str(error).splitlines()[0][:200]}") from None
 
 
 def load_adapter(base, adapter_dir):

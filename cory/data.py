@@ -13,13 +13,19 @@ from cory.paths import hub_offline
 LOCAL_SUFFIXES = (".parquet", ".jsonl", ".json", ".csv")
 
 
+def check_local_file(path: str) -> None:
+    """A path that names a local file must exist (checked before any model loads; hub ids pass)."""
+    local = Path(path).expanduser()
+    if (local.suffix in LOCAL_SUFFIXES or path.startswith((".", "/", "~"))) and not local.is_file():
+        raise MissingInput(f"dataset file {path} does not exist")
+
+
 def read_records(path: str, columns: dict[str, type], split: str = "train", hub_config: str | None = None) -> list[dict]:
     """Rows holding `columns` (name -> type) from a local file or a hub dataset id; a malformed row, a value
     of the wrong type (a null, a number where text belongs) or bytes that are not UTF-8 name the file and row."""
     local = Path(path).expanduser()
     if local.suffix in LOCAL_SUFFIXES or local.exists() or path.startswith((".", "/", "~")):
-        if not local.is_file():
-            raise MissingInput(f"dataset file {path} does not exist")
+        check_local_file(path)
         rows = _read_jsonl(local, columns) if local.suffix == ".jsonl" else _read_table(local, columns)
     else:
         rows = _read_hub(path, columns, split, hub_config)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import pickle
 from pathlib import Path
 
 import torch
@@ -111,6 +113,18 @@ def quantization_config(load_in_4bit: bool, dtype: str):
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute)
 
 
+def check_generative(path: str) -> None:
+    """A policy must be a causal LM: a sequence classifier (e.g. the reward model given as --model_name) would
+    otherwise get a fresh LM head and train silently."""
+    config_file = Path(path) / "config.json"
+    if config_file.is_file():
+        architectures = json.loads(config_file.read_text()).get("architectures") or []
+        wrong = [a for a in architectures if not a.endswith(("ForCausalLM", "LMHeadModel", "ForConditionalGeneration"))]
+        if wrong and len(wrong) == len(architectures):
+            raise UsageError(f"model {path} is a {', '.join(wrong)}, not a causal language model: a policy must generate text "
+                             "(the classifier goes to --reward_model)")
+
+
 def load_causal_lm(name: str, dtype: str = "float32", device: str | torch.device = "cpu", load_in_4bit: bool = False):
     """A causal LM in eval mode with dropout off (its own and anything from `from_config`)."""
     if dtype not in DTYPES:
@@ -119,10 +133,15 @@ def load_causal_lm(name: str, dtype: str = "float32", device: str | torch.device
     path = resolve_model(name)
     if Path(path).exists() and not any(Path(path).glob("*.safetensors")) and not any(Path(path).glob("*.bin")):
         raise MissingInput(f"model directory {path} has no weights (*.safetensors or *.bin)")
-    if quantization is not None:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], quantization_config=quantization, device_map={"": device})
-    else:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype]).to(device)
+    check_generative(path)
+    try:
+        if quantization is not None:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], quantization_config=quantization, device_map={"": device})
+        else:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype]).to(device)
+    except pickle.UnpicklingError:  # torch.load(weights_only=True) met something that is not a tensor
+        raise UsageError(f"model {path}: its pytorch_model.bin holds more than weights (pickled objects, possibly code) and "
+                         "is refused unread; use a *.safetensors copy of the weights") from None
     disable_dropout_in_model(model)
     return model.eval()
 

@@ -20,9 +20,9 @@ from cory.agents import build_policies, save_merged_policy, save_policy, wants_m
 from cory.checkpoint import checkpoints_dir, find_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from cory.config import RunConfig, build, check_known_keys, parse_args
 from cory.cory import CORYConfig, check_with_ppo
-from cory.data import LengthSampler, PromptLoader
+from cory.data import LengthSampler, PromptLoader, check_local_file
 from cory.distributed import mean_over_processes
-from cory.errors import UsageError
+from cory.errors import MissingInput, UsageError
 from cory.eval.heldout import evaluate_agent
 from cory.eval.roles import evaluate_observer_roles
 from cory.memory import peak_memory_mb
@@ -86,11 +86,17 @@ def setup(task: str, algorithm: str, description: str, sections: tuple[type, ...
 
 
 def check_across_sections(built: dict[type, object]) -> None:
-    """Settings that are fine alone but not together (each section checks itself on creation)."""
-    ppo = built[PPOConfig]
+    """Before any model loads: settings that are fine alone but not together (each section checks itself on
+    creation), and the files the settings name."""
+    ppo, run = built[PPOConfig], built[RunConfig]
+    if run.resume_from not in ("", "auto") and not Path(run.resume_from).expanduser().is_dir():
+        raise MissingInput(f"resume_from: checkpoint {run.resume_from} does not exist")
     if CORYConfig in built:
         check_with_ppo(built[CORYConfig], ppo.critic_free)
     task = next(v for cls, v in built.items() if cls not in (RunConfig, PPOConfig, CORYConfig))
+    for key in ("dataset_path", "eval_dataset_path"):
+        if isinstance(getattr(task, key, None), str):
+            check_local_file(getattr(task, key))
     if ppo.mask_truncated_completions and getattr(task, "responses_always_cut", False):
         raise UsageError(f"mask_truncated_completions would train nothing: every {type(task).__name__[:-6]} response is "
                          "cut at its token limit (a continuation has no end)")

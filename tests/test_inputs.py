@@ -222,3 +222,49 @@ def test_a_negative_number_after_a_space_reaches_the_range_check():
     assert (raw["learning_rate"], raw["init_kl_coef"], raw["seed"]) == (-1e-3, -0.5, -2)
     with pytest.raises(UsageError, match="learning_rate must be > 0, got -0.001"):
         build(PPOConfig, raw)
+
+
+def test_a_sequence_classifier_as_the_policy_is_refused(assets):
+    from cory.models import load_causal_lm
+
+    with pytest.raises(UsageError, match="is a BertForSequenceClassification, not a causal language model"):
+        load_causal_lm(str(assets / "classifier"))
+
+
+def test_lora_modules_the_model_lacks_are_one_line(assets):
+    from cory.agents import build_policies
+
+    with pytest.raises(UsageError, match="lora_target_modules do not match the model's layers"):
+        build_policies(RunConfig(model_name=str(assets / "lm"), lora_r=4, lora_target_modules="no_such_module"), 2, "cpu")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--dataset_path", "no/such/reviews.parquet"], "dataset file no/such/reviews.parquet does not exist"),
+    (["--eval_dataset_path", "./missing.jsonl"], "dataset file ./missing.jsonl does not exist"),
+    (["--resume_from", "runs/nowhere/checkpoints/step-0000003"], "checkpoint runs/nowhere/checkpoints/step-0000003 does not exist"),
+])
+def test_missing_files_stop_before_any_model_loads(flags, message, monkeypatch):
+    from cory import runner
+
+    monkeypatch.setattr(runner, "load_tokenizer", lambda name: pytest.fail("a model loaded before the check"))
+    with pytest.raises(UsageError, match=message):
+        runner.setup("imdb", "cory", "", SECTIONS, flags)
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_a_pickled_weights_file_with_code_is_one_line_and_never_runs(tmp_path, capsys):
+    import torch
+
+    from cory.models import load_causal_lm
+    from tests.tiny import tiny_gpt2
+
+    lm = tiny_gpt2(n_embd=16)
+    lm.config.save_pretrained(tmp_path)
+    torch.save({**lm.state_dict(), "payload": _RunsCode()}, tmp_path / "pytorch_model.bin")
+    with pytest.raises(UsageError, match="holds more than weights"):
+        load_causal_lm(str(tmp_path))
+    assert "this must never run" not in capsys.readouterr().out
