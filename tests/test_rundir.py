@@ -189,7 +189,7 @@ def test_replacing_a_directory_never_leaves_zero_copies(tmp_path):
     (tmp_path / ".step-0000004.tmp-abc").mkdir()  # what a SIGKILL mid-write leaves
     (tmp_path / ".step-0000003.old-def").mkdir()
     done = remove_stale_temporaries(tmp_path)
-    assert [line.split()[1].rsplit("/", 1)[-1] for line in done] == [".step-0000003.old-def", ".step-0000004.tmp-abc"]
+    assert [line.split()[1].rstrip(",").rsplit("/", 1)[-1] for line in done] == [".step-0000003.old-def", ".step-0000004.tmp-abc"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step-0000003"]
 
 
