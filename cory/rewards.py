@@ -7,16 +7,6 @@ from transformers import pipeline
 from cory.errors import UsageError
 from cory.models import resolve_model
 
-SENTIMENT_ALIAS = "sentiment-minilm-imdb"
-
-
-def resolve_reward_model(name: str) -> str:
-    if name == SENTIMENT_ALIAS:
-        from cory.assets import sentiment_model_dir
-
-        return str(sentiment_model_dir())
-    return resolve_model(name)
-
 
 class SentimentReward:
     """Score texts with the positive-class logit (the paper's `function_to_apply="none"`).
@@ -27,7 +17,7 @@ class SentimentReward:
 
     def __init__(self, model: str, positive_label: str = "POSITIVE", batch_size: int = 64, device: str | int = -1):
         self.pipe = pipeline(
-            "text-classification", model=resolve_reward_model(model), device=device, dtype=torch.float32
+            "text-classification", model=resolve_model(model), device=device, dtype=torch.float32
         )
         labels = set(self.pipe.model.config.id2label.values())
         if positive_label not in labels:
