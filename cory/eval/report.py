@@ -31,6 +31,7 @@ HACKED_SE = 2.0
 errors of its per-prompt change (paired over the same prompts), so that sampling noise alone is not a collapse"""
 ROLES = ("alone", "observer_of_other", "observer_of_self")
 SEED_VIEW = ("reward_mean", "kl_exact", "combined_eta0.05")
+PRECISION = {"no": "fp32 on every machine (mixed_precision no)", "bf16": "bf16 autocast", "": "the preset's"}
 
 
 def judge(texts: list[str]) -> list[float]:
@@ -239,8 +240,9 @@ def write_report(out: Path, meta: dict, jobs: list[tuple[str, str, int]], walls:
              f"- command: `{meta.get('command', '')}`",
              f"- settings (fixed before the runs in study.json): {meta.get('steps')} steps, seeds {meta.get('seeds')}, held-out "
              f"evaluation on {meta.get('eval_prompts')} fixed IMDB test prefixes every {meta.get('eval_every')} steps (sampling seed = "
-             f"run seed), precision {meta.get('mixed_precision', 'the preset')}, extra args {meta.get('extra_args', [])}",
-             f"- seeds in the ledger: {seeds}; missing: {meta.get('missing', [])}",
+             f"run seed), precision {PRECISION.get(meta.get('mixed_precision'), 'the preset')}, extra args {meta.get('extra_args', [])}",
+             f"- seeds in the ledger: {seeds}; {len(meta.get('missing', []))} run(s) missing"
+             + (f" (next: {', '.join(meta['missing'][:4])}, ...)" if meta.get("missing") else ""),
              f"- machines: {meta.get('machine', '')}; {hours:.2f} h of runs in all; training commit(s) {meta.get('git_commit', '')}",
              "- metrics: held-out task reward (sentiment logit), exact KL(pi || pi_ref) summed over the response, "
              "r - eta KL, distinct-1/2, response length (tokens), VADER compound of the response (an independent judge)", ""]
