@@ -121,6 +121,10 @@ CONFIG_PATH_KEYS = ("model_name", "reward_model", "dataset_path", "eval_dataset_
 (a path given on the command line means from the working directory, as usual)"""
 
 
+DEFAULT_PRESET = "offline"
+"""the preset a script runs without --preset; a task file with no presets at all runs its defaults"""
+
+
 def load_task_config(task: str, preset: str, algorithm: str | None = None) -> dict:
     """`configs/<task>.py`'s defaults updated by its preset, then by the `algorithm` sub-dict (the defaults' one
     updated by the preset's): a script sees only its own algorithm's keys."""
@@ -128,9 +132,9 @@ def load_task_config(task: str, preset: str, algorithm: str | None = None) -> di
     spec = importlib.util.spec_from_file_location(f"configs.{task}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    if preset not in module.presets:
+    if preset not in module.presets and not (preset == DEFAULT_PRESET and not module.presets):
         raise UsageError(f"unknown preset {preset!r} for {task}; choose one of {sorted(module.presets)}")
-    defaults, overrides = dict(module.defaults), dict(module.presets[preset])
+    defaults, overrides = dict(module.defaults), dict(module.presets.get(preset, {}))
     per_algorithm = {name: {**defaults.pop(name, {}), **overrides.pop(name, {})} for name in ALGORITHMS}  # key by key
     config = {**defaults, **overrides, **per_algorithm.get(algorithm, {})}
     for key in CONFIG_PATH_KEYS:
@@ -148,7 +152,7 @@ def parse_args(task: str, description: str, sections: tuple[type, ...], argv=Non
             if owners.setdefault(f.name, cls.__name__) != cls.__name__:
                 raise ValueError(f"config key {f.name!r} is defined by both {owners[f.name]} and {cls.__name__}")
     presets = argparse.ArgumentParser(add_help=False)
-    presets.add_argument("--preset", default="offline")
+    presets.add_argument("--preset", default=DEFAULT_PRESET)
     preset = presets.parse_known_args(argv)[0].preset
     try:  # the config file is read once: for --help's defaults and as the base the flags override
         preset_values, preset_error = load_task_config(task, preset, algorithm), None
@@ -156,7 +160,7 @@ def parse_args(task: str, description: str, sections: tuple[type, ...], argv=Non
         preset_values, preset_error = {}, error  # raised once argparse has parsed the rest (so --help still works)
     parser = argparse.ArgumentParser(description=description, usage="%(prog)s [--preset NAME] [--key value ...]",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="offline", help=f"a preset of configs/{task}.py (default: offline)")
+    parser.add_argument("--preset", default=DEFAULT_PRESET, help=f"a preset of configs/{task}.py (default: {DEFAULT_PRESET})")
     parser.add_argument("--debug", action="store_true", help="show the traceback of a configuration or input error")
     for cls in sections:
         group = parser.add_argument_group(cls.__name__, (cls.__doc__ or "").strip().splitlines()[0])

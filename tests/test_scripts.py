@@ -148,3 +148,26 @@ def test_variants_report_tabulates_critic_free_and_three_agent_runs(assets, tmp_
     assert (tmp_path / "out" / "curves.png").stat().st_size > 0
     with pytest.raises(SystemExit, match="no finished run"):
         report(["--runs", f"PPO={tmp_path / 'nothing'}", "--out", str(tmp_path / "out")])
+
+
+@pytest.mark.parametrize("algorithm", ["ppo", "cory"])
+def test_your_own_task_trains_with_a_reward_function(algorithm, assets, tmp_path):
+    """The README's own-task path: prompts from a file, the reward a plain Python function, no preset needed."""
+    argv = ["--algorithm", algorithm, "--model_name", str(assets / "lm"), "--output_dir", str(tmp_path), *COMMON,
+            "--dataset_path", str(assets / "reviews.jsonl"), "--prompt_column", "text", "--max_prompt_tokens", "4",
+            "--reward_fn", "own_task.example_reward:upbeat", "--eval_every", "2", "--eval_prompts", "3"]
+    stats = run_script("own_task/train.py", argv)
+    assert ("env/reward_mean" if algorithm == "ppo" else "observer/task_reward") in stats
+    rows = [json.loads(line) for line in (tmp_path / "run" / "eval.jsonl").read_text().splitlines()]
+    assert {r["step"] for r in rows} == {0, 2} and len(rows[0]["per_prompt"]["reward"]) == 3
+
+
+def test_a_reward_function_that_does_not_exist_is_one_line(tmp_path):
+    from cory.errors import UsageError
+    from cory.text_task import TextTaskConfig, load_reward_fn
+
+    with pytest.raises(UsageError, match="reward_fn own_task.example_reward:nothing"):
+        load_reward_fn("own_task.example_reward:nothing")
+    with pytest.raises(UsageError, match="reward_fn must be 'module:function'"):
+        TextTaskConfig(dataset_path="p.jsonl", reward_fn="upbeat")
+    assert load_reward_fn("own_task.example_reward:upbeat")(["x"], ["a great fun film", "bad"])[0] == pytest.approx(0.5)

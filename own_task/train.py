@@ -1,0 +1,45 @@
+r"""PPO or CORY on your own task: prompts from a file, the reward a plain Python function (cory/text_task.py).
+
+    python own_task/train.py --algorithm cory --dataset_path ../shared/data/imdb/train.parquet --prompt_column text \
+        --max_prompt_tokens 8 --reward_fn own_task.example_reward:upbeat     # CORY (default), offline model, CPU
+    python own_task/train.py --algorithm ppo ...                             # the PPO baseline on the same task
+    python own_task/train.py --help                                          # every setting
+
+--algorithm ppo | cory picks the method; every other --key value is a setting (configs/text.py holds the defaults).
+"""
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from cory.config import RunConfig  # noqa: E402
+from cory.cory import CORY, CORYConfig  # noqa: E402
+from cory.errors import run_script  # noqa: E402
+from cory.plots import per_agent  # noqa: E402
+from cory.ppo_config import PPOConfig  # noqa: E402
+from cory.runner import build_agents, setup, train  # noqa: E402
+from cory.single import SinglePPO  # noqa: E402
+from cory.text_task import TextTask, TextTaskConfig  # noqa: E402
+
+PLOTS = {"task reward": "task_reward", "KL to reference (penalty estimator)": "objective/kl"}
+CONSOLE = {"env/reward_mean": "reward", "pioneer/task_reward": "r_pio", "observer/task_reward": "r_obs",
+           "objective/kl": "kl", "time/step": "s/step"}
+
+
+def main(argv=None) -> dict:
+    picked = argparse.ArgumentParser(add_help=False)
+    picked.add_argument("--algorithm", choices=("ppo", "cory"), default="cory")
+    args, rest = picked.parse_known_args(argv)
+    sections = (RunConfig, PPOConfig, *((CORYConfig,) if args.algorithm == "cory" else ()), TextTaskConfig)
+    exp = setup("text", args.algorithm, __doc__, sections, rest)
+    task = TextTask(exp.task, exp.tokenizer, exp.run.seed)
+    if args.algorithm == "ppo":
+        [trainer] = build_agents(exp, 1)
+        return train(exp, SinglePPO(trainer, exp.tokenizer, task), task, exp.ppo.batch_size,
+                     {"task reward": ["env/reward_mean"], "KL to reference": ["objective/kl"]}, CONSOLE)
+    cory = CORY(exp.cory, build_agents(exp, exp.cory.n_agents), exp.tokenizer, task)
+    return train(exp, cory, task, exp.ppo.batch_size, per_agent(cory.names, PLOTS), CONSOLE)
+
+
+if __name__ == "__main__":
+    run_script(main)
