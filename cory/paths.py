@@ -37,6 +37,16 @@ def atomic_directory(target: Path):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def save_model_directory(target: Path, model, tokenizer, files: dict[str, str] | None = None) -> None:
+    """A model and its tokenizer (anything with `save_pretrained`) as one HF directory, all or nothing, with
+    `files` (name -> text, e.g. how it was built) beside them."""
+    with atomic_directory(target) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        for name, text in (files or {}).items():
+            (tmp / name).write_text(text)
+
+
 TMP_TAG, OLD_TAG = ".tmp-", ".old-"
 
 

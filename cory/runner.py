@@ -24,7 +24,6 @@ from cory.data import LengthSampler, PromptLoader, check_local_file
 from cory.distributed import mean_over_processes
 from cory.errors import MissingInput, UsageError
 from cory.eval.heldout import evaluate_agent
-from cory.eval.roles import evaluate_observer_roles
 from cory.memory import peak_memory_mb
 from cory.models import load_tokenizer
 from cory.paths import remove_stale_temporaries
@@ -65,12 +64,13 @@ class Experiment:
 
     @property
     def task(self):
-        """The task's section (IMDBConfig, GSM8KConfig): the one that is not run, PPO or CORY settings."""
-        return next(v for cls, v in self.sections.items() if cls not in (RunConfig, PPOConfig, CORYConfig))
+        """The task's section (IMDBConfig, GSM8KConfig, TextTaskConfig): the last of the sections `setup` got."""
+        return list(self.sections.values())[-1]
 
 
 def setup(task: str, algorithm: str, description: str, sections: tuple[type, ...], argv=None) -> Experiment:
-    """Parse `configs/<task>.py` + preset + CLI into the dataclasses of `sections` (all errors before any model)."""
+    """Parse `configs/<task>.py` + preset + CLI into the dataclasses of `sections`: RunConfig, PPOConfig, CORYConfig
+    (for CORY), then the task's section, last (all errors before any model)."""
     preset, raw = parse_args(task, description, sections, argv, algorithm)
     check_known_keys(raw, sections)
     built = {cls: build(cls, raw) for cls in sections}
@@ -93,7 +93,7 @@ def check_across_sections(built: dict[type, object]) -> None:
         raise MissingInput(f"resume_from: checkpoint {run.resume_from} does not exist")
     if CORYConfig in built:
         check_with_ppo(built[CORYConfig], ppo.critic_free)
-    task = next(v for cls, v in built.items() if cls not in (RunConfig, PPOConfig, CORYConfig))
+    task = list(built.values())[-1]
     for key in ("dataset_path", "eval_dataset_path"):
         if isinstance(getattr(task, key, None), str):
             check_local_file(getattr(task, key))
@@ -261,9 +261,9 @@ def held_out_prompts(task, n: int) -> list:
     return [prompts[i] for i in np.random.default_rng(1234).permutation(len(prompts))[:n]]
 
 
-def evaluate_all(algorithm, task, prompts, run: RunConfig, tracker: Tracker, steps_done: int) -> None:
+def evaluate_all(algorithm: Algorithm, task, prompts, run: RunConfig, tracker: Tracker, steps_done: int) -> None:
     """Each agent alone on the held-out prompts (a CORY agent answers x without the other's response); before
-    and after training, each CORY agent also as observer of the other's and of its own answer."""
+    and after training, each agent in the algorithm's other roles (CORY: observer of the other's and of its own answer)."""
     gen = run.generation_kwargs(run.response_max_tokens)
     alone = {}
     for name, agent in zip(algorithm.names, algorithm.agents):  # every process runs it (ZeRO-3 gathers weights to generate)
@@ -271,8 +271,8 @@ def evaluate_all(algorithm, task, prompts, run: RunConfig, tracker: Tracker, ste
         tracker.log_eval(steps_done, name, alone[name])
         if tracker.enabled:
             tqdm.write(f"eval after {steps_done} steps, {name}: " + summary_line(alone[name]["metrics"], EVAL_CONSOLE))
-    if hasattr(algorithm, "observer_queries") and steps_done in (0, run.steps):
-        for (name, role), result in evaluate_observer_roles(algorithm, prompts, gen, alone, seed=run.seed).items():
+    if steps_done in (0, run.steps):
+        for (name, role), result in algorithm.role_evaluations(prompts, gen, alone, run.seed).items():
             tracker.log_eval(steps_done, name, result, role=role)
             if tracker.enabled:
                 tqdm.write(f"eval after {steps_done} steps, {name} as {role}: " + summary_line(result["metrics"], EVAL_CONSOLE))

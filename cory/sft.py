@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from cory.gsm8k import CALCULATION, GSM8KConfig, GSM8KTask
-from cory.paths import atomic_directory
+from cory.paths import save_model_directory
 from cory.precision import bf16_supported
 
 IGNORE = -100
@@ -111,8 +111,5 @@ def build_sft_model(base: str, task_config: GSM8KConfig, target: Path, config: S
               "loss_last_10": float(np.mean(losses[-10:])), "seconds": round(time.time() - start, 1)}
     print(f"GSM8K SFT: loss {report['loss_first_10']:.3f} -> {report['loss_last_10']:.3f} over {len(losses)} batches, "
           f"{report['seconds']:.0f} s", flush=True)
-    with atomic_directory(target) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / "sft.json").write_text(json.dumps(report, indent=2))
+    save_model_directory(target, model, tokenizer, {"sft.json": json.dumps(report, indent=2)})
     return target

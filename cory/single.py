@@ -16,6 +16,10 @@ class SinglePPO:
         self.agents, self.tokenizer, self.task = [trainer], tokenizer, task
         self.report_reward_error = RewardErrorReport(tqdm.write)
 
+    def role_evaluations(self, prompts: list[Prompt], gen_kwargs: dict, alone: dict[str, dict], seed: int) -> dict:
+        """One agent has no other role."""
+        return {}
+
     def step(self, step: int, prompts: list[Prompt], gen_kwargs: dict) -> tuple[dict, list[dict]]:
         trainer = self.agents[0]
         t0 = time.perf_counter()

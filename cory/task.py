@@ -44,6 +44,10 @@ class Algorithm(Protocol):
     def step(self, step: int, prompts: list[Prompt], gen_kwargs: dict) -> tuple[dict, list[dict]]:
         """One iteration on a batch of prompts; returns (stats, samples)."""
 
+    def role_evaluations(self, prompts: list[Prompt], gen_kwargs: dict, alone: dict[str, dict], seed: int) -> dict:
+        """(agent name, role) -> held-out evaluation in the algorithm's other roles, before and after training;
+        `alone[name]` is each agent's evaluation alone on `prompts`."""
+
 
 def safe_rewards(task: Task, prompts: list[Prompt], responses: list[str]) -> tuple[torch.Tensor, int, str | None]:
     """Task rewards, never raising: a failing batch is retried sample by sample and a sample that still
