@@ -207,8 +207,11 @@ def test_task_configs_hold_only_what_differs_from_the_library(task):
 @pytest.mark.parametrize("flags, message", [
     (["--mask_truncated_completions", "true"], "every IMDB response is cut"),
     (["--group_by", "prompt"], "set advantage_estimator rloo or grpo"),
+    (["--dataset_path", "no/such/reviews.parquet"], "dataset file no/such/reviews.parquet does not exist"),
+    (["--eval_dataset_path", "./missing.jsonl"], "dataset file ./missing.jsonl does not exist"),
+    (["--resume_from", "runs/nowhere/checkpoints/step-0000003"], "checkpoint runs/nowhere/checkpoints/step-0000003 does not exist"),
 ])
-def test_settings_that_clash_across_sections_stop_before_any_model_loads(flags, message, monkeypatch):
+def test_clashing_settings_and_missing_files_stop_before_any_model_loads(flags, message, monkeypatch):
     from cory import runner
 
     monkeypatch.setattr(runner, "load_tokenizer", lambda name: pytest.fail("a model loaded before the check"))
@@ -238,17 +241,6 @@ def test_lora_modules_the_model_lacks_are_one_line(assets):
         build_policies(RunConfig(model_name=str(assets / "lm"), lora_r=4, lora_target_modules="no_such_module"), 2, "cpu")
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--dataset_path", "no/such/reviews.parquet"], "dataset file no/such/reviews.parquet does not exist"),
-    (["--eval_dataset_path", "./missing.jsonl"], "dataset file ./missing.jsonl does not exist"),
-    (["--resume_from", "runs/nowhere/checkpoints/step-0000003"], "checkpoint runs/nowhere/checkpoints/step-0000003 does not exist"),
-])
-def test_missing_files_stop_before_any_model_loads(flags, message, monkeypatch):
-    from cory import runner
-
-    monkeypatch.setattr(runner, "load_tokenizer", lambda name: pytest.fail("a model loaded before the check"))
-    with pytest.raises(UsageError, match=message):
-        runner.setup("imdb", "cory", "", SECTIONS, flags)
 
 
 class _RunsCode:
