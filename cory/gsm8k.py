@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import ClassVar
 from decimal import Decimal, InvalidOperation
 
 import torch
@@ -47,6 +48,8 @@ class GSM8KConfig:
     max_solution_steps: int = -1
     """keep only problems whose reference solution has at most this many calculation steps (its `<<...>>`
     annotations), in the training and the held-out data alike; -1: every problem"""
+    template_fields: ClassVar[set[str]] = {"question"}
+    """text fields each prompt offers to an observer template (checked before any model loads)"""
 
     def __post_init__(self) -> None:
         if self.answer_extraction not in EXTRACTION_MODES:
@@ -120,7 +123,7 @@ def chat_wrap(template: str, tokenizer) -> str:
 
 class GSM8KTask:
     name = "gsm8k"
-    template_fields = {"question"}
+    template_fields = GSM8KConfig.template_fields
     observer_template = ONE_SHOT + "Question: {question} Reference: {pioneer_response} Answer:"  # the paper's, App. A.2
     response_template = "{response}\n"  # N > 2: one earlier solution per line
 

@@ -29,6 +29,8 @@ class IMDBConfig:
     """only reviews longer than this become prompts"""
     query_min_tokens: int = 2
     query_max_tokens: int = 8
+    template_fields: ClassVar[set[str]] = set()
+    """text fields each prompt offers to an observer template (none: the query's tokens only)"""
     responses_always_cut: ClassVar[bool] = True
     """a continuation ends at its sampled length, not at an EOS (so no response is complete)"""
 
@@ -51,7 +53,7 @@ def imdb_prompts(path: str, tokenizer, min_chars: int, query_len: tuple[int, int
 
 class IMDBTask:
     name = "imdb"
-    template_fields: set[str] = set()
+    template_fields = IMDBConfig.template_fields
     observer_template = 'I can make this sentence "{query}{pioneer_response}" more positive: {query}'  # the paper's
     response_template = "{response}"  # N > 2: the earlier continuations follow each other inside the quotes
 

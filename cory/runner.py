@@ -32,6 +32,7 @@ from cory.precision import resolve_mixed_precision
 from cory.ppo import PPOTrainer
 from cory.ppo_config import PPOConfig
 from cory.rundir import RunDirLock, claim_fresh, earlier_outputs
+from cory.templates import check_observer_template
 from cory.task import Algorithm, Task
 from cory.tracking import Tracker, read_metrics, summary_line
 
@@ -91,9 +92,12 @@ def check_across_sections(built: dict[type, object]) -> None:
     ppo, run = built[PPOConfig], built[RunConfig]
     if run.resume_from not in ("", "auto") and not Path(run.resume_from).expanduser().is_dir():
         raise MissingInput(f"resume_from: checkpoint {run.resume_from} does not exist")
+    task = list(built.values())[-1]
     if CORYConfig in built:
         check_with_ppo(built[CORYConfig], ppo.critic_free)
-    task = list(built.values())[-1]
+        cory = built[CORYConfig]
+        if cory.observer_template:  # the task's own template is checked when CORY is built
+            check_observer_template(cory.observer_template, getattr(task, "template_fields", set()), cory.n_agents)
     for key in ("dataset_path", "eval_dataset_path"):
         if isinstance(getattr(task, key, None), str):
             check_local_file(getattr(task, key))

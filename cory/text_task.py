@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import sys
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,8 @@ class TextTaskConfig:
     """the reward, 'module:function' with function(prompts: list[str], responses: list[str]) -> list[float]"""
     max_prompt_tokens: int = 0
     """keep each prompt's first N tokens (0: whole; e.g. 8 turns reviews into IMDB-style prefixes)"""
+    template_fields: ClassVar[set[str]] = set()
+    """text fields each prompt offers to an observer template (none: the query's tokens only)"""
 
     def __post_init__(self) -> None:
         if not self.dataset_path:
@@ -63,7 +66,7 @@ def load_reward_fn(spec: str):
 
 class TextTask:
     name = "text"
-    template_fields: set[str] = set()
+    template_fields = TextTaskConfig.template_fields
     observer_template = "{query}{pioneer_response}\n\nA better answer:\n{query}"
     response_template = "{response}\n"
 

@@ -210,6 +210,8 @@ def test_task_configs_hold_only_what_differs_from_the_library(task):
     (["--dataset_path", "no/such/reviews.parquet"], "dataset file no/such/reviews.parquet does not exist"),
     (["--eval_dataset_path", "./missing.jsonl"], "dataset file ./missing.jsonl does not exist"),
     (["--resume_from", "runs/nowhere/checkpoints/step-0000003"], "checkpoint runs/nowhere/checkpoints/step-0000003 does not exist"),
+    (["--observer_template", "{query} {question} {pioneer_response}"], r"unknown field\(s\) \['question'\]"),
+    (["--observer_template", "{query}{pioneer_response} {"], "not a valid template"),
 ])
 def test_clashing_settings_and_missing_files_stop_before_any_model_loads(flags, message, monkeypatch):
     from cory import runner

@@ -163,6 +163,14 @@ def test_an_output_dir_that_is_a_file_is_one_line(tmp_path):
         RunDirLock(tmp_path / "file" / "run").acquire()
 
 
+def test_a_symlink_loop_as_the_run_directory_is_one_line(tmp_path):
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    with pytest.raises(UsageError, match="cannot lock run directory"):
+        RunDirLock(tmp_path / "loop").acquire()
+    with pytest.raises(UsageError, match="cannot lock run directory"):
+        RunDirLock(tmp_path / "loop" / "run").acquire()
+
+
 def test_a_read_only_output_dir_is_one_line(tmp_path):
     tmp_path.chmod(0o555)
     try:
