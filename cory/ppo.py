@@ -24,13 +24,14 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType
 
 from cory._trl import entropy_from_logits, selective_log_softmax, unwrap_model_for_generation
+from cory.advantages import PromptGroups, estimator_for
 from cory.distributed import check_deepspeed_accumulation, ddp_only_own_parameters, mean_over_processes
 from cory.errors import RunStopped, UsageError
 from cory.policy import FrozenReference, ValueHeadPolicy
 from cory.ppo_config import PPOConfig
-from cory.ppo_math import (AdaptiveKLController, FixedKLController, RunningMoments, critic_free_stats, exact_kl_from_logits,
-                           gae, grads_finite, group_advantages, kl_loss, kl_per_token, loss_reducer, masked_mean, masked_var,
-                           masked_whiten, per_token_rewards, policy_loss, value_loss)
+from cory.ppo_math import (AdaptiveKLController, FixedKLController, RunningMoments, exact_kl_from_logits, grads_finite,
+                           kl_loss, kl_per_token, loss_reducer, masked_mean, masked_var, per_token_rewards, policy_loss,
+                           value_loss)
 from cory.rollout import Rollout, context_length, eos_token_ids, is_eos, left_pad, truncate_after_eos
 from cory.sampling import fast_cpu_sampling, sampler_gap
 
@@ -85,6 +86,7 @@ class PPOTrainer:
         self.distributed = self.accelerator.num_processes > 1
         self._sampled = None  # the last generate's responses and their log-probs under the sampler
         self._sum_across = (lambda t: self.accelerator.reduce(t, "sum")) if self.distributed else None
+        self.estimator = estimator_for(config, self._sum_across)  # GAE, or a group estimator when critic-free
 
     @property
     def device(self) -> torch.device:
@@ -166,82 +168,64 @@ class PPOTrainer:
         """One PPO update on a batch of (query, response, score); returns legacy-named stats. `score_error`: why
         some scores are NaN (the reward's exception), named if the run stops over them. The batch holds
         `batch_size` rows, or a multiple of it (a CORY observer answering each pioneer response several times);
-        critic-free, consecutive `group_size` rows answer one prompt."""
-        cfg = self.config
+        critic-free, consecutive `group_size` rows (default `samples_per_prompt`) answer one prompt."""
+        cfg, t0 = self.config, time.perf_counter()
         if not queries or len(queries) % cfg.batch_size:
             raise ValueError(f"step got {len(queries)} samples, config.batch_size is {cfg.batch_size}")
-        group_size = group_size or cfg.samples_per_prompt
-        t0 = time.perf_counter()
         raw_scores = torch.as_tensor([float(s) for s in scores], dtype=torch.float32, device=self.device)
         if self._any_process(not torch.isfinite(raw_scores).all()):
             return self._count_skip("non-finite score(s)" + (f"; the reward raised {score_error}" if score_error else ""))
-        scores = self._scale_scores(raw_scores)
-        batch = Rollout.from_lists(queries, responses, self.pad_id, self.device)
+        scores, batch = self._scale_scores(raw_scores), Rollout.from_lists(queries, responses, self.pad_id, self.device)
         mask = batch.response_mask.float()
 
         # 1. log-probs and values of the rollout, and the reference's
-        t_fwd = time.perf_counter()
         rollout = self.score_rollout(batch)
-        t_fwd = time.perf_counter() - t_fwd
-
         # 2. per-token rewards: the score on the last token, the KL penalty on every token (unless it is a loss term)
         kl = kl_per_token(rollout["logprobs"], rollout["ref_logprobs"], cfg.kl_penalty, rollout["exact_kl"])
         kl_coef = self.kl_ctl.value
-        rewards, non_score = per_token_rewards(scores, kl, 0.0 if cfg.kl_in_loss else kl_coef, mask)
-        if cfg.whiten_rewards:
-            rewards = masked_whiten(rewards, mask, shift_mean=False, sum_across=self._sum_across)
-
-        # 3. advantages: critic-free, one value per response from its group's task scores, minus its KL penalty
-        #    against the group's (never standardised); else GAE with returns, whitened
-        group_stats = {}
-        if cfg.critic_free:
-            kl_sums = (kl * mask).sum(-1)
-            sequence_advantages = group_advantages(scores, group_size, cfg.advantage_estimator, cfg.scale_rewards,
-                                                   kl_sums, 0.0 if cfg.kl_in_loss else kl_coef)
-            advantages = sequence_advantages[:, None] * mask
-            returns = old_values = None
-            group_stats = critic_free_stats([tuple(q.tolist()) for q in queries], scores, sequence_advantages, group_size)
-        else:
-            advantages, returns = gae(rewards, rollout["values"], mask, cfg.gamma, cfg.lam)
-            advantages = masked_whiten(advantages, mask, sum_across=self._sum_across).detach()
-            old_values = rollout["values"] * mask
-
-        # 4. PPO epochs over shuffled minibatches (a truncated response may train no tokens)
-        lengths = batch.response_mask.sum(-1)
-        truncated = ~is_eos(batch.responses[torch.arange(len(lengths), device=self.device), lengths - 1], self.eos_ids)
+        penalty_coef = 0.0 if cfg.kl_in_loss else kl_coef
+        rewards, non_score = per_token_rewards(scores, kl, penalty_coef, mask)
+        # 3. advantages, by the estimator chosen for this trainer (GAE, or a group estimator over each prompt's responses)
+        groups = PromptGroups(group_size or cfg.samples_per_prompt, queries)
+        estimate = self.estimator(scores, (kl * mask).sum(-1), penalty_coef, rewards, rollout, mask, groups)
+        # 4. PPO epochs over shuffled minibatches (with mask_truncated_completions, a cut response trains no tokens)
+        truncated = ~is_eos(batch.responses[torch.arange(len(mask), device=self.device), batch.response_mask.sum(-1) - 1], self.eos_ids)
         loss_mask = mask * (~truncated)[:, None] if cfg.mask_truncated_completions else mask
-        t_opt = time.perf_counter()
-        self._updates = 0
-        train_stats = self._optimise(batch, loss_mask, rollout["logprobs"], rollout["ref_logprobs"], old_values, advantages, returns)
+        t_opt, self._updates = time.perf_counter(), 0
+        train_stats = self._optimise(batch, loss_mask, rollout["logprobs"], rollout["ref_logprobs"], estimate.old_values,
+                                     estimate.advantages, estimate.returns)
         t_opt = time.perf_counter() - t_opt
         if self._updates == 0:
             self._count_skip("every minibatch had a non-finite loss or gradient, or a ratio over ratio_threshold")
         else:
             self.consecutive_skips = 0
-
         # 5. stats (averaged over processes), then the KL controller sees this step's penalty KL
-        stats = self._stats(batch, rollout, kl, non_score, kl_coef, raw_scores, scores, returns, old_values, train_stats)
-        stats.update(group_stats)
-        stats["tokens/truncated_fraction"] = truncated.float().mean().item()
-        if self._sampled is not None:
-            stats.update(sampler_gap(*self._sampled, responses, rollout["logprobs"], mask))
+        stats = self._stats(batch, rollout, kl, non_score, kl_coef, raw_scores, scores, estimate, train_stats)
+        stats.update({"tokens/truncated_fraction": truncated.float().mean().item(), **self._sampler_stats(responses, rollout, mask)})
         stats = mean_over_processes(self.accelerator, stats)
         self.kl_ctl.update(stats["objective/kl"], len(queries) * self.accelerator.num_processes)
-        loss = stats.get("ppo/loss/total", float("nan"))  # averaged: the same on every process
+        self._stop_if_diverged(stats.get("ppo/loss/total", float("nan")))  # averaged: the same on every process
+        stats.update(self._timings(t0, t_opt))
+        return stats
+
+    def _sampler_stats(self, responses, rollout, mask) -> dict[str, float]:
+        return {} if self._sampled is None else sampler_gap(*self._sampled, responses, rollout["logprobs"], mask)
+
+    def _stop_if_diverged(self, loss: float) -> None:
+        cfg = self.config
         if cfg.divergence_loss and abs(loss) > cfg.divergence_loss:  # a NaN loss is the skip counter's business
             raise RunStopped(f"the update diverged: loss {loss:.3g} > divergence_loss {cfg.divergence_loss:g}; lower "
                              "learning_rate or set max_grad_norm (this step is not saved: the newest checkpoint is from before it)")
-        stats.update(
-            {
-                "time/ppo/forward_pass": t_fwd,
-                "time/ppo/policy_forward": self.forward_seconds["policy"],
-                "time/ppo/reference_forward": self.forward_seconds["reference"],
-                "time/ppo/optimize_step": t_opt,
-                "time/ppo/total": time.perf_counter() - t0,
-                "ppo/learning_rate": self.optimizer.param_groups[0]["lr"],
-            }
-        )
-        return stats
+
+    def _timings(self, t0: float, t_opt: float) -> dict[str, float]:
+        return {
+            "time/ppo/forward_pass": self.forward_seconds["policy"] + self.forward_seconds["reference"],
+            "time/ppo/policy_forward": self.forward_seconds["policy"],
+            "time/ppo/reference_forward": self.forward_seconds["reference"],
+            "time/ppo/optimize_step": t_opt,
+            "time/ppo/total": time.perf_counter() - t0,
+            "ppo/learning_rate": self.optimizer.param_groups[0]["lr"],
+        }
 
     def _any_process(self, flag: bool) -> bool:
         """True if `flag` is true on any process: every process must take the same branch, or DDP hangs."""
@@ -345,8 +329,8 @@ class PPOTrainer:
         stats.update({k: v.item() * (trained if k.startswith("loss/") else 1.0) for k, v in extra.items()})
         return stats
 
-    def _stats(self, batch, rollout, kl, non_score, kl_coef, raw_scores, scores, returns, old_values, train_stats):
-        mask = batch.response_mask.float()
+    def _stats(self, batch, rollout, kl, non_score, kl_coef, raw_scores, scores, estimate, train_stats):
+        mask, returns, old_values = batch.response_mask.float(), estimate.returns, estimate.old_values
         seq_sum = lambda x: (x * mask).sum(-1).mean().item()  # noqa: E731  mean over sequences of a token sum
         stats = {
             "objective/kl": seq_sum(kl),
@@ -379,7 +363,7 @@ class PPOTrainer:
             stats[f"ppo/{key}"] = float(np.mean(values)) if len(values) else float("nan")
         if returns is not None:
             stats["ppo/val/var_explained"] = 1 - stats["ppo/val/error"] / stats["ppo/returns/var"]
-        return stats
+        return {**stats, **estimate.stats}
 
     # --------------------------------------------------------------- state
     def state_dict(self) -> dict:
