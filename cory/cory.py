@@ -186,13 +186,43 @@ class CORY:
         """One CORY iteration on a batch of prompts; returns (stats, samples)."""
         cfg = self.config
         order = roles_at(step, cfg.swap_freq, len(self.agents))  # agent index at each position
-        decode = lambda ids: self.tokenizer.batch_decode(ids, skip_special_tokens=True)  # noqa: E731
-        max_new = gen_kwargs["max_new_tokens"]
+        last, branch = len(order) - 1, cfg.observer_samples if cfg.group_by == "prompt" else 1
         t0 = time.perf_counter()
 
         # 1. the pioneer answers the query; 2. each observer answers a prompt holding the query and the earlier
         #    answers (group_by prompt: the last one answers each prompt `branch` times, in a row)
-        last, branch = len(order) - 1, cfg.observer_samples if cfg.group_by == "prompt" else 1
+        queries, responses, cut = self._answer_in_chain(order, prompts, gen_kwargs, branch)
+        t_gen = time.perf_counter()
+
+        # 3. task rewards, each on the query plus the agent's own response; then the collective scores
+        texts = [self.tokenizer.batch_decode(r, skip_special_tokens=True) for r in responses]
+        scored_prompts = prompts * last + [p for p in prompts for _ in range(branch)]
+        rewards, reward_failures, reward_error = safe_rewards(self.task, scored_prompts, sum(texts, []))
+        self.report_reward_error(reward_error, reward_failures, len(rewards))
+        task_rewards = list(rewards.split([len(prompts)] * last + [len(prompts) * branch]))
+        scores = collective_scores(task_rewards, cfg.other_reward_coef, cfg.credit, branch)
+        t_score = time.perf_counter()
+
+        # 4. each agent's own PPO step (in chain order), against the shared frozen reference
+        agent_stats = [self.agents[idx].step(queries[position], responses[position], scores[position], score_error=reward_error,
+                                             group_size=branch if position == last and branch > 1 else None)
+                       for position, idx in enumerate(order)]
+        stats = {
+            "cory/pioneer_agent": float(order[0]),
+            "cory/collective_reward": sum(r.reshape(len(prompts), -1).mean(1) for r in task_rewards).mean().item(),
+            "cory/generations_per_query": sum(map(len, responses)) * self.agents[0].config.samples_per_prompt / len(prompts),
+            "env/reward_failures": float(reward_failures),
+            "tokens/truncated_prompts": float(cut),
+            "time/generate": t_gen - t0,
+            "time/score": t_score - t_gen,
+            "time/ppo_step": time.perf_counter() - t_score,
+            **self._role_and_agent_stats(order, agent_stats, task_rewards, scores),
+        }
+        return stats, self._samples(prompts, texts, task_rewards)
+
+    def _answer_in_chain(self, order, prompts: list[Prompt], gen_kwargs: dict, branch: int):
+        """Each position's queries and responses, in chain order; returns (queries, responses, prompts cut)."""
+        max_new, last = gen_kwargs["max_new_tokens"], len(order) - 1
         queries, responses, cut = [], [], 0
         for position, idx in enumerate(order):
             agent = self.agents[idx]
@@ -205,35 +235,13 @@ class CORY:
             queries.append(agent_queries)
             responses.append(agent.generate(agent_queries, **gen_kwargs))
             cut += n_cut
-        t_gen = time.perf_counter()
+        return queries, responses, cut
 
-        # 3. task rewards, each on the query plus the agent's own response; then the collective scores
-        texts = [decode(r) for r in responses]
-        scored_prompts = prompts * last + [p for p in prompts for _ in range(branch)]
-        rewards, reward_failures, reward_error = safe_rewards(self.task, scored_prompts, sum(texts, []))
-        self.report_reward_error(reward_error, reward_failures, len(rewards))
-        task_rewards = list(rewards.split([len(prompts)] * last + [len(prompts) * branch]))
-        scores = collective_scores(task_rewards, cfg.other_reward_coef, cfg.credit, branch)
-        t_score = time.perf_counter()
-
-        # 4. each agent's own PPO step (in chain order), against the shared frozen reference
-        agent_stats = [self.agents[idx].step(queries[position], responses[position], scores[position], score_error=reward_error,
-                                             group_size=branch if position == last and branch > 1 else None)
-                       for position, idx in enumerate(order)]
-        t_step = time.perf_counter()
-
-        stats = {
-            "cory/pioneer_agent": float(order[0]),
-            "cory/collective_reward": sum(r.reshape(len(prompts), -1).mean(1) for r in task_rewards).mean().item(),
-            "cory/generations_per_query": sum(map(len, responses)) * self.agents[0].config.samples_per_prompt / len(prompts),
-            "env/reward_failures": float(reward_failures),
-            "tokens/truncated_prompts": float(cut),
-            "time/generate": t_gen - t0,
-            "time/score": t_score - t_gen,
-            "time/ppo_step": t_step - t_score,
-        }
+    def _role_and_agent_stats(self, order, agent_stats, task_rewards, scores) -> dict[str, float]:
+        """Each role's view once (pioneer/..., observer/...), and each agent's (a curve follows an agent across swaps)."""
+        stats = {}
         for role, idx, own_stats, task_reward, score in zip(self.roles, order, agent_stats, task_rewards, scores):
-            stats.update({  # the role's view, once
+            stats.update({
                 f"{role}/task_reward": task_reward.mean().item(),
                 f"{role}/task_reward_std": task_reward.std().item(),
                 f"{role}/score": score.mean().item(),
@@ -243,9 +251,11 @@ class CORY:
                 f"{role}/response_len": own_stats.get("tokens/responses_len_mean", float("nan")),
                 f"{role}/within_prompt_share": own_stats.get("critic_free/within_prompt_share", float("nan")),
             })
-            # the agent's view (a curve follows an agent across swaps): its task reward and its PPO step's stats
             stats[f"{self.names[idx]}/task_reward"] = task_reward.mean().item()
             stats.update({f"{self.names[idx]}/{k}": v for k, v in own_stats.items()})
+        return stats
+
+    def _samples(self, prompts: list[Prompt], texts: list[list[str]], task_rewards) -> list[dict]:
         samples = []
         for b, prompt in enumerate(prompts):
             sample = {"query": prompt.text}
@@ -253,4 +263,4 @@ class CORY:
                 first = b * len(role_texts) // len(prompts)  # the last position's first answer to this chain
                 sample[role], sample[f"r_{role}"] = role_texts[first], task_reward[first].item()
             samples.append(sample)
-        return stats, samples
+        return samples
