@@ -25,8 +25,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=30, help="operators to print")
     args = parser.parse_args()
 
-    run, ppo, imdb, accelerator, tokenizer, IMDBTask = build(args)
-    algorithm, prompts, gen = step_setup(args.mode, args, run, ppo, imdb, accelerator, tokenizer, IMDBTask)
+    algorithm, prompts, gen = step_setup(args.mode, args, build(args))
     batches = [prompts[i * args.batch_size : (i + 1) * args.batch_size] for i in range(args.warmup + 1)]
     for batch in batches[:-1]:
         algorithm.step(0, batch, gen)

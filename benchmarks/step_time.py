@@ -41,35 +41,25 @@ PRECISION_LABEL = {"no": "fp32", "bf16": "bf16"}
 
 
 def build(args):
-    """Config, task, and the pieces of `n` agents, as the training scripts build them."""
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-
-    from cory.config import RunConfig, build as build_section, load_task_config
-    from cory.imdb import IMDBConfig, IMDBTask
-    from cory.models import load_tokenizer
+    """The experiment (config, accelerator, tokenizer) exactly as the training scripts set it up (`runner.setup`)."""
+    from cory.config import RunConfig
+    from cory.cory import CORYConfig
+    from cory.imdb import IMDBConfig
     from cory.ppo_config import PPOConfig
-    from cory.precision import resolve_mixed_precision
+    from cory.runner import setup
 
-    raw = load_task_config("imdb", args.preset)
-    raw.update(batch_size=args.batch_size, mini_batch_size=args.mini_batch_size or args.batch_size, ppo_epochs=args.ppo_epochs,
-               lora_r=args.lora_r, query_min_tokens=args.query_tokens, query_max_tokens=args.query_tokens)
-    raw.update({k: v for k, v in (("model_name", args.model_name), ("reward_model", args.reward_model),
-                                  ("dataset_path", args.dataset_path)) if v})
-    raw["mixed_precision"] = resolve_mixed_precision(args.mixed_precision, torch.cuda.is_available())
-    run, ppo, imdb = build_section(RunConfig, raw), build_section(PPOConfig, raw), build_section(IMDBConfig, raw)
-    set_seed(0)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=run.mixed_precision)
-    tokenizer = load_tokenizer(run.model_name)
-    return run, ppo, imdb, accelerator, tokenizer, IMDBTask
+    flags = ["--preset", args.preset, "--batch_size", args.batch_size, "--mini_batch_size", args.mini_batch_size or args.batch_size,
+             "--ppo_epochs", args.ppo_epochs, "--lora_r", args.lora_r, "--query_min_tokens", args.query_tokens,
+             "--query_max_tokens", args.query_tokens, "--mixed_precision", args.mixed_precision]
+    flags += [f for key in ("model_name", "reward_model", "dataset_path") if getattr(args, key) for f in (f"--{key}", getattr(args, key))]
+    return setup("imdb", "cory", "", (RunConfig, PPOConfig, CORYConfig, IMDBConfig), [str(f) for f in flags])
 
 
-def trainers(run, ppo, accelerator, tokenizer, n):
-    from cory.agents import build_policies
-    from cory.ppo import PPOTrainer
+def trainers(exp, n):
+    """`n` agents through the scripts' own factory (`runner.build_agents`)."""
+    from cory.runner import build_agents
 
-    policies, reference = build_policies(run, n, accelerator.device)
-    return [PPOTrainer(ppo, p, reference, tokenizer, accelerator, seed=i) for i, p in enumerate(policies)]
+    return build_agents(exp, n)
 
 
 def timed_steps(step_fn, warmup: int, steps: int) -> list[dict]:
@@ -90,15 +80,17 @@ def phases(rows: list[dict], prefixes: list[str]) -> dict:
             "ppo_update": total("time/ppo/optimize_step"), "step": median(rows, "time/step")}
 
 
-def step_setup(mode: str, args, run, ppo, imdb, accelerator, tokenizer, IMDBTask):
+def step_setup(mode: str, args, exp):
     """(algorithm, prompts, generation kwargs) for a full-step mode: PPO, CORY, or one of their variants."""
     from cory.cory import CORY, CORYConfig
+    from cory.imdb import IMDBTask
     from cory.single import SinglePPO
 
-    task = IMDBTask(imdb, tokenizer, run.seed, accelerator.device)
+    tokenizer = exp.tokenizer
+    task = IMDBTask(exp.task, tokenizer, exp.run.seed, exp.accelerator.device)
     prompts = [p for p in task.prompts("train") if len(p.input_ids) == args.query_tokens]
     two = mode.startswith("cory")
-    agents = trainers(run, ppo, accelerator, tokenizer, 2 if two else 1)
+    agents = trainers(exp, 2 if two else 1)
     cory_config = CORYConfig(knowledge_transfer=mode == "cory")
     algorithm = CORY(cory_config, agents, tokenizer, task) if two else SinglePPO(agents[0], tokenizer, task)
     if mode == "ppo_observer":
@@ -110,13 +102,13 @@ def step_setup(mode: str, args, run, ppo, imdb, accelerator, tokenizer, IMDBTask
 def worker(args) -> dict:
     from cory.cory import roles_at
 
-    run, ppo, imdb, accelerator, tokenizer, IMDBTask = build(args)
-    result = {"mode": args.worker, "mixed_precision": run.mixed_precision, "device": str(accelerator.device),
+    exp = build(args)
+    result = {"mode": args.worker, "mixed_precision": exp.run.mixed_precision, "device": str(exp.accelerator.device),
               "threads": torch.get_num_threads()}
 
     if args.worker == "update":
-        [trainer] = trainers(run, ppo, accelerator, tokenizer, 1)
-        queries, responses, scores = synthetic_rollout(args.batch_size, args.query_tokens, args.response_tokens, len(tokenizer))
+        [trainer] = trainers(exp, 1)
+        queries, responses, scores = synthetic_rollout(args.batch_size, args.query_tokens, args.response_tokens, len(exp.tokenizer))
 
         def update(_):
             t0 = time.perf_counter()
@@ -126,15 +118,15 @@ def worker(args) -> dict:
         result["update_step"] = median(timed_steps(update, args.warmup, args.steps), "time/update")
 
     elif args.worker == "swap":
-        agents = trainers(run, ppo, accelerator, tokenizer, 2)
+        agents = trainers(exp, 2)
         t0 = time.perf_counter()
         for step in range(1000):
             pioneer, observer = (agents[i] for i in roles_at(step, 1))
         result["swap_relabel"] = (time.perf_counter() - t0) / 1000
-        result["swap_official_reload"] = official_swap_seconds(agents, tokenizer, run, ppo, accelerator)
+        result["swap_official_reload"] = official_swap_seconds(agents, exp)
 
     else:
-        algorithm, prompts, gen = step_setup(args.worker, args, run, ppo, imdb, accelerator, tokenizer, IMDBTask)
+        algorithm, prompts, gen = step_setup(args.worker, args, exp)
         agents, two = algorithm.agents, args.worker.startswith("cory")
 
         def step(i):
@@ -176,13 +168,14 @@ def machine() -> dict:
     return info
 
 
-def official_swap_seconds(agents, tokenizer, run, ppo, accelerator) -> float:
+def official_swap_seconds(agents, exp) -> float:
     """The official code's swap: save both models to disk, load them back, build fresh optimizers."""
     from cory.agents import write_policy
     from cory.models import load_causal_lm
     from cory.policy import ValueHeadPolicy
     from cory.ppo import PPOTrainer
 
+    run, ppo, accelerator, tokenizer = exp.run, exp.ppo, exp.accelerator, exp.tokenizer
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         for i, agent in enumerate(agents):
