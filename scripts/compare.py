@@ -1,4 +1,5 @@
-"""PPO vs CORY on IMDB as a study: fixed settings, one ledger entry per finished run, a report from the ledger.
+"""PPO vs CORY as a study (IMDB by default; --task gsm8k or text too): fixed settings, one ledger entry per
+finished run, a report from the ledger.
 
     python scripts/compare.py                       # offline preset: SmolLM2-135M, 3 seeds x 60 steps (see PRESETS)
     python scripts/compare.py --name imdb-claims    # a study whose results/imdb-claims/study.json is committed: runs what is missing
@@ -8,7 +9,7 @@
 
 The first call on a new name writes results/<name>/study.json from its flags (commit it before the runs: it
 pre-registers the settings); a later call with other settings is refused. Every (setting, algorithm, seed) runs
-as its own process (`imdb_train/{ppo,cory}.py`), `--jobs` at a time (each with its share of the cores), with
+as its own process (`imdb_train/{ppo,cory}.py`, `gsm8k_train/...`, `own_task/train.py`), `--jobs` at a time (each with its share of the cores), with
 held-out evaluation every `eval_every` steps and checkpoints, so a killed study resumes where it stopped. A
 finished run becomes its ledger entry (results/<name>/ledger/<setting>/<alg>-seed<s>.json.gz; `--commit`
 commits it at once) and is never run again. Runs of a study use one training-code commit (run from a
@@ -45,7 +46,11 @@ PRESETS = {
 }
 ALGORITHMS = ("ppo", "cory")
 DEFAULT_SETTING = "default"
-STUDY_KEYS = ("task_preset", "steps", "eval_every", "eval_prompts", "mixed_precision", "extra_args")
+TASK_SCRIPTS = {"imdb": ["imdb_train/{algorithm}.py"], "gsm8k": ["gsm8k_train/{algorithm}.py"],
+                "text": ["own_task/train.py", "--algorithm", "{algorithm}"]}
+"""each task's training script for an algorithm (your own task: own_task/train.py)"""
+JUDGES = {"imdb": judge}
+"""a task's second judge, scored into every ledger entry (IMDB: VADER positivity); other tasks have none"""
 
 
 def parse_setting(spec: str) -> tuple[str, list[str]]:
@@ -64,7 +69,7 @@ def parse_setting(spec: str) -> tuple[str, list[str]]:
 
 def new_study(settings: dict, sweep: list[str], extra: list[str], precision: str) -> dict:
     """What a study fixes before its runs: every run's settings, seeds and the training code's commit."""
-    study = {key: settings[key] for key in ("task_preset", "steps", "eval_every", "eval_prompts")}
+    study = {key: settings[key] for key in ("task", "task_preset", "steps", "eval_every", "eval_prompts")}
     study["settings"] = {DEFAULT_SETTING: {"flags": [], "seeds": settings["seeds"]}}
     for spec in sweep:
         name, flags = parse_setting(spec)
@@ -108,7 +113,8 @@ def train_missing(out: Path, study: dict, jobs: list, n_parallel: int, keep_chec
         setting, algorithm, seed = job
         directory = run_dir(out, *job)
         directory.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, str(ROOT / "imdb_train" / f"{algorithm}.py"), "--preset", study["task_preset"],
+        script = [part.format(algorithm=algorithm) for part in TASK_SCRIPTS[study.get("task", "imdb")]]
+        cmd = [sys.executable, str(ROOT / script[0]), *script[1:], "--preset", study["task_preset"],
                "--seed", str(seed), "--steps", str(study["steps"]), "--eval_every", str(study["eval_every"]),
                "--eval_prompts", str(study["eval_prompts"]), "--save_every", str(study["eval_every"]),
                "--resume_from", "auto", "--output_dir", str(directory.parent), "--run_name", directory.name,
@@ -142,7 +148,7 @@ def train_missing(out: Path, study: dict, jobs: list, n_parallel: int, keep_chec
 def record(out: Path, study: dict, job: tuple[str, str, int], directory: Path, wall: float, commit: bool, code: str) -> None:
     """The finished run's ledger entry, after checking it ran the study's settings (precision included)."""
     setting, algorithm, seed = job
-    entry = make_entry(directory, setting, algorithm, seed, wall, code, judge, ROOT)
+    entry = make_entry(directory, setting, algorithm, seed, wall, code, JUDGES.get(study.get("task", "imdb")), ROOT)
     if study["mixed_precision"] and entry["config"]["mixed_precision"] != study["mixed_precision"]:
         raise UsageError(f"{directory} ran in {entry['config']['mixed_precision']}, the study fixes {study['mixed_precision']}")
     for other_seed in study["settings"][setting]["seeds"]:
@@ -176,6 +182,7 @@ def machines(out: Path, jobs: list) -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="Any other --key value goes to both training scripts.")
+    parser.add_argument("--task", default="imdb", choices=sorted(TASK_SCRIPTS), help="which task's scripts run (default imdb)")
     parser.add_argument("--preset", default="offline", choices=sorted(PRESETS))
     parser.add_argument("--name", default="", help="results/<name> (default: imdb for offline, imdb-<preset> otherwise)")
     parser.add_argument("--results_dir", default=str(ROOT / "results"), help="where results/<name> goes (default: the repo's results/)")
@@ -198,8 +205,9 @@ def main(argv=None) -> None:
         parse_setting(spec)  # a malformed setting fails before any run
     if args.jobs < 1:
         raise SystemExit(f"--jobs must be >= 1, got {args.jobs}")
-    settings = {**PRESETS[args.preset], **{k: v for k, v in vars(args).items() if v is not None and k in PRESETS["offline"]}}
-    name = args.name or ("imdb" if args.preset == "offline" else f"imdb-{args.preset}")
+    settings = {**PRESETS[args.preset], "task": args.task,
+                **{k: v for k, v in vars(args).items() if v is not None and k in PRESETS["offline"]}}
+    name = args.name or (args.task if args.preset == "offline" else f"{args.task}-{args.preset}")
     out = Path(args.results_dir) / name
     study = read_study(out)
     if study is None:

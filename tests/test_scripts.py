@@ -171,3 +171,19 @@ def test_a_reward_function_that_does_not_exist_is_one_line(tmp_path):
     with pytest.raises(UsageError, match="reward_fn must be 'module:function'"):
         TextTaskConfig(dataset_path="p.jsonl", reward_fn="upbeat")
     assert load_reward_fn("own_task.example_reward:upbeat")(["x"], ["a great fun film", "bad"])[0] == pytest.approx(0.5)
+
+
+def test_a_study_runs_and_reports_on_gsm8k(assets, tmp_path):
+    """compare.py and the report are not IMDB's only: a GSM8K study (no second judge: VADER is IMDB's) on tiny models."""
+    compare = runpy.run_path(str(ROOT / "scripts" / "compare.py"))["main"]
+    argv = ["--task", "gsm8k", "--results_dir", str(tmp_path), "--name", "tiny-gsm8k", "--seeds", "0", "--steps", "1",
+            "--eval_every", "1", "--eval_prompts", "2", "--jobs", "2", "--mixed_precision", "no", "--allow_uncommitted",
+            "--model_name", str(assets / "lm"), "--eval_dataset_path", str(assets / "problems.jsonl"), *COMMON[2:-4],
+            *task_args("gsm8k", assets, cory=False)]
+    compare(argv)
+    out = tmp_path / "tiny-gsm8k"
+    entry = read_entry(out / "ledger" / "default" / "cory-seed0.json.gz")
+    assert entry["config"]["algorithm"] == "cory" and "judge_vader" not in entry["evals"][0]["per_prompt"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["comparison"] for r in summary["paired"]] == ["CORY agent A - PPO", "CORY agent B - PPO"]
+    assert (out / "summary.md").read_text().startswith("# PPO vs CORY on GSM8K")

@@ -67,13 +67,13 @@ def model_fingerprints(config: dict) -> dict[str, str]:
     return prints
 
 
-def compact_eval(row: dict, judge) -> dict:
-    """One eval.jsonl row, reduced to what the report reads (VADER scored now, so the text can go)."""
+def compact_eval(row: dict, judge=None) -> dict:
+    """One eval.jsonl row, reduced to what the report reads (a task's second judge scored now, so the text can go)."""
     values = row["per_prompt"]
-    if "judge_vader" not in values:
+    if judge is not None and "judge_vader" not in values:
         values = {**values, "judge_vader": [round(v, 4) for v in judge(values["response_text"])]}
     return {"step": row["step"], "agent": row["agent"], "role": row.get("role", "alone"),
-            "per_prompt": {k: values[k] for k in PER_PROMPT_KEYS}}
+            "per_prompt": {k: values[k] for k in PER_PROMPT_KEYS if k in values}}
 
 
 def portable(config: dict, root: Path) -> dict:

@@ -54,9 +54,9 @@ def per_prompt(row: dict, metric: str) -> list:
     if metric in ("distinct_1", "distinct_2"):
         return values["response_ids"]
     if metric == "judge_vader":
-        if "judge_vader" not in values:  # a ledger entry holds it; a run's eval.jsonl holds the text
+        if "judge_vader" not in values and "response_text" in values:  # a run's eval.jsonl holds the text
             values["judge_vader"] = judge(values["response_text"])
-        return values["judge_vader"]
+        return values.get("judge_vader", [np.nan] * len(reward))  # a task without a second judge (GSM8K, your own)
     return values[{"kl_exact": "kl_exact", "response_len": "response_len"}[metric]]
 
 
@@ -65,7 +65,11 @@ def statistic(metric: str):
     if metric in ("distinct_1", "distinct_2"):
         n = int(metric[-1])
         return lambda responses: distinct_n(responses, n)
-    return lambda values: float(np.nanmean(np.asarray(values, dtype=float)))
+    return lambda values: _mean_or_nan(np.asarray(values, dtype=float))
+
+
+def _mean_or_nan(values: np.ndarray) -> float:
+    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
 
 
 def value(row: dict, metric: str) -> float:
@@ -236,16 +240,17 @@ def write_report(out: Path, meta: dict, jobs: list[tuple[str, str, int]], walls:
     hours = sum(walls.values()) / 3600
     names = {**SHORT, **{f"combined_eta{e:g}": f"r-{e:g}KL" for e in ETAS}}
     seeds = {setting: sorted({s for by_seed in by_curve.values() for s in by_seed}) for setting, by_curve in runs.items()}
-    parts = [f"# PPO vs CORY on IMDB ({meta.get('task_preset', '')} preset)", "",
+    task = {"imdb": "IMDB", "gsm8k": "GSM8K", "text": "your own task"}.get(meta.get("task", "imdb"), meta.get("task"))
+    parts = [f"# PPO vs CORY on {task} ({meta.get('task_preset', '')} preset)", "",
              f"- command: `{meta.get('command', '')}`",
              f"- settings (fixed before the runs in study.json): {meta.get('steps')} steps, seeds {meta.get('seeds')}, held-out "
-             f"evaluation on {meta.get('eval_prompts')} fixed IMDB test prefixes every {meta.get('eval_every')} steps (sampling seed = "
+             f"evaluation on {meta.get('eval_prompts')} fixed held-out prompts every {meta.get('eval_every')} steps (sampling seed = "
              f"run seed), precision {PRECISION.get(meta.get('mixed_precision'), 'the preset')}, extra args {meta.get('extra_args', [])}",
              f"- seeds in the ledger: {seeds}; {len(meta.get('missing', []))} run(s) missing"
              + (f" (next: {', '.join(meta['missing'][:4])}, ...)" if meta.get("missing") else ""),
              f"- machines: {meta.get('machine', '')}; {hours:.2f} h of runs in all; training commit(s) {meta.get('git_commit', '')}",
-             "- metrics: held-out task reward (sentiment logit), exact KL(pi || pi_ref) summed over the response, "
-             "r - eta KL, distinct-1/2, response length (tokens), VADER compound of the response (an independent judge)", ""]
+             "- metrics: held-out task reward, exact KL(pi || pi_ref) summed over the response, r - eta KL, distinct-1/2, "
+             "response length (tokens), and for IMDB the VADER compound of the response (an independent judge; NaN elsewhere)", ""]
     if meta.get("endpoints"):
         parts += endpoint_lines(tables, meta["endpoints"])
     parts += ["## Final held-out evaluation, per seed and mean ± std", "",
@@ -287,7 +292,7 @@ def plot(out: Path, runs: dict) -> None:
     panels = {"reward_mean": "held-out task reward", "kl_exact": "KL to reference (exact, summed)",
               combined: f"combined reward r - {ETA_PLOT} KL"}
     series = series_of(default, panels)
-    plot_mean_std(series, panels, out / "curves.png", title="IMDB, mean ± std over seeds")
+    plot_mean_std(series, panels, out / "curves.png", title="mean ± std over seeds")
     plot_trajectories(series, "kl_exact", "reward_mean", out / "pareto.png", title="reward vs KL (mean over seeds; large: end)")
     if len(runs) > 1:
         grid = {setting: series_of(by_curve, ("reward_mean", "kl_exact", "judge_vader")) for setting, by_curve in runs.items()}
