@@ -17,6 +17,7 @@ import torch
 from tqdm import tqdm
 
 from cory.gsm8k import CALCULATION, GSM8KConfig, GSM8KTask
+from cory.lora import lora_config, with_lora
 from cory.paths import save_model_directory
 from cory.precision import bf16_supported
 
@@ -68,7 +69,6 @@ def collate(batch: list[tuple[list[int], list[int]]], pad_id: int) -> tuple[torc
 
 def train_sft(model, tokenizer, examples: list, config: SFTConfig) -> tuple[torch.nn.Module, list[float]]:
     """LoRA on `model`'s linear layers; returns the merged model and the loss per batch."""
-    from cory.agents import lora_config, with_lora
 
     torch.manual_seed(config.seed)
     peft_model = with_lora(model, lora_config(model, config.lora_r, config.lora_alpha, 0.0, "all-linear"))

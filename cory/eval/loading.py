@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cory.agents import load_adapter
+from cory.lora import load_adapter
 from cory.models import load_causal_lm, load_tokenizer
 
 
