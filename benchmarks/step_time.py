@@ -87,7 +87,7 @@ def step_setup(mode: str, args, exp):
     from cory.single import SinglePPO
 
     tokenizer = exp.tokenizer
-    task = IMDBTask(exp.task, tokenizer, exp.run.seed, exp.accelerator.device)
+    task = IMDBTask.from_config(exp.task, tokenizer, exp.run.seed, exp.accelerator.device)
     prompts = [p for p in task.prompts("train") if len(p.input_ids) == args.query_tokens]
     two = mode.startswith("cory")
     agents = trainers(exp, 2 if two else 1)

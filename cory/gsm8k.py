@@ -130,6 +130,11 @@ class GSM8KTask:
     def __init__(self, config: GSM8KConfig, tokenizer):
         self.config, self.tokenizer = config, tokenizer
 
+    @classmethod
+    def from_config(cls, config: GSM8KConfig, tokenizer, seed: int, device) -> "GSM8KTask":
+        """The reward is exact and needs no device; the prompts are the file's, in order (no seed)."""
+        return cls(config, tokenizer)
+
     def wrap_template(self, template: str) -> str:
         return chat_wrap(template, self.tokenizer) if self.config.use_chat_template else template
 

@@ -61,6 +61,10 @@ class IMDBTask:
         self.config, self.tokenizer, self.seed = config, tokenizer, seed
         self.sentiment = SentimentReward(config.reward_model, config.positive_label, device=device)
 
+    @classmethod
+    def from_config(cls, config: IMDBConfig, tokenizer, seed: int, device) -> "IMDBTask":
+        return cls(config, tokenizer, seed, device)
+
     def wrap_template(self, template: str) -> str:
         return template
 

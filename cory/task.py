@@ -27,6 +27,10 @@ class Task(Protocol):
     response_template: str
     """how each earlier response appears in {previous_responses} (more than two agents) unless the config names one"""
 
+    @classmethod
+    def from_config(cls, config, tokenizer, seed: int, device) -> "Task":
+        """Every task is built one way, from its config section (scripts: `Task.from_config(exp.task, ...)`)."""
+
     def wrap_template(self, template: str) -> str:
         """The observer template as the model should see it (e.g. inside a chat turn)."""
 

@@ -74,6 +74,11 @@ class TextTask:
         self.config, self.tokenizer, self.seed = config, tokenizer, seed
         self.reward_fn = load_reward_fn(config.reward_fn)
 
+    @classmethod
+    def from_config(cls, config: TextTaskConfig, tokenizer, seed: int, device) -> "TextTask":
+        """A plain-function reward needs no device."""
+        return cls(config, tokenizer, seed)
+
     def wrap_template(self, template: str) -> str:
         return template
 

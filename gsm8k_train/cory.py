@@ -26,7 +26,7 @@ CONSOLE = {"pioneer/task_reward": "acc_pio", "observer/task_reward": "acc_obs", 
 def main(argv=None) -> dict:
     exp = setup("gsm8k", "cory", __doc__, (RunConfig, PPOConfig, CORYConfig, GSM8KConfig), argv)
     # 1. the task: one-shot prompts, binary exact-answer reward
-    task = GSM8KTask(exp.task, exp.tokenizer)
+    task = GSM8KTask.from_config(exp.task, exp.tokenizer, exp.run.seed, exp.accelerator.device)
     # 2. n_agents (2: the paper) sharing one frozen reference (with LoRA: one adapter each on one base)
     agents = build_agents(exp, exp.cory.n_agents)
     # 3. the observer answers with the pioneer's solution as its reference; both learn the summed reward

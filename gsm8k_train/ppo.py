@@ -23,7 +23,7 @@ CONSOLE = {"env/reward_mean": "acc", "objective/kl": "kl", "tokens/responses_len
 def main(argv=None) -> dict:
     # CORY's keys (the task file's `cory` sub-dict) are not this script's: --swap_freq here is an error
     exp = setup("gsm8k", "ppo", __doc__, (RunConfig, PPOConfig, GSM8KConfig), argv)
-    task = GSM8KTask(exp.task, exp.tokenizer)
+    task = GSM8KTask.from_config(exp.task, exp.tokenizer, exp.run.seed, exp.accelerator.device)
     [trainer] = build_agents(exp, 1)
     return train(exp, SinglePPO(trainer, exp.tokenizer, task), task, exp.ppo.batch_size, PLOTS, CONSOLE)
 

@@ -28,7 +28,7 @@ CONSOLE = {"pioneer/task_reward": "r_pio", "observer/task_reward": "r_obs", "age
 def main(argv=None) -> dict:
     exp = setup("imdb", "cory", __doc__, (RunConfig, PPOConfig, CORYConfig, IMDBConfig), argv)
     # 1. the task: review prefixes, sentiment reward
-    task = IMDBTask(exp.task, exp.tokenizer, exp.run.seed, exp.accelerator.device)
+    task = IMDBTask.from_config(exp.task, exp.tokenizer, exp.run.seed, exp.accelerator.device)
     # 2. n_agents (2: the paper) copies of one LLM, or LoRA adapters on one base, and one shared frozen reference
     agents = build_agents(exp, exp.cory.n_agents)
     # 3. pioneer answers, observer answers with the pioneer's answer in view, both learn the collective reward

@@ -26,7 +26,7 @@ def main(argv=None) -> dict:
     # CORY's keys (the task file's `cory` sub-dict) are not this script's: --swap_freq here is an error
     exp = setup("imdb", "ppo", __doc__, (RunConfig, PPOConfig, IMDBConfig), argv)
     # 1. the task: review prefixes, sentiment reward
-    task = IMDBTask(exp.task, exp.tokenizer, exp.run.seed, exp.accelerator.device)
+    task = IMDBTask.from_config(exp.task, exp.tokenizer, exp.run.seed, exp.accelerator.device)
     # 2. one policy and its frozen reference
     [trainer] = build_agents(exp, 1)
     # 3. sample, score, PPO step

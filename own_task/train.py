@@ -32,7 +32,7 @@ def main(argv=None) -> dict:
     args, rest = picked.parse_known_args(argv)
     sections = (RunConfig, PPOConfig, *((CORYConfig,) if args.algorithm == "cory" else ()), TextTaskConfig)
     exp = setup("text", args.algorithm, __doc__, sections, rest)
-    task = TextTask(exp.task, exp.tokenizer, exp.run.seed)
+    task = TextTask.from_config(exp.task, exp.tokenizer, exp.run.seed, exp.accelerator.device)
     if args.algorithm == "ppo":
         [trainer] = build_agents(exp, 1)
         return train(exp, SinglePPO(trainer, exp.tokenizer, task), task, exp.ppo.batch_size,
