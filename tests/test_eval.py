@@ -144,6 +144,9 @@ def test_an_endpoint_is_decided_by_a_ci_that_excludes_zero_or_bounds_the_effect(
     # half-width 0.3 at 2 seeds; a decision needs it at max(0.1, |0.05|): 2 * (0.3 / 0.1)^2 = 18 seeds
     open_ = decide({"diff": 0.05, "low": -0.25, "high": 0.35}, bound=0.1, seeds=2)
     assert not open_["decided"] and open_["seeds_needed"] == 18
+    # one seed: a CI over its prompts alone says nothing of the seed spread, however narrow
+    one = decide({"diff": -3.0, "low": -5.0, "high": -1.0}, bound=2.0, seeds=1)
+    assert not one["decided"] and one["seeds_needed"] == 2
 
 
 def test_fisher_exact_by_hand():

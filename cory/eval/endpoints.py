@@ -11,6 +11,8 @@ import math
 
 import numpy as np
 
+MIN_SEEDS = 2
+"""below this, the CI holds the prompts' noise only, not the seed-to-seed spread that dominates: never decided"""
 BOUNDS = {"reward_mean": 0.1, "kl_exact": 2.0, "combined_eta0.05": 0.1}
 """a CI half-width at most this bounds the effect: the endpoint is decided even if the CI holds 0"""
 
@@ -19,8 +21,8 @@ def decide(ci: dict, bound: float, seeds: int) -> dict:
     """ci: {diff, low, high}. Returns the verdict, the half-width and the seeds a decision would need."""
     half = (ci["high"] - ci["low"]) / 2
     excludes_zero = ci["low"] > 0 or ci["high"] < 0
-    decided = excludes_zero or half <= bound
-    needed = seeds if decided else math.ceil(seeds * (half / max(bound, abs(ci["diff"]))) ** 2)
+    decided = seeds >= MIN_SEEDS and (excludes_zero or half <= bound)
+    needed = seeds if decided else max(MIN_SEEDS, math.ceil(seeds * (half / max(bound, abs(ci["diff"]))) ** 2))
     return {**ci, "half_width": half, "decided": decided, "excludes_zero": excludes_zero, "seeds": seeds, "seeds_needed": needed}
 
 
@@ -48,7 +50,7 @@ def claim_1(paired_rows: list[dict]) -> list[dict]:
     rows = []
     for row in paired_rows:
         kl, reward = row["kl_exact"], row["reward_mean"]
-        rows.append({"comparison": row["comparison"], "holds": kl["high"] < 0 and reward["low"] > -0.1,
+        rows.append({"comparison": row["comparison"], "holds": row["seeds"] >= MIN_SEEDS and kl["high"] < 0 and reward["low"] > -0.1,
                      "kl_exact": decide(kl, BOUNDS["kl_exact"], row["seeds"]),
                      "reward_mean": decide(reward, BOUNDS["reward_mean"], row["seeds"]),
                      "combined_eta0.05": decide(row["combined_eta0.05"], BOUNDS["combined_eta0.05"], row["seeds"])})
@@ -78,6 +80,8 @@ def verdict(endpoint: dict) -> str:
     if endpoint["decided"]:
         how = "CI excludes 0" if endpoint["excludes_zero"] else f"bounded, |effect| <= {abs(endpoint['diff']) + endpoint['half_width']:.2f}"
         return f"decided ({how}): {text}"
+    if endpoint["seeds"] < MIN_SEEDS:
+        return f"undecided ({endpoint['seeds']} seed: its CI holds the prompts' noise only): {text}"
     return f"undecided: {text}; ~{endpoint['seeds_needed']} seeds at this spread"
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from cory.eval.bootstrap import paired_difference_ci
-from cory.eval.endpoints import claim_1, claim_2, mean_per_seed, seed_view, verdict
+from cory.eval.endpoints import MIN_SEEDS, claim_1, claim_2, mean_per_seed, seed_view, verdict
 from cory.eval.heldout import ETAS, distinct_n
 from cory.eval.ledger import entry_path, read_entry
 from cory.paths import atomic_file
@@ -207,8 +207,9 @@ def endpoint_lines(tables: dict, endpoints: dict) -> list[str]:
     names = {"reward_mean": "reward", "kl_exact": "KL", "combined_eta0.05": "r-0.05KL"}
     lines = ["## Pre-registered endpoints", "", *[f"- {k}: {v}" for k, v in endpoints.items()], ""]
     if tables["claim_1"]:
-        lines += ["Claim 1 (default setting): " + ", ".join(f"{r['comparison']}: {'holds' if r['holds'] else 'does not hold'}"
-                                                             for r in tables["claim_1"]), ""]
+        lines += ["Claim 1 (default setting): " + ", ".join(
+            f"{r['comparison']}: {'holds' if r['holds'] else 'not shown' if r['kl_exact']['seeds'] < MIN_SEEDS else 'does not hold'}"
+            for r in tables["claim_1"]), ""]
         lines += markdown([{"comparison": r["comparison"], **{names[m]: verdict(r[m]) for m in names}} for r in tables["claim_1"]],
                           ["comparison", *names.values()]).splitlines() + [""]
     if tables["claim_2"]:
