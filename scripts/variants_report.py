@@ -30,6 +30,14 @@ from cory.tracking import read_metrics  # noqa: E402
 METRICS = {"reward_mean": "reward", "kl_exact": "KL", "combined_eta0.05": "r-0.05KL", "distinct_2": "distinct-2"}
 
 
+def responses_per_step(settings: dict, logged: list[dict], n_agents: int) -> int:
+    """Responses all agents generate per step: CORY logs it (with group_by prompt the observer answers m times)."""
+    per_query = logged[0].get("cory/generations_per_query")
+    if per_query is None:
+        return settings["batch_size"] * n_agents
+    return round(per_query * settings["batch_size"] / settings.get("samples_per_prompt", 1))
+
+
 def load_run(label: str, directory: Path) -> dict:
     """A run's settings, its agents' held-out evaluations (alone), responses per step, s/step and peak memory."""
     config, metrics, rows = directory / "config.json", directory / "metrics.jsonl", read_eval(directory)
@@ -39,7 +47,7 @@ def load_run(label: str, directory: Path) -> dict:
     logged = read_metrics(metrics)
     agents = sorted({r["agent"] for r in rows})
     return {"label": label, "settings": settings, "agents": {a: evals_of(rows, a) for a in agents},
-            "responses_per_step": settings["batch_size"] * len(agents),
+            "responses_per_step": responses_per_step(settings, logged, len(agents)),
             "s_per_step": statistics.median(r["time/step"] for r in logged),
             "peak_mb": max(r.get("memory/peak_mb", float("nan")) for r in logged)}
 
