@@ -101,6 +101,7 @@ class PPOTrainer:
         batch_size = batch_size or len(query_tensors)
         gen_kwargs.setdefault("pad_token_id", self.pad_id)
         responses, sampler_logprobs = [], []
+        sampling = bool(gen_kwargs.get("do_sample"))  # greedy decoding has no sampler to compare with pi
         self.policy.eval()
         with unwrap_model_for_generation(self.model, self.accelerator) as unwrapped:
             for start in range(0, len(query_tensors), batch_size):
@@ -108,14 +109,14 @@ class PPOTrainer:
                 # one autocast region: each weight is cast once per call, not once per token
                 with self.accelerator.autocast(), fast_cpu_sampling():
                     out = unwrapped.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                                             output_scores=True, return_dict_in_generate=True, **gen_kwargs)
+                                             output_scores=sampling, return_dict_in_generate=True, **gen_kwargs)
                 tokens = out.sequences[:, ids.shape[1] :]
                 chosen = torch.stack([torch.log_softmax(scores.float(), -1).gather(1, tokens[:, t : t + 1])[:, 0]
-                                      for t, scores in enumerate(out.scores)], 1)
+                                      for t, scores in enumerate(out.scores)], 1) if sampling else tokens.float()
                 rows = [truncate_after_eos(row, self.eos_ids) for row in tokens]
                 responses += rows
                 sampler_logprobs += [lp[: len(row)] for lp, row in zip(chosen, rows)]
-        self._sampled = (responses, sampler_logprobs) if gen_kwargs.get("do_sample") else None
+        self._sampled = (responses, sampler_logprobs) if sampling else None
         return responses
 
     def fit_to_context(self, queries: list[torch.Tensor], max_new_tokens: int) -> tuple[list[torch.Tensor], int]:
