@@ -126,32 +126,51 @@ class PPOTrainer:
             raise UsageError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in a context of {self.context_length}")
         return [q[-limit:] for q in queries], sum(len(q) > limit for q in queries)
 
-    def score_rollout(self, batch: Rollout) -> dict[str, torch.Tensor]:
-        """Log-probs, values (with a critic), reference log-probs and exact KL of the sampled tokens, without gradients."""
+    def score_rollout(self, batch: Rollout, reuse: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Log-probs, values (with a critic), reference log-probs and exact KL of the sampled tokens (detached).
+        With `reuse` (the first training minibatch's rows) those rows' policy forward runs with gradients, as the
+        update would run it, and its output stays under "reused" for the update to train on."""
         chunk = self.config.forward_batch_size or self.config.mini_batch_size
-        keep = batch.responses.shape[1] + 1
+        n, keep = len(batch.responses), batch.responses.shape[1] + 1
+        if reuse is None:
+            chunks = [torch.arange(start, min(start + chunk, n), device=self.device) for start in range(0, n, chunk)]
+        else:
+            rest = torch.ones(n, dtype=torch.bool, device=self.device)
+            rest[reuse] = False
+            chunks = [reuse, *(c for c in rest.nonzero()[:, 0].split(chunk) if len(c))]
         keys = ("logprobs", "ref_logprobs", "exact_kl") + (() if self.config.critic_free else ("values",))
         parts: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
-        self.policy.eval()
         self.forward_seconds = {"policy": 0.0, "reference": 0.0}
-        with torch.no_grad():
-            for start in range(0, len(batch.responses), chunk):
-                rows = batch.rows(slice(start, start + chunk))
-                t0 = time.perf_counter()
-                with self.accelerator.autocast():  # the same autocast as the training forward: ratio 1 at the start
-                    logits, values = self.policy(rows.input_ids, rows.attention_mask, keep)
-                t1 = time.perf_counter()
-                with self.accelerator.autocast():
-                    ref_logits = self.reference.logits(rows.input_ids, rows.attention_mask, keep)
-                self.forward_seconds["policy"] += t1 - t0
-                self.forward_seconds["reference"] += time.perf_counter() - t1
+        reused = None
+        for i, idx in enumerate(chunks):
+            rows, train = batch.rows(idx), reuse is not None and i == 0
+            t0 = time.perf_counter()
+            self.policy.train(train)
+            with torch.set_grad_enabled(train), self.accelerator.autocast():  # the training forward's autocast: ratio 1 at the start
+                logits, values = (self.model if train else self.policy)(rows.input_ids, rows.attention_mask, keep)
+            t1 = time.perf_counter()
+            with torch.no_grad(), self.accelerator.autocast():
+                ref_logits = self.reference.logits(rows.input_ids, rows.attention_mask, keep)
+            self.forward_seconds["policy"] += t1 - t0
+            self.forward_seconds["reference"] += time.perf_counter() - t1
+            if train:
+                reused = (logits, values)
+                logits, values = logits.detach(), None if values is None else values.detach()
+            with torch.no_grad():
                 logits, ref_logits = logits[:, :-1], ref_logits[:, :-1]
                 parts["logprobs"].append(selective_log_softmax(logits, rows.responses))
                 if values is not None:
                     parts["values"].append(values[:, :-1])
                 parts["ref_logprobs"].append(selective_log_softmax(ref_logits, rows.responses))
                 parts["exact_kl"].append(exact_kl_from_logits(logits, ref_logits))
-        return {k: torch.cat(v) for k, v in parts.items()}
+        where = torch.cat(chunks).argsort()  # back to the batch's order
+        return {**{k: torch.cat(v)[where] for k, v in parts.items()}, "reused": reused}
+
+    def _reuses_rollout_forward(self) -> bool:
+        """The rollout's policy forward can be the first minibatch's training forward: one process (DDP and
+        DeepSpeed pair each training forward with its backward) and no dropout (train and eval mode agree)."""
+        dropout = any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in self.policy.modules())
+        return self.config.reuse_rollout_forward and not self.distributed and not self.deepspeed and not dropout
 
     def _scale_scores(self, scores: torch.Tensor) -> torch.Tensor:
         cfg = self.config
@@ -179,8 +198,11 @@ class PPOTrainer:
         scores, batch = self._scale_scores(raw_scores), Rollout.from_lists(queries, responses, self.pad_id, self.device)
         mask = batch.response_mask.float()
 
-        # 1. log-probs and values of the rollout, and the reference's
-        rollout = self.score_rollout(batch)
+        # 1. log-probs and values of the rollout, and the reference's; the first epoch's shuffle is drawn first so
+        #    that its first minibatch's forward is this one
+        order = self.rng.permutation(len(queries))
+        first = torch.as_tensor(order[: cfg.mini_batch_size], device=self.device) if self._reuses_rollout_forward() else None
+        rollout = self.score_rollout(batch, first)
         # 2. per-token rewards: the score on the last token, the KL penalty on every token (unless it is a loss term)
         kl = kl_per_token(rollout["logprobs"], rollout["ref_logprobs"], cfg.kl_penalty, rollout["exact_kl"])
         kl_coef = self.kl_ctl.value
@@ -194,7 +216,7 @@ class PPOTrainer:
         loss_mask = mask * (~truncated)[:, None] if cfg.mask_truncated_completions else mask
         t_opt, self._updates = time.perf_counter(), 0
         train_stats = self._optimise(batch, loss_mask, rollout["logprobs"], rollout["ref_logprobs"], estimate.old_values,
-                                     estimate.advantages, estimate.returns)
+                                     estimate.advantages, estimate.returns, order, rollout.pop("reused"))
         t_opt = time.perf_counter() - t_opt
         if self._updates == 0:
             self._count_skip("every minibatch had a non-finite loss or gradient, or a ratio over ratio_threshold")
@@ -245,15 +267,18 @@ class PPOTrainer:
             )
         return {"ppo/skipped_steps": float(self.skipped_steps), "ppo/skipped_minibatches": float(self.skipped_minibatches)}
 
-    def _optimise(self, batch: Rollout, loss_mask, old_logprobs, ref_logprobs, old_values, advantages, returns) -> list[dict]:
+    def _optimise(self, batch: Rollout, loss_mask, old_logprobs, ref_logprobs, old_values, advantages, returns,
+                  first_order: np.ndarray, reused: tuple | None) -> list[dict]:
+        """PPO epochs over minibatches; the first epoch in `first_order`, its first minibatch trained on `reused`
+        (the rollout's forward of those rows) when given."""
         cfg = self.config
         keep = batch.responses.shape[1] + 1
         n, per_step = len(batch.responses), cfg.backward_batch_size
         all_stats: list[dict] = []
         self.policy.train()
         self.optimizer.zero_grad()
-        for _ in range(cfg.ppo_epochs):
-            order = self.rng.permutation(n)
+        for epoch in range(cfg.ppo_epochs):
+            order = first_order if epoch == 0 else self.rng.permutation(n)
             for i, start in enumerate(range(0, n, cfg.mini_batch_size)):
                 idx = torch.as_tensor(order[start : start + cfg.mini_batch_size], device=self.device)
                 last_micro = (i + 1) % cfg.gradient_accumulation_steps == 0
@@ -262,7 +287,8 @@ class PPOTrainer:
                 reduce = loss_reducer(cfg.aggregation, step_mask, cfg.gradient_accumulation_steps, batch.responses.shape[1])
                 pick = lambda t: None if t is None else t[idx]  # noqa: E731  critic-free: no values nor returns
                 stats = self._train_minibatch(batch.rows(idx), loss_mask[idx], old_logprobs[idx], ref_logprobs[idx],
-                                              pick(old_values), advantages[idx], pick(returns), keep, last_micro, reduce)
+                                              pick(old_values), advantages[idx], pick(returns), keep, last_micro, reduce,
+                                              reused if epoch == i == 0 else None)
                 all_stats.append(stats)
             if cfg.target_kl is not None and self._any_process(all_stats[-1]["policy/policykl"] > 1.5 * cfg.target_kl):
                 break
@@ -270,13 +296,15 @@ class PPOTrainer:
         return all_stats
 
     def _train_minibatch(self, rows: Rollout, mask, old_logprobs, ref_logprobs, old_values, advantages, returns, keep,
-                         last_micro, reduce) -> dict:
-        """Forward and backward of one minibatch; its loss is its share of the optimizer step's (`reduce`)."""
+                         last_micro, reduce, forward: tuple | None = None) -> dict:
+        """Forward (unless given) and backward of one minibatch; its loss is its share of the optimizer step's (`reduce`)."""
         cfg = self.config
         sync = self.accelerator.no_sync(self.model) if not last_micro else contextlib.nullcontext()
         with sync:
-            with self.accelerator.autocast():  # the model only: log-softmax and losses below run in fp32
-                logits, vpreds = self.model(rows.input_ids, rows.attention_mask, keep)
+            if forward is None:
+                with self.accelerator.autocast():  # the model only: log-softmax and losses below run in fp32
+                    forward = self.model(rows.input_ids, rows.attention_mask, keep)
+            logits, vpreds = forward
             logits = logits[:, :-1]
             logprobs = selective_log_softmax(logits, rows.responses)
             pg_loss, pg_stats = policy_loss(logprobs, old_logprobs, advantages, mask, cfg.cliprange, cfg.cliprange_high, reduce)

@@ -23,6 +23,11 @@ class PPOConfig:
     """passes over the batch per step"""
     forward_batch_size: int = 0
     """rows per no-grad forward when scoring the rollout (0: mini_batch_size)"""
+    reuse_rollout_forward: bool = True
+    """compute the first minibatch's policy forward once: the rollout's log-probs and values are taken from the
+    training forward of the first minibatch of the first epoch (same weights, same rows), as trl's GRPO does;
+    equal to the separate no-grad pass to rounding; holds that minibatch's graph while the rest is scored. Off
+    by itself with more than one process or an active dropout"""
     gamma: float = 1.0
     """discount"""
     lam: float = 0.95

@@ -35,6 +35,56 @@ def test_first_minibatch_ratio_is_exactly_one(tokenizer, accelerator):
     assert seen[-1]["policy/approxkl"] > 1e-8  # later minibatches see an updated policy
 
 
+def rows_through_the_policy(trainer) -> list[int]:
+    """Rows of every forward the policy's LM runs from now on."""
+    rows = []
+    trainer.policy.lm.register_forward_hook(lambda m, args, kwargs, out: rows.append(len(kwargs["input_ids"])),
+                                            with_kwargs=True)
+    return rows
+
+
+@pytest.mark.parametrize("reuse, expected", [(True, 4 + 2 * 4 - 2), (False, 4 + 2 * 4)])
+def test_the_first_minibatch_forward_is_computed_once(tokenizer, accelerator, reuse, expected):
+    """4 rows scored, then 2 epochs of 2 minibatches of 2: reusing the rollout's forward saves one minibatch's."""
+    trainer = make_trainer(tokenizer, accelerator, reuse_rollout_forward=reuse)
+    rows = rows_through_the_policy(trainer)
+    trainer.step(*batch())
+    assert sum(rows) == expected
+
+
+def test_an_active_dropout_keeps_the_separate_rollout_forward(tokenizer, accelerator):
+    trainer = make_trainer(tokenizer, accelerator)
+    trainer.policy.lm.transformer.drop.p = 0.1  # train and eval forwards now differ: nothing to reuse
+    rows = rows_through_the_policy(trainer)
+    trainer.step(*batch())
+    assert sum(rows) == 4 + 2 * 4
+
+
+@pytest.mark.parametrize("overrides", [
+    {},  # critic: GAE, 2 epochs
+    {"advantage_estimator": "grpo", "samples_per_prompt": 2, "kl_in_loss": True, "mini_batch_size": 1,
+     "gradient_accumulation_steps": 2, "ppo_epochs": 1},
+], ids=["gae", "grpo-accumulated"])
+def test_reusing_the_rollout_forward_equals_the_separate_pass_to_rounding(tokenizer, accelerator, overrides):
+    """Three steps each way from the same weights: the stats and weights agree to float32 rounding (measured
+    at most ~1e-7 on these; the bound leaves room for Adam's division by small second moments)."""
+    results = []
+    for reuse in (True, False):
+        torch.manual_seed(0)
+        config = PPOConfig(**{"batch_size": 4, "mini_batch_size": 2, "ppo_epochs": 2, "learning_rate": 1e-3,
+                              "reuse_rollout_forward": reuse, **overrides})
+        policy = ValueHeadPolicy(tiny_gpt2(), critic=config.advantage_estimator == "gae")
+        trainer = PPOTrainer(config, policy, FrozenReference(tiny_gpt2(seed=1)), tokenizer, accelerator)
+        stats = [trainer.step(*batch()) for _ in range(3)]
+        results.append((stats, [p.detach().clone() for p in trainer.policy.parameters()]))
+    (fused, fused_params), (separate, separate_params) = results
+    gap = max((a - b).abs().max().item() for a, b in zip(fused_params, separate_params))
+    assert gap < 1e-5
+    for a, b in zip(fused, separate):
+        for key in ("objective/kl_exact", "ppo/loss/policy", "ppo/policy/approxkl", "ppo/mean_scores"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-7), key
+
+
 def test_log_probs_do_not_depend_on_padding(tokenizer, accelerator):
     trainer = make_trainer(tokenizer, accelerator)
     queries, responses, _ = batch()
