@@ -11,7 +11,10 @@ overhead, since with knowledge transfer the observer's prompt is the template pl
 PPO alone on prompts shaped like the observer's (template + x + a random y1), so that CORY's step can be compared
 with the two agents' own work (`ppo` + `ppo_observer`); `update` times
 `PPOTrainer.step` alone on a fixed synthetic rollout (compare with benchmarks/trl_step_time.py); `swap` times
-our role exchange (a relabelling) and the official code's (save both models, reload them, new optimizers).
+our role exchange (a relabelling) and the official code's (save both models, reload them, new optimizers);
+`peak` measures the machine's matmul GFLOP/s at the model's shapes (benchmarks/gemm_peak.py). Every full-step
+mode also counts the FLOPs of each phase (benchmarks/flops.py: real tokens and padding apart), so the JSON's
+`distance_to_limit` gives each phase's GFLOP/s and its fraction of that peak.
 Every mode runs once per `--precisions` entry (`no` = fp32, `bf16`), each in its own process.
 Medians over `--steps` after `--warmup`. Prints a table, writes JSON.
 """
@@ -33,10 +36,13 @@ sys.path.insert(0, str(ROOT))
 import cory  # noqa: E402, F401  (first: it tunes the allocator before torch loads)
 import torch  # noqa: E402
 
+from benchmarks import gemm_peak  # noqa: E402
+from benchmarks.flops import FlopCounter  # noqa: E402
 from benchmarks.synthetic import synthetic_rollout  # noqa: E402
 from cory.memory import peak_memory_mb  # noqa: E402
 
-MODES = ("ppo", "ppo_observer", "cory", "cory_no_transfer", "update", "swap")
+PHASES = ("generate", "score", "policy_value_forward", "reference_forward", "ppo_update")
+MODES = ("ppo", "ppo_observer", "cory", "cory_no_transfer", "update", "swap", "peak")
 PRECISION_LABEL = {"no": "fp32", "bf16": "bf16"}
 
 
@@ -49,7 +55,7 @@ def build(args):
     from cory.runner import setup
 
     flags = ["--preset", args.preset, "--batch_size", args.batch_size, "--mini_batch_size", args.mini_batch_size or args.batch_size,
-             "--ppo_epochs", args.ppo_epochs, "--lora_r", args.lora_r, "--query_min_tokens", args.query_tokens,
+             "--ppo_epochs", args.ppo_epochs, "--reuse_rollout_forward", args.reuse_rollout_forward, "--lora_r", args.lora_r, "--query_min_tokens", args.query_tokens,
              "--query_max_tokens", args.query_tokens, "--mixed_precision", args.mixed_precision]
     flags += [f for key in ("model_name", "reward_model", "dataset_path") if getattr(args, key) for f in (f"--{key}", getattr(args, key))]
     return setup("imdb", "cory", "", (RunConfig, PPOConfig, CORYConfig, IMDBConfig), [str(f) for f in flags])
@@ -117,6 +123,16 @@ def worker(args) -> dict:
 
         result["update_step"] = median(timed_steps(update, args.warmup, args.steps), "time/update")
 
+    elif args.worker == "peak":
+        from transformers import AutoConfig
+
+        from cory.models import resolve_model
+
+        config = AutoConfig.from_pretrained(resolve_model(exp.run.model_name))
+        rows = {"decode batch": args.batch_size, "minibatch tokens": args.mini_batch_size * (args.query_tokens + args.response_tokens)}
+        dtype = torch.bfloat16 if exp.run.mixed_precision == "bf16" else torch.float32
+        result.update(gemm_peak.measure(config, rows, dtype))
+
     elif args.worker == "swap":
         agents = trainers(exp, 2)
         t0 = time.perf_counter()
@@ -129,19 +145,41 @@ def worker(args) -> dict:
         algorithm, prompts, gen = step_setup(args.worker, args, exp)
         agents, two = algorithm.agents, args.worker.startswith("cory")
 
+        counter = count_flops(algorithm)
+
         def step(i):
+            counter.take()
             t0 = time.perf_counter()
             stats, _ = algorithm.step(i, prompts[i * args.batch_size : (i + 1) * args.batch_size], gen)
             stats["time/step"] = time.perf_counter() - t0
+            stats["gflop"] = counter.take()
             return stats
 
         rows = timed_steps(step, args.warmup, args.steps)
         prefixes = ["agent_a/", "agent_b/"] if two else [""]
         result.update(phases(rows, prefixes))
+        result["gflop"] = rows[-1]["gflop"]  # the same shapes every step (fixed lengths): the last step's count
         result["prompt_tokens_per_agent"] = [median(rows, p + "tokens/queries_len_mean") for p in prefixes]
         result["tokens_per_second"] = len(agents) * args.batch_size * args.response_tokens / result["generate"]
     result["peak_memory_mb"] = peak_memory_mb()
     return result
+
+
+def count_flops(algorithm) -> FlopCounter:
+    """A FLOP counter on every model of a step, with each phase's entry point booking its forwards to it."""
+    counter = FlopCounter()
+    references = {}
+    for trainer in algorithm.agents:
+        counter.watch(trainer.policy.lm)
+        references[id(trainer.reference.lm)] = trainer.reference.lm
+        trainer.generate = counter.book("generate", trainer.generate)
+        trainer.score_rollout = counter.book("policy_value_forward", trainer.score_rollout)
+        trainer._optimise = counter.book("ppo_update", trainer._optimise)
+    for reference in references.values():
+        counter.watch(reference, label="reference_forward")
+    counter.watch(algorithm.task.sentiment.pipe.model)
+    algorithm.task.reward = counter.book("score", algorithm.task.reward)
+    return counter
 
 
 def observer_shaped(prompts, template: str, tokenizer, response_tokens: int, eos_ids: set[int]) -> list:
@@ -161,11 +199,47 @@ def machine() -> dict:
 
     cpuinfo = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
     model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), platform.processor())
-    info = {"cpu": model, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo if line.startswith("flags")), [])
+    info = {"cpu": model, "cpu_kind": cpu_kind(model, flags), "isa": [f for f in ISA_FLAGS if f in flags], "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "native_bf16": bf16_supported(torch.cuda.is_available()), "load_average_at_start": os.getloadavg()[0]}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
     return info
+
+
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def cpu_kind(model: str, flags: list[str]) -> str:
+    """A file name for the CPU kind: its model and the widest matmul instructions it has (the same model name
+    covers EPYCs with and without AVX-512 bf16)."""
+    isa = next((name for flag, name in (("amx_bf16", "amx"), ("avx512_bf16", "avx512bf16"), ("avx512f", "avx512"),
+                                        ("avx2", "avx2")) if flag in flags), "baseline")
+    words = "".join(c if c.isalnum() else "-" for c in model.lower()).split("-")
+    return "-".join(w for w in words if w and w not in ("r", "tm", "cpu", "processor")) + "-" + isa
+
+
+def distance_to_limit(results: dict) -> dict:
+    """Per mode and precision, per phase: seconds, GFLOP done (real tokens and padding), GFLOP/s, and the
+    fraction of the GEMM peak measured at the model's shapes in the same run."""
+    out = {}
+    for key, result in results.items():
+        mode, label = key.rsplit("_", 1)
+        peak = results.get(f"peak_{label}", {}).get("peak_gflops")
+        if "gflop" not in result or not peak:
+            continue
+        rows = {}
+        for phase in PHASES:
+            work = result["gflop"].get(phase, {"real": 0.0, "padding": 0.0})
+            rate = (work["real"] + work["padding"]) / result[phase] if result[phase] else 0.0
+            rows[phase] = {"seconds": result[phase], "gflop_real": work["real"], "gflop_padding": work["padding"],
+                           "gflops": rate, "fraction_of_peak": rate / peak}
+        total = sum(r["gflop_real"] + r["gflop_padding"] for r in rows.values())
+        rows["step"] = {"seconds": result["step"], "gflop_real": sum(r["gflop_real"] for r in rows.values()),
+                        "gflop_padding": sum(r["gflop_padding"] for r in rows.values()),
+                        "gflops": total / result["step"], "fraction_of_peak": total / result["step"] / peak}
+        out[key] = {"peak_gflops": peak, "phases": rows}
+    return out
 
 
 def official_swap_seconds(agents, exp) -> float:
@@ -205,7 +279,8 @@ def run_modes(args) -> dict:
             results[f"{mode}_{label}"] = json.loads(out.stdout.strip().splitlines()[-1])
             print(f"{mode} {label}: done", file=sys.stderr)
     settings = {k: v for k, v in vars(args).items() if k not in ("worker", "modes", "mixed_precision")}
-    summary = {"machine": machine(), "settings": settings, "modes": results, **headline(results)}
+    summary = {"machine": machine(), "settings": settings, "modes": results, "distance_to_limit": distance_to_limit(results),
+               **headline(results)}
     return summary
 
 
@@ -238,12 +313,17 @@ def print_table(summary: dict) -> None:
     for key in keys:
         print(f"| {key} | " + " | ".join(f"{modes[m][key]:.3f}" for m in columns) + " |")
     for mode, result in modes.items():
-        for key in ("update_step", "swap_relabel", "swap_official_reload"):
+        for key in ("update_step", "swap_relabel", "swap_official_reload", "peak_gflops"):
             if key in result:
                 print(f"| {mode}: {key} | {result[key]:.6f} |")
     for key, value in summary.items():
         if isinstance(value, float):
             print(f"| {key} | {value:.4f} |")
+    for key, limit in summary["distance_to_limit"].items():
+        print(f"\n{key}: GEMM peak {limit['peak_gflops']:.0f} GFLOP/s at the model's shapes")
+        print("| phase | s | GFLOP real | GFLOP padding | GFLOP/s | of peak |\n| --- | --- | --- | --- | --- | --- |")
+        for phase, r in limit["phases"].items():
+            print(f"| {phase} | {r['seconds']:.2f} | {r['gflop_real']:.0f} | {r['gflop_padding']:.0f} | {r['gflops']:.1f} | {r['fraction_of_peak']:.0%} |")
 
 
 def add_setup_arguments(parser: argparse.ArgumentParser) -> None:
@@ -258,6 +338,8 @@ def add_setup_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--query_tokens", type=int, default=8)
     parser.add_argument("--response_tokens", type=int, default=16)
     parser.add_argument("--lora_r", type=int, default=0)
+    parser.add_argument("--reuse_rollout_forward", type=int, default=1, choices=[0, 1],
+                        help="0: the rollout's policy forward as a separate no-grad pass (to measure what reusing it saves)")
     parser.add_argument("--warmup", type=int, default=1)
 
 
@@ -268,7 +350,7 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     parser.add_argument("--precisions", nargs="+", default=["no", "bf16"], choices=list(PRECISION_LABEL))
     parser.add_argument("--mixed_precision", default="no", help=argparse.SUPPRESS)  # set per worker by the parent
-    parser.add_argument("--out", default="benchmarks/results/step_time.json")
+    parser.add_argument("--out", default="", help="JSON to write (default: benchmarks/results/<cpu kind>.json)")
     parser.add_argument("--worker", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -278,8 +360,9 @@ def main() -> None:
     print_table(summary)
     from cory.paths import atomic_file
 
-    atomic_file(Path(args.out), json.dumps(summary, indent=2))
-    print(f"written to {args.out}")
+    out = Path(args.out or f"benchmarks/results/{summary['machine']['cpu_kind']}.json")
+    atomic_file(out, json.dumps(summary, indent=2))
+    print(f"written to {out}")
 
 
 if __name__ == "__main__":

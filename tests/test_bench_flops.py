@@ -1,0 +1,50 @@
+"""The benchmark's FLOP count, by hand on a tiny GPT-2 (2 layers, width 32, 2 heads, the GPT-2 vocabulary)."""
+import pytest
+import torch
+
+from benchmarks.flops import FlopCounter, ModelShape
+from tests.tiny import tiny_gpt2
+
+BODY = 2 * (32 * 96 + 32 * 32 + 32 * 128 + 128 * 32)  # per layer: qkv, attention out, MLP up and down; 2 layers
+HEAD = 50257 * 32
+PAIR = 4 * 2 * 16 * 2  # scores and mixing, 2 heads of 16, 2 layers
+
+
+def test_a_forward_counts_real_tokens_and_padding_apart():
+    ids = torch.ones(2, 3, dtype=torch.long)
+    mask = torch.tensor([[0, 1, 1], [1, 1, 1]])
+    work = ModelShape(tiny_gpt2()).forward(ids, mask, keep=2)
+    real = 2 * BODY * 5 + 2 * HEAD * 4 + PAIR * (2 * 2 + 3 * 3)
+    done = 2 * BODY * 6 + 2 * HEAD * 4 + PAIR * 2 * 3 * 3
+    assert work["real"] == real
+    assert work["padding"] == done - real
+    assert work["backward"] == 2 * PAIR * 18 + 2 * (2 * BODY * 6) + 2 * (2 * HEAD * 4)  # every weight trains
+
+
+def test_a_frozen_model_books_only_activation_gradients():
+    model = tiny_gpt2()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.transformer.h[0].mlp.c_fc.weight.requires_grad_(True)  # one matrix trains
+    work = ModelShape(model).forward(torch.ones(1, 4, dtype=torch.long), None, keep=0)
+    body = 2 * BODY * 4
+    assert work["backward"] == pytest.approx(2 * PAIR * 16 + body * (1 + 32 * 128 / BODY) + 2 * HEAD * 4)
+
+
+def test_phases_labels_and_backward_booking():
+    policy, reference = tiny_gpt2(), tiny_gpt2(seed=1)
+    counter = FlopCounter()
+    counter.watch(policy)
+    counter.watch(reference, label="reference_forward")
+    ids = torch.ones(1, 2, dtype=torch.long)
+    with counter.phase("policy_value_forward"):
+        with torch.no_grad():
+            reference(input_ids=ids)
+        policy(input_ids=ids)  # with gradients: its backward goes to the update
+    policy(input_ids=ids)  # outside any phase: not counted
+    flops = counter.take()
+    forward = (2 * BODY * 2 + 2 * HEAD * 2 + PAIR * 4) / 1e9
+    assert flops["reference_forward"]["real"] == pytest.approx(forward)
+    assert flops["policy_value_forward"]["real"] == pytest.approx(forward)
+    assert flops["ppo_update"]["real"] == pytest.approx((2 * PAIR * 4 + 2 * (2 * BODY * 2) + 2 * (2 * HEAD * 2)) / 1e9)
+    assert counter.take() == {}
