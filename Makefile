@@ -78,15 +78,16 @@ critic-free: assets  ## critic-free CORY, one seed (CF_SEED=0), fp32, one run af
 	OMP_NUM_THREADS=1 $(PY) imdb_train/cory.py $(CF_RUN) --seed $(CF_SEED) --run_name cory-grpo-downstream-seed$(CF_SEED) \
 		--samples_per_prompt 4 --credit downstream
 
-bench: assets  ## step-time benchmark (CPU offline preset), fp32 and bf16 side by side, full fine-tuning and LoRA; JSON in benchmarks/results
-	$(PY) benchmarks/step_time.py --out benchmarks/results/step_time.json
-	$(PY) benchmarks/step_time.py --lora_r 16 --modes ppo cory swap --out benchmarks/results/step_time_lora.json
+bench: assets  ## step-time benchmark (CPU offline preset): fp32, and bf16 where native; per phase GFLOP/s and fraction of the GEMM peak; full fine-tuning and LoRA; JSON per CPU kind in benchmarks/results
+	$(PY) benchmarks/step_time.py
+	$(PY) benchmarks/step_time.py --lora_r 16 --modes peak ppo cory swap
+	$(PY) benchmarks/limit_table.py
 
 precision: assets  ## PPO and CORY in fp32 and in bf16, same seed, 30 steps: results/precision/{summary.md,curves.png}
 	$(PY) scripts/precision_curves.py
 
-test: venv
-	$(PY) -m pytest
+test: venv  ## the offline CPU test suite, one worker per core (at most 4)
+	$(PY) -m pytest -n auto --maxprocesses 4
 
 clean:
 	rm -rf .venv runs .pytest_cache

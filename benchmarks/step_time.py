@@ -269,6 +269,11 @@ def official_swap_seconds(agents, exp) -> float:
 def run_modes(args) -> dict:
     """Each (mode, precision) in a fresh process; the parent collects, compares, prints and writes."""
     results = {}
+    from cory.precision import bf16_supported
+
+    if "bf16" in args.precisions and not bf16_supported(torch.cuda.is_available()):
+        print("this CPU has no native bf16 (bf16 runs would fall back to fp32): fp32 only", file=sys.stderr)
+        args.precisions = [p for p in args.precisions if p != "bf16"] or ["no"]
     for precision in args.precisions:
         label = PRECISION_LABEL[precision]
         for mode in args.modes:
@@ -350,7 +355,7 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     parser.add_argument("--precisions", nargs="+", default=["no", "bf16"], choices=list(PRECISION_LABEL))
     parser.add_argument("--mixed_precision", default="no", help=argparse.SUPPRESS)  # set per worker by the parent
-    parser.add_argument("--out", default="", help="JSON to write (default: benchmarks/results/<cpu kind>.json)")
+    parser.add_argument("--out", default="", help="JSON to write (default: benchmarks/results/<cpu kind>[-lora<r>].json)")
     parser.add_argument("--worker", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -360,7 +365,8 @@ def main() -> None:
     print_table(summary)
     from cory.paths import atomic_file
 
-    out = Path(args.out or f"benchmarks/results/{summary['machine']['cpu_kind']}.json")
+    lora = f"-lora{args.lora_r}" if args.lora_r else ""
+    out = Path(args.out or f"benchmarks/results/{summary['machine']['cpu_kind']}{lora}.json")
     atomic_file(out, json.dumps(summary, indent=2))
     print(f"written to {out}")
 
