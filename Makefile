@@ -50,6 +50,7 @@ compare: assets  ## a quick PPO vs CORY comparison of your own (3 seeds x 60 ste
 	$(PY) scripts/compare.py --preset offline --name imdb-mine --allow_uncommitted
 
 study: assets  ## the committed evidence study (default and KL-0 settings, 8 seeds, fp32) from a worktree at its commit; commits each run's ledger entry
+	$(PY) -m cory.assets sentiment-minilm-imdb
 	scripts/run_study.sh imdb-claims 1
 
 study-report: venv  ## the evidence study's tables and plots from its committed ledger alone: results/imdb-claims/

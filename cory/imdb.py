@@ -22,7 +22,7 @@ class IMDBConfig:
     eval_dataset_path: str = "imdb"
     """held-out prompts (test split of a hub id, or a local file)"""
     reward_model: str = "lvwerra/distilbert-imdb"
-    """text classifier (hub id, local dir, or the offline alias sentiment-minilm-imdb)"""
+    """text classifier (hub id, local dir, or an offline alias: sentiment-minilm-imdb-fast, sentiment-minilm-imdb)"""
     positive_label: str = "POSITIVE"
     """label whose logit is the reward"""
     min_review_chars: int = 200

@@ -30,9 +30,10 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 GSM8K_SFT_ALIAS = "smollm2-135m-gsm8k-sft"
-SENTIMENT_ALIAS = "sentiment-minilm-imdb"
+SENTIMENT_ALIAS = "sentiment-minilm-imdb-fast"  # the offline preset's reward
+STUDY_SENTIMENT_ALIAS = "sentiment-minilm-imdb"  # the first recipe: the evidence study's and earlier results' reward
 ALIASES = {SMOLLM2_ALIAS: ("config.json", "smollm2"), SENTIMENT_ALIAS: ("accuracy.json", "sentiment"),
-           GSM8K_SFT_ALIAS: ("sft.json", "gsm8k-sft")}
+           STUDY_SENTIMENT_ALIAS: ("accuracy.json", STUDY_SENTIMENT_ALIAS), GSM8K_SFT_ALIAS: ("sft.json", "gsm8k-sft")}
 """offline alias -> (the file a finished build leaves last, the `python -m cory.assets` target that builds it)"""
 
 

@@ -29,7 +29,9 @@ def test_an_unbuilt_alias_says_which_command_builds_it(tmp_path, monkeypatch):
     from cory.models import resolve_model
 
     monkeypatch.setenv("CORY_CACHE", str(tmp_path))
-    with pytest.raises(MissingInput, match=r"sentiment-minilm-imdb is not built on this machine .*python -m cory.assets sentiment"):
+    with pytest.raises(MissingInput, match=r"sentiment-minilm-imdb-fast is not built on this machine .*python -m cory.assets sentiment`"):
+        resolve_model("sentiment-minilm-imdb-fast")
+    with pytest.raises(MissingInput, match=r"sentiment-minilm-imdb is not built .*python -m cory.assets sentiment-minilm-imdb`"):
         resolve_model("sentiment-minilm-imdb")
     with pytest.raises(MissingInput, match=r"python -m cory.assets gsm8k-sft"):
         load_tokenizer("smollm2-135m-gsm8k-sft")
