@@ -88,7 +88,7 @@ precision: assets  ## PPO and CORY in fp32 and in bf16, same seed, 30 steps: res
 	$(PY) scripts/precision_curves.py
 
 test: venv  ## the offline CPU test suite, one worker per core (at most 4)
-	$(PY) -m pytest -n auto --maxprocesses 4
+	$(PY) -m pytest -n auto --maxprocesses 4 --dist worksteal
 
 clean:
 	rm -rf .venv runs .pytest_cache

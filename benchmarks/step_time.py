@@ -166,18 +166,22 @@ def worker(args) -> dict:
 
 
 def count_flops(algorithm) -> FlopCounter:
-    """A FLOP counter on every model of a step, with each phase's entry point booking its forwards to it."""
+    """A FLOP counter on every model of a step (each once: LoRA agents and their reference share one base), with
+    each phase's entry point booking its forwards to it."""
     counter = FlopCounter()
-    references = {}
+    models, references = {}, {}
     for trainer in algorithm.agents:
-        counter.watch(trainer.policy.lm)
-        references[id(trainer.reference.lm)] = trainer.reference.lm
+        for model in (trainer.policy.lm, trainer.reference.lm, algorithm.task.sentiment.pipe.model):
+            base = model.get_base_model() if hasattr(model, "get_base_model") else model
+            models[id(base)] = base
+        references[id(trainer.reference)] = trainer.reference
         trainer.generate = counter.book("generate", trainer.generate)
         trainer.score_rollout = counter.book("policy_value_forward", trainer.score_rollout)
         trainer._optimise = counter.book("ppo_update", trainer._optimise)
     for reference in references.values():
-        counter.watch(reference, label="reference_forward")
-    counter.watch(algorithm.task.sentiment.pipe.model)
+        reference.logits = counter.book("reference_forward", reference.logits)  # inside the scoring: the inner phase wins
+    for model in models.values():
+        counter.watch(model)
     algorithm.task.reward = counter.book("score", algorithm.task.reward)
     return counter
 

@@ -31,14 +31,14 @@ def test_a_frozen_model_books_only_activation_gradients():
     assert work["backward"] == pytest.approx(2 * PAIR * 16 + body * (1 + 32 * 128 / BODY) + 2 * HEAD * 4)
 
 
-def test_phases_labels_and_backward_booking():
+def test_the_innermost_phase_gets_the_forward_and_the_update_its_backward():
     policy, reference = tiny_gpt2(), tiny_gpt2(seed=1)
     counter = FlopCounter()
     counter.watch(policy)
-    counter.watch(reference, label="reference_forward")
+    counter.watch(reference)
     ids = torch.ones(1, 2, dtype=torch.long)
     with counter.phase("policy_value_forward"):
-        with torch.no_grad():
+        with torch.no_grad(), counter.phase("reference_forward"):
             reference(input_ids=ids)
         policy(input_ids=ids)  # with gradients: its backward goes to the update
     policy(input_ids=ids)  # outside any phase: not counted
@@ -48,3 +48,15 @@ def test_phases_labels_and_backward_booking():
     assert flops["policy_value_forward"]["real"] == pytest.approx(forward)
     assert flops["ppo_update"]["real"] == pytest.approx((2 * PAIR * 4 + 2 * (2 * BODY * 2) + 2 * (2 * HEAD * 2)) / 1e9)
     assert counter.take() == {}
+
+
+def test_a_peft_model_is_counted_through_its_base_without_its_adapters():
+    from cory.lora import lora_config
+    from peft import get_peft_model
+
+    model = get_peft_model(tiny_gpt2(), lora_config(tiny_gpt2(), 4, 8, 0.0, "c_attn"))
+    counter = FlopCounter()
+    counter.watch(model)
+    with torch.no_grad(), counter.phase("generate"):
+        model(input_ids=torch.ones(1, 2, dtype=torch.long))
+    assert counter.take()["generate"]["real"] == pytest.approx((2 * BODY * 2 + 2 * HEAD * 2 + PAIR * 4) / 1e9)
