@@ -13,11 +13,13 @@ PHASES = ("generate", "policy_value_forward", "reference_forward", "ppo_update",
 
 def rows(summary: dict) -> list[str]:
     kind = summary["machine"].get("cpu_kind", summary["machine"]["cpu"])
+    lora = summary["settings"].get("lora_r", 0)
     out = []
     for key, limit in summary.get("distance_to_limit", {}).items():
         cells = [f"{p['seconds']:.1f} s, {p['gflops']:.0f} GF/s ({p['fraction_of_peak']:.0%})"
                  for p in (limit["phases"][name] for name in PHASES)]
-        out.append(f"| {kind} | {key} | {limit['peak_gflops']:.0f} | " + " | ".join(cells) + " |")
+        mode = f"{key}, LoRA r={lora}" if lora else key
+        out.append(f"| {kind} | {mode} | {limit['peak_gflops']:.0f} | " + " | ".join(cells) + " |")
     return out
 
 
