@@ -67,17 +67,10 @@ variants: assets  ## beyond the paper, seed 0, bf16, 30 steps, two runs at a tim
 	$(PY) scripts/variants_report.py --steps 30 20 --paired_to PPO CORY --out results/variants --runs "PPO=runs/variants/ppo" "GRPO k=4=runs/variants/grpo" \
 		"CORY=runs/variants/cory" "CORY-GRPO k=4=runs/variants/cory-grpo" "CORY N=3=runs/variants/cory-n3"
 
-CF_RUN = --preset offline --steps 30 --eval_every 10 --eval_prompts 128 --mixed_precision no --output_dir runs/critic-free \
-	--save_every 10 --resume_from auto --log_samples_every 0 --advantage_estimator grpo
 CF_SEED ?= 0
 
-critic-free: assets  ## critic-free CORY, one seed (CF_SEED=0), fp32, one run after another (resumable): GRPO, CORY-GRPO by query / by prompt / downstream credit
-	OMP_NUM_THREADS=1 $(PY) imdb_train/cory.py $(CF_RUN) --seed $(CF_SEED) --run_name cory-grpo-query-seed$(CF_SEED) --samples_per_prompt 4
-	OMP_NUM_THREADS=1 $(PY) imdb_train/cory.py $(CF_RUN) --seed $(CF_SEED) --run_name cory-grpo-prompt-seed$(CF_SEED) --samples_per_prompt 2 \
-		--group_by prompt --observer_samples 3 --batch_size 16
-	OMP_NUM_THREADS=1 $(PY) imdb_train/ppo.py $(CF_RUN) --seed $(CF_SEED) --run_name grpo-seed$(CF_SEED) --samples_per_prompt 4
-	OMP_NUM_THREADS=1 $(PY) imdb_train/cory.py $(CF_RUN) --seed $(CF_SEED) --run_name cory-grpo-downstream-seed$(CF_SEED) \
-		--samples_per_prompt 4 --credit downstream
+critic-free: venv  ## critic-free CORY evidence for seed CF_SEED (fp32, from a worktree at the commit results/critic-free states; resumable): GRPO, CORY-GRPO by query / by prompt / downstream credit
+	scripts/run_critic_free.sh $(CF_SEED)
 
 bench: assets  ## step-time benchmark (CPU offline preset): fp32, and bf16 where native; per phase GFLOP/s and fraction of the GEMM peak; full fine-tuning and LoRA; JSON per CPU kind in benchmarks/results
 	$(PY) benchmarks/step_time.py
