@@ -18,11 +18,22 @@ from torch import nn
 BACKWARD_PHASE = "ppo_update"
 
 
+def dims(config) -> dict[str, int]:
+    """The sizes a matmul count needs, under the names of Llama-style and GPT-2-style configs alike."""
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    get = lambda *names: next((getattr(config, n) for n in names if getattr(config, n, None)), None)  # noqa: E731
+    hidden, heads = get("hidden_size", "n_embd"), get("num_attention_heads", "n_head")
+    head_dim = get("head_dim") or hidden // heads
+    return {"hidden": hidden, "heads": heads, "head_dim": head_dim, "layers": get("num_hidden_layers", "n_layer"),
+            "kv": (get("num_key_value_heads") or heads) * head_dim, "inner": get("intermediate_size", "n_inner") or 4 * hidden,
+            "vocab": config.vocab_size}
+
+
 class ModelShape:
     """What a forward's FLOPs depend on: the matmul weights of the body, the LM head and the attention width."""
 
     def __init__(self, model: nn.Module):
-        config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        size = dims(model.config)
         head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
         embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
         skip = embeddings | ({id(head.weight)} if head is not None else set())
@@ -32,11 +43,7 @@ class ModelShape:
         self.body_trained = sum(p.numel() for p in matrices if p.requires_grad) / max(self.body, 1)
         self.head = head.weight.numel() if head is not None else 0
         self.head_trained = head is not None and head.weight.requires_grad
-        heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_head")
-        hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd")
-        head_dim = getattr(config, "head_dim", None) or hidden // heads
-        layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer")
-        self.attention = 4 * heads * head_dim * layers  # per (query, key) pair: scores and mixing, all layers
+        self.attention = 4 * size["heads"] * size["head_dim"] * size["layers"]  # per (query, key) pair: scores and mixing, all layers
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, keep: int) -> dict[str, float]:
         """FLOPs of one forward, split into real tokens and padding."""

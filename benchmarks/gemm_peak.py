@@ -10,17 +10,14 @@ import time
 
 import torch
 
+from benchmarks.flops import dims
+
 
 def weight_shapes(config) -> dict[str, tuple[int, int]]:
     """(in, out) of each distinct matmul a causal LM's layer and head perform."""
-    config = config.get_text_config() if hasattr(config, "get_text_config") else config
-    hidden = getattr(config, "hidden_size", None) or config.n_embd
-    heads = getattr(config, "num_attention_heads", None) or config.n_head
-    head_dim = getattr(config, "head_dim", None) or hidden // heads
-    kv = (getattr(config, "num_key_value_heads", None) or heads) * head_dim
-    inner = getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) or 4 * hidden
-    return {"q/o projection": (hidden, heads * head_dim), "k/v projection": (hidden, kv), "mlp up": (hidden, inner),
-            "mlp down": (inner, hidden), "lm head": (hidden, config.vocab_size)}
+    d = dims(config)
+    return {"q/o projection": (d["hidden"], d["heads"] * d["head_dim"]), "k/v projection": (d["hidden"], d["kv"]),
+            "mlp up": (d["hidden"], d["inner"]), "mlp down": (d["inner"], d["hidden"]), "lm head": (d["hidden"], d["vocab"])}
 
 
 def gflops(rows: int, k: int, n: int, dtype: torch.dtype, seconds: float = 0.3, repeats: int = 3) -> float:

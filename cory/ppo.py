@@ -164,7 +164,8 @@ class PPOTrainer:
                 parts["ref_logprobs"].append(selective_log_softmax(ref_logits, rows.responses))
                 parts["exact_kl"].append(exact_kl_from_logits(logits, ref_logits))
         where = torch.cat(chunks).argsort()  # back to the batch's order
-        return {**{k: torch.cat(v)[where] for k, v in parts.items()}, "reused": reused}
+        scored = {k: torch.cat(v)[where] for k, v in parts.items()}
+        return scored if reuse is None else {**scored, "reused": reused}
 
     def _reuses_rollout_forward(self) -> bool:
         """The rollout's policy forward can be the first minibatch's training forward: one process (DDP and
@@ -216,7 +217,7 @@ class PPOTrainer:
         loss_mask = mask * (~truncated)[:, None] if cfg.mask_truncated_completions else mask
         t_opt, self._updates = time.perf_counter(), 0
         train_stats = self._optimise(batch, loss_mask, rollout["logprobs"], rollout["ref_logprobs"], estimate.old_values,
-                                     estimate.advantages, estimate.returns, order, rollout.pop("reused"))
+                                     estimate.advantages, estimate.returns, order, rollout.get("reused"))
         t_opt = time.perf_counter() - t_opt
         if self._updates == 0:
             self._count_skip("every minibatch had a non-finite loss or gradient, or a ratio over ratio_threshold")

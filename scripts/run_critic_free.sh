@@ -7,9 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 COMMIT=5372ab1  # the critic-free fixes, as run for seed 0
 [ $# -ge 1 ] || { echo "usage: scripts/run_critic_free.sh SEED [SEED ...]"; exit 2; }
-tree=../cory-cf  # beside this checkout, so that the configs' ../shared paths resolve the same
-[ -d "$tree" ] || git worktree add --detach "$tree" "$COMMIT"
-ln -sfn "$PWD/.venv" "$tree/.venv"
+tree=../cory-cf
+source scripts/pinned_worktree.sh
+pinned_worktree "$tree" "$COMMIT"
 .venv/bin/python -m cory.assets smollm2 >/dev/null
 .venv/bin/python -m cory.assets sentiment-minilm-imdb >/dev/null  # that commit's offline reward (the first recipe)
 cd "$tree"

@@ -10,9 +10,9 @@ jobs=${2:-1}
 study=results/$name/study.json
 [ -f "$study" ] || { echo "no $study: create and commit the study first (python scripts/compare.py --name $name ...)"; exit 2; }
 commit=$(.venv/bin/python -c "import json; print(json.load(open('$study'))['training_commits'][0])")
-tree=../cory-study-$name  # beside this checkout, so that the configs' ../shared paths resolve the same
-[ -d "$tree" ] || git worktree add --detach "$tree" "$commit"
-ln -sfn "$PWD/.venv" "$tree/.venv"
+tree=../cory-study-$name
+source scripts/pinned_worktree.sh
+pinned_worktree "$tree" "$commit"
 here=$PWD
 cd "$tree"
 exec env OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 .venv/bin/python scripts/compare.py --name "$name" --results_dir "$here/results" \
