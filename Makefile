@@ -56,7 +56,7 @@ study: assets  ## the committed evidence study (default and KL-0 settings, 8 see
 study-report: venv  ## the evidence study's tables and plots from its committed ledger alone: results/imdb-claims/
 	$(PY) scripts/compare.py --name imdb-claims --report_only
 
-VARIANT_RUN := --preset offline --seed 0 --eval_every 10 --eval_prompts 128 --output_dir runs/variants --save_every 10 --resume_from auto
+VARIANT_RUN := --preset offline --seed 0 --steps 30 --eval_every 10 --eval_prompts 128 --output_dir runs/variants --save_every 10 --resume_from auto
 IMDB_PPO := OMP_NUM_THREADS=1 $(PY) imdb_train/ppo.py $(VARIANT_RUN)
 IMDB_CORY := OMP_NUM_THREADS=1 $(PY) imdb_train/cory.py $(VARIANT_RUN)
 

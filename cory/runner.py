@@ -23,7 +23,8 @@ from cory.cory import CORYConfig, check_with_ppo
 from cory.data import LengthSampler, PromptLoader, check_local_file
 from cory.distributed import mean_over_processes
 from cory.errors import MissingInput, UsageError
-from cory.eval.heldout import evaluate_agent
+from cory.eval.bootstrap import paired_difference_ci
+from cory.eval.heldout import evaluate_agent, twins
 from cory.memory import peak_memory_mb
 from cory.models import load_tokenizer
 from cory.paths import remove_stale_temporaries
@@ -235,17 +236,29 @@ def save_final(exp: Experiment, algorithm: Algorithm, tracker: Tracker, plots: d
 
 
 def eval_table(rows: list[dict]) -> str:
-    """What a user came for, at the end of a run: held-out reward and KL of each agent (and role), first vs last."""
+    """What a user came for, at the end of a run: held-out reward and KL of each agent (and role), first vs last,
+    and the reward's change with a 95% CI over the prompts (paired: the same prompts and sampling seed before and
+    after), so "it learnt" is read off the interval, not off two means."""
     first, last = min(r["step"] for r in rows), max(r["step"] for r in rows)
     keyed = {(r["agent"], r.get("role", "alone"), r["step"]): r for r in rows}
     lines = [f"held-out evaluation ({len(rows[0]['per_prompt']['reward'])} prompts), after {first} -> {last} steps:",
-             f"  {'agent':8} {'role':18} {'reward':>17} {'KL':>15}"]
+             f"  {'agent':8} {'role':18} {'reward':>17} {'KL':>15}   reward change, 95% CI over prompts"]
     for agent, role in dict.fromkeys((a, r) for a, r, _ in keyed):
         before, after = keyed.get((agent, role, first)), keyed.get((agent, role, last))
         if before and after:
+            change = reward_change(before["per_prompt"]["reward"], after["per_prompt"]["reward"])
             lines.append(f"  {agent:8} {role:18} {before['reward_mean']:7.3f} -> {after['reward_mean']:6.3f} "
-                         f"{before['kl_exact']:6.2f} -> {after['kl_exact']:5.2f}")
+                         f"{before['kl_exact']:6.2f} -> {after['kl_exact']:5.2f}   {change}")
     return "\n".join(lines)
+
+
+def reward_change(before: list, after: list) -> str:
+    """'+0.240 [+0.121, +0.364]' for the paired mean change over the prompts both scored (a failed reward is None)."""
+    pairs = [(b, a) for b, a in zip(before, after) if b is not None and a is not None]
+    if len(pairs) < 2:
+        return "n/a"
+    ci = paired_difference_ci([[b for b, _ in pairs]], [[a for _, a in pairs]])
+    return f"{ci['diff']:+.3f} [{ci['low']:+.3f}, {ci['high']:+.3f}]"
 
 
 def check_in_sync(accelerator: Accelerator, algorithm) -> None:
@@ -269,9 +282,9 @@ def evaluate_all(algorithm: Algorithm, task, prompts, run: RunConfig, tracker: T
     """Each agent alone on the held-out prompts (a CORY agent answers x without the other's response); before
     and after training, each agent in the algorithm's other roles (CORY: observer of the other's and of its own answer)."""
     gen = run.generation_kwargs(run.response_max_tokens)
-    alone = {}
+    alone, same = {}, twins(algorithm.names, algorithm.agents)
     for name, agent in zip(algorithm.names, algorithm.agents):  # every process runs it (ZeRO-3 gathers weights to generate)
-        alone[name] = evaluate_agent(agent, task, prompts, gen, seed=run.seed)
+        alone[name] = alone[same[name]] if same[name] != name else evaluate_agent(agent, task, prompts, gen, seed=run.seed)
         tracker.log_eval(steps_done, name, alone[name])
         if tracker.enabled:
             tqdm.write(f"eval after {steps_done} steps, {name}: " + summary_line(alone[name]["metrics"], EVAL_CONSOLE))

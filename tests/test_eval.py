@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from cory.cory import CORY, CORYConfig, observer_prompts
-from cory.eval.heldout import distinct_n, evaluate_agent
+from cory.eval.heldout import distinct_n, evaluate_agent, twins
 from cory.eval.endpoints import decide, fisher_exact
 from cory.eval.ledger import compact_eval, entry_path, write_entry
 from cory.eval.report import ROLES, judge, write_report
@@ -78,6 +78,36 @@ def test_each_agent_as_observer_of_the_other_and_of_itself(tokenizer, accelerato
     assert roles["agent_b", "observer_of_self"]["metrics"]["kl_exact"] > 1e-3
 
 
+def test_agents_with_identical_weights_are_evaluated_once_with_the_same_results(tokenizer, accelerator, monkeypatch):
+    """CORY's agents start as copies: each observer role of a twin pair is computed once, and what it reuses is what
+    evaluating it again would give (sampling, so the seed has to carry it); one step of training breaks the tie."""
+    import cory.eval.roles as roles_module
+
+    reference = FrozenReference(tiny_gpt2(n_embd=16))
+    config = PPOConfig(batch_size=4, mini_batch_size=4)
+    agents = [PPOTrainer(config, ValueHeadPolicy(tiny_gpt2(n_embd=16, seed=1)), reference, tokenizer, accelerator) for _ in range(2)]
+    task = TextTask(lambda texts: [float(len(t)) for t in texts])
+    cory = CORY(CORYConfig(), agents, tokenizer, task)
+    assert twins(cory.names, agents) == {"agent_a": "agent_a", "agent_b": "agent_a"}
+    prompts = as_prompts([torch.randint(0, 1000, (n,)) for n in (2, 3, 4)], tokenizer)
+    gen = dict(do_sample=True, top_k=0, max_new_tokens=3, min_new_tokens=3)
+    alone = {name: evaluate_agent(agents[0], task, prompts, gen, seed=7) for name in cory.names}
+    calls = []
+    counted = lambda *args, **kwargs: calls.append(1) or evaluate_agent(*args, **kwargs)  # noqa: E731
+    monkeypatch.setattr(roles_module, "evaluate_agent", counted)
+    shared = evaluate_observer_roles(cory, prompts, gen, alone, seed=7)
+    assert len(calls) == 1  # four (agent, role) pairs, one distinct evaluation
+    seen = observer_prompts(cory.template, prompts, [alone["agent_a"]["responses"]], tokenizer, agents[0].eos_ids)
+    again = evaluate_agent(agents[1], task, prompts, gen, seed=7, queries=seen)
+    for key in shared:
+        assert shared[key]["per_prompt"] == again["per_prompt"]
+    with torch.no_grad():
+        next(agents[1].policy.lm.parameters()).add_(1e-3)
+    assert twins(cory.names, agents) == {"agent_a": "agent_a", "agent_b": "agent_b"}
+    evaluate_observer_roles(cory, prompts, gen, alone, seed=7)
+    assert len(calls) == 1 + 4  # no longer twins: every (agent, role) evaluated
+
+
 def _eval_rows(agent: str, role: str, steps_rewards: dict[int, float], text: str, kl: float = 1.0) -> list[dict]:
     """Synthetic eval.jsonl rows: two prompts per evaluation, every response the same `text`."""
     return [{"step": step, "agent": agent, "role": role,
@@ -132,8 +162,18 @@ def test_the_end_of_run_table_shows_each_agent_and_role_first_vs_last():
             row(0, "agent_a", "observer_of_other", 0.2, 0.0), row(10, "agent_a", "observer_of_other", 0.9, 2.0)]
     lines = eval_table(rows).splitlines()
     assert lines[0] == "held-out evaluation (4 prompts), after 0 -> 10 steps:"
-    assert lines[2].split() == ["agent_a", "alone", "0.250", "->", "0.750", "0.00", "->", "3.00"]
-    assert lines[3].split() == ["agent_a", "observer_of_other", "0.200", "->", "0.900", "0.00", "->", "2.00"]
+    assert lines[2].split() == ["agent_a", "alone", "0.250", "->", "0.750", "0.00", "->", "3.00", "+0.500", "[+0.500,", "+0.500]"]
+    assert lines[3].split() == ["agent_a", "observer_of_other", "0.200", "->", "0.900", "0.00", "->", "2.00", "+0.700", "[+0.700,", "+0.700]"]
+
+
+def test_the_reward_change_is_paired_over_the_prompts_both_scored():
+    from cory.runner import reward_change
+
+    # differences +1, +1, +1, +1 (prompt 3 failed after training, prompt 4 before: left out) -> every bootstrap mean is 1
+    assert reward_change([0.0, 1.0, 2.0, 0.5, None, 3.0], [1.0, 2.0, 3.0, None, 0.0, 4.0]) == "+1.000 [+1.000, +1.000]"
+    low, high = (float(x) for x in reward_change([0.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 1.0]).split("[")[1].rstrip("]").split(","))
+    assert 0.0 <= low < 0.5 < high <= 1.0  # differences 0,1,0,1: mean 0.5, bootstrap means lie in [0, 1]
+    assert reward_change([1.0], [2.0]) == "n/a"
 
 
 def test_an_endpoint_is_decided_by_a_ci_that_excludes_zero_or_bounds_the_effect():

@@ -69,5 +69,24 @@ def evaluate_agent(trainer: PPOTrainer, task: Task, prompts: list[Prompt], gen_k
     return {"metrics": result, "samples": samples, "per_prompt": per_prompt, "responses": responses}
 
 
+def twins(names: list[str], agents: list[PPOTrainer]) -> dict[str, str]:
+    """name -> the first agent's name with exactly the same policy weights (itself if none): CORY's agents start as
+    copies, so at step 0 one evaluation stands for all of them, to the bit (same weights, same seed, same prompts).
+    Only full models in one process are compared; adapters and sharded weights count as different (evaluated)."""
+    def weights(agent):
+        return agent.policy.lm.state_dict() if agent.policy.adapter_name is None and agent.accelerator.num_processes == 1 else None
+
+    canonical = {}
+    for name, agent in zip(names, agents):
+        mine = weights(agent)
+        canonical[name] = next((other for other, twin in zip(names, agents) if other in canonical and mine is not None
+                                and _equal_weights(mine, weights(twin))), name)
+    return canonical
+
+
+def _equal_weights(a: dict | None, b: dict | None) -> bool:
+    return a is not None and b is not None and a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def _finite_or_none(value: float) -> float | None:
     return value if np.isfinite(value) else None
