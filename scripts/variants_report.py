@@ -4,12 +4,14 @@
         "CORY=runs/variants/cory" "CORY-GRPO k=4=runs/variants/cory-grpo" "CORY N=3=runs/variants/cory-n3" \
         --steps 30 20 --paired_to PPO CORY --out results/variants
 
-Per run and agent (alone, on the runs' fixed held-out prompts) at each of `--steps` it logged: held-out reward,
-exact KL, r - 0.05 KL, distinct-2, and the responses generated so far by all agents (the sample budget); per
-run the median s/step and peak memory; for every agent at the first of `--steps`, the paired difference to
-each `--paired_to` run (default: the first) — to its agent of the same name where it has one, else its first —
-with a 95% bootstrap CI over prompts (one seed: prompts are the only resampled unit). `curves.png`: held-out
-reward and KL against responses generated.
+A label may name several runs, one per seed: "GRPO k=4=runs/a/grpo-seed0,runs/a/grpo-seed1" (they must differ in
+the seed alone). Per variant and agent (alone, on the runs' fixed held-out prompts) at each of `--steps` it
+logged: held-out reward, exact KL, r - 0.05 KL, distinct-2 (means over seeds), each seed's reward, and the
+responses generated so far by all agents (the sample budget); per variant the median s/step and peak memory;
+for every agent at the first of `--steps`, the paired difference to each `--paired_to` variant (default: the
+first) — to its agent of the same name where it has one, else its first — on the seeds both have, with a 95%
+bootstrap CI over seeds and prompts (one seed: prompts only). `curves.png`: held-out reward and KL against
+responses generated, mean and +-1 std over seeds.
 """
 from __future__ import annotations
 
@@ -38,16 +40,24 @@ def responses_per_step(settings: dict, logged: list[dict], n_agents: int) -> int
     return round(per_query * settings["batch_size"] / settings.get("samples_per_prompt", 1))
 
 
-def load_run(label: str, directory: Path) -> dict:
-    """A run's settings, its agents' held-out evaluations (alone), responses per step, s/step and peak memory."""
-    config, metrics, rows = directory / "config.json", directory / "metrics.jsonl", read_eval(directory)
-    if not (config.is_file() and metrics.is_file() and rows):
-        raise SystemExit(f"variants_report.py: error: {directory} holds no finished run (config.json, metrics.jsonl, eval.jsonl)")
-    settings = json.loads(config.read_text())
-    logged = read_metrics(metrics)
-    agents = sorted({r["agent"] for r in rows})
-    return {"label": label, "settings": settings, "agents": {a: evals_of(rows, a) for a in agents},
-            "responses_per_step": responses_per_step(settings, logged, len(agents)),
+def load_run(label: str, directories: list[Path]) -> dict:
+    """A labelled variant over its seeds (one run directory each): settings, each agent's held-out evaluations
+    (alone) per seed, responses per step, s/step (median over every step of every seed) and peak memory."""
+    seeds = []
+    for directory in directories:
+        config, metrics, rows = directory / "config.json", directory / "metrics.jsonl", read_eval(directory)
+        if not (config.is_file() and metrics.is_file() and rows):
+            raise SystemExit(f"variants_report.py: error: {directory} holds no finished run (config.json, metrics.jsonl, eval.jsonl)")
+        seeds.append((json.loads(config.read_text()), read_metrics(metrics), rows))
+    settings = seeds[0][0]
+    differ = [k for k in settings if k not in ("seed", "run_name") and any(s[0].get(k) != settings[k] for s in seeds)]
+    if differ:
+        raise SystemExit(f"variants_report.py: error: the runs of {label!r} differ in {differ}, not only in the seed")
+    agents = sorted({r["agent"] for r in seeds[0][2]})
+    logged = [row for _, metrics, _ in seeds for row in metrics]
+    return {"label": label, "settings": settings, "seeds": [s[0]["seed"] for s in seeds],
+            "agents": {a: [evals_of(rows, a) for _, _, rows in seeds] for a in agents},
+            "responses_per_step": responses_per_step(settings, seeds[0][1], len(agents)),
             "s_per_step": statistics.median(r["time/step"] for r in logged),
             "peak_mb": max(r.get("memory/peak_mb", float("nan")) for r in logged)}
 
@@ -56,13 +66,22 @@ def name(run: dict, agent: str) -> str:
     return run["label"] if len(run["agents"]) == 1 else f"{run['label']} {agent.replace('agent_', '').upper()}"
 
 
+def at_step(evals: list[dict], step: int) -> dict | None:
+    return next((r for r in evals if r["step"] == step), None)
+
+
 def agent_table(runs: list[dict], steps: list[int]) -> list[dict]:
+    """Per agent and step: each metric's mean over the seeds that reached it, and the reward of each seed."""
     table = []
     for run in runs:
-        for agent, evals in run["agents"].items():
-            for row in (r for r in evals if r["step"] in steps):
-                table.append({"policy": name(run, agent), "step": row["step"], "responses": row["step"] * run["responses_per_step"],
-                              **{m: value(row, m) for m in METRICS}})
+        for agent, per_seed in run["agents"].items():
+            for step in steps:
+                rows = [r for r in (at_step(evals, step) for evals in per_seed) if r is not None]
+                if rows:
+                    table.append({"policy": name(run, agent), "step": step, "seeds": len(rows),
+                                  "responses": step * run["responses_per_step"],
+                                  **{m: statistics.mean(value(r, m) for r in rows) for m in METRICS},
+                                  "reward per seed": " / ".join(f"{value(r, 'reward_mean'):.3f}" for r in rows)})
     return table
 
 
@@ -73,19 +92,21 @@ def cost_table(runs: list[dict]) -> list[dict]:
 
 
 def paired_table(runs: list[dict], base_run: dict, step: int) -> list[dict]:
-    """Each other run's agents at `step` minus the baseline run's at `step` on the same prompts: the agent of the
-    same name where the baseline has one (CORY A against CORY A), else the baseline's first agent."""
+    """Each other run's agents at `step` minus the baseline run's at `step`, on the seeds both have and the same
+    prompts: the agent of the same name where the baseline has one (CORY A against CORY A), else the baseline's
+    first agent. The CI resamples seeds and prompts (cory.eval.bootstrap); with one seed, prompts only."""
     first = next(iter(base_run["agents"]))
     table = []
     for run in (r for r in runs if r is not base_run):
-        for agent, evals in run["agents"].items():
-            mine = next((r for r in evals if r["step"] == step), None)
-            base = next((r for r in base_run["agents"].get(agent, base_run["agents"][first]) if r["step"] == step), None)
-            if mine is not None and base is not None:
-                base_name = name(base_run, agent if agent in base_run["agents"] else first)
-                row = {"comparison": f"{name(run, agent)} - {base_name}"}
+        for agent, per_seed in run["agents"].items():
+            base_agent = agent if agent in base_run["agents"] else first
+            pairs = [(at_step(base_run["agents"][base_agent][base_run["seeds"].index(seed)], step), at_step(evals, step))
+                     for seed, evals in zip(run["seeds"], per_seed) if seed in base_run["seeds"]]
+            pairs = [(base, mine) for base, mine in pairs if base is not None and mine is not None]
+            if pairs:
+                row = {"comparison": f"{name(run, agent)} - {name(base_run, base_agent)}", "seeds": len(pairs)}
                 for m in ("reward_mean", "kl_exact", "combined_eta0.05"):
-                    row[m] = paired_difference_ci([per_prompt(base, m)], [per_prompt(mine, m)], statistic(m))
+                    row[m] = paired_difference_ci([per_prompt(b, m) for b, _ in pairs], [per_prompt(x, m) for _, x in pairs], statistic(m))
                 table.append(row)
     return table
 
@@ -93,16 +114,21 @@ def paired_table(runs: list[dict], base_run: dict, step: int) -> list[dict]:
 def plot(runs: list[dict], path: Path) -> None:
     series = {}
     for run in runs:
-        for agent, evals in run["agents"].items():
-            series[name(run, agent)] = {m: {r["step"] * run["responses_per_step"]: [value(r, m)] for r in evals}
-                                        for m in ("reward_mean", "kl_exact")}
+        for agent, per_seed in run["agents"].items():
+            series[name(run, agent)] = {m: {} for m in ("reward_mean", "kl_exact")}
+            for evals in per_seed:
+                for r in evals:
+                    for m in series[name(run, agent)]:
+                        series[name(run, agent)][m].setdefault(r["step"] * run["responses_per_step"], []).append(value(r, m))
+    seeds = sorted({s for run in runs for s in run["seeds"]})
     plot_mean_std(series, {"reward_mean": "held-out reward vs responses generated", "kl_exact": "KL (exact) vs responses generated"},
-                  path, title="IMDB offline, seed 0: each agent alone")
+                  path, title=f"IMDB offline, seeds {', '.join(map(str, seeds))}: each agent alone (mean, +-1 std over seeds)")
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", nargs="+", required=True, help='LABEL=RUN_DIR, the baseline first (the last "=" splits)')
+    parser.add_argument("--runs", nargs="+", required=True,
+                        help='LABEL=RUN_DIR[,RUN_DIR...] (one directory per seed), the baseline first (the last "=" splits)')
     parser.add_argument("--steps", nargs="+", type=int, default=[30], help="evaluation steps to tabulate (the first: paired differences)")
     parser.add_argument("--paired_to", nargs="*", default=[], metavar="LABEL", help="baselines of the paired tables (default: the first run)")
     parser.add_argument("--out", default="results/variants")
@@ -111,7 +137,7 @@ def main(argv=None) -> None:
     specs = [spec.rpartition("=") for spec in args.runs]  # a label may hold "=" (k=4), a path rarely does
     if any(not sep for _, sep, _ in specs):
         parser.error(f"expected LABEL=RUN_DIR, got {args.runs}")
-    runs = [load_run(label, Path(path)) for label, _, path in specs]
+    runs = [load_run(label, [Path(p) for p in paths.split(",")]) for label, _, paths in specs]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     by_label = {run["label"]: run for run in runs}
@@ -123,16 +149,16 @@ def main(argv=None) -> None:
     paired = {base["label"]: paired_table(runs, base, args.steps[0]) for base in baselines}
     md = [f"# {args.title}", "",
           "Each agent alone on the runs' fixed held-out prompts; `responses` = responses generated by all agents so far.", "",
-          markdown(agents, ["policy", "step", "responses", *METRICS], METRICS), "",
+          markdown(agents, ["policy", "step", "seeds", "responses", *METRICS, "reward per seed"], METRICS), "",
           "Cost per step (median over the run; peak memory of the process):", "",
           markdown(cost, list(cost[0])), "",
-          f"Paired differences at step {args.steps[0]} (the same held-out prompts; 95% bootstrap CI over prompts; * excludes 0):", "",
-          markdown(sum(paired.values(), []), ["comparison", "reward_mean", "kl_exact", "combined_eta0.05"], METRICS), ""]
+          f"Paired differences at step {args.steps[0]} (the same seeds and held-out prompts; 95% bootstrap CI over seeds and prompts; * excludes 0):", "",
+          markdown(sum(paired.values(), []), ["comparison", "seeds", "reward_mean", "kl_exact", "combined_eta0.05"], METRICS), ""]
     atomic_file(out / "summary.md", "\n".join(md))
     settings = ("advantage_estimator", "samples_per_prompt", "n_agents", "group_by", "observer_samples", "credit", "steps",
                 "batch_size", "seed", "mixed_precision")
     atomic_file(out / "summary.json", json.dumps({"agents": agents, "cost": cost, "paired": paired, "runs": {
-        r["label"]: {k: r["settings"].get(k) for k in settings} for r in runs}}, indent=1))
+        r["label"]: {**{k: r["settings"].get(k) for k in settings}, "seeds": r["seeds"]} for r in runs}}, indent=1))
     plot(runs, out / "curves.png")
     print("\n".join(md))
 

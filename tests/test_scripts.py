@@ -150,6 +150,27 @@ def test_variants_report_tabulates_critic_free_and_three_agent_runs(assets, tmp_
         report(["--runs", f"PPO={tmp_path / 'nothing'}", "--out", str(tmp_path / "out")])
 
 
+def test_variants_report_pairs_several_seeds_by_seed_not_by_order():
+    """Seeds listed in another order are paired by their seed; a seed the baseline lacks is left out."""
+    module = runpy.run_path(str(ROOT / "scripts" / "variants_report.py"))
+
+    def run(label, rewards_by_seed):
+        return {"label": label, "seeds": list(rewards_by_seed), "agents": {"policy": [
+            [{"step": 0, "per_prompt": {"reward": [0.0, 0.0], "kl_exact": [0.0, 0.0], "response_ids": [[1], [2]]}},
+             {"step": 10, "per_prompt": {"reward": r, "kl_exact": [1.0, 1.0], "response_ids": [[1], [2]]}}] for r in rewards_by_seed.values()]},
+            "responses_per_step": 32}
+
+    base = run("PPO", {0: [0.0, 0.0], 1: [1.0, 1.0]})
+    other = run("GRPO", {1: [2.0, 2.0], 0: [0.5, 0.5], 5: [9.0, 9.0]})
+    [row] = module["paired_table"]([base, other], base, 10)
+    assert row["seeds"] == 2 and row["reward_mean"]["diff"] == pytest.approx((0.5 + 1.0) / 2)
+    assert 0.5 <= row["reward_mean"]["low"] <= row["reward_mean"]["high"] <= 1.0  # each replicate: a mix of +0.5 and +1
+    assert row["kl_exact"] == pytest.approx({"diff": 0.0, "low": 0.0, "high": 0.0})
+    table = module["agent_table"]([other], [10])
+    assert table[0]["seeds"] == 3 and table[0]["reward_mean"] == pytest.approx((2.0 + 0.5 + 9.0) / 3)
+    assert table[0]["reward per seed"] == "2.000 / 0.500 / 9.000"
+
+
 @pytest.mark.parametrize("algorithm", ["ppo", "cory"])
 def test_your_own_task_trains_with_a_reward_function(algorithm, assets, tmp_path):
     """The README's own-task path: prompts from a file, the reward a plain Python function, no preset needed."""
