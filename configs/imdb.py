@@ -33,6 +33,7 @@ presets = dict(
         learning_rate=5e-5,
         eval_every=20,  # before and after: each agent on the default 64 held-out prompts, the change with its CI at
         # the end (at 20 steps the study's seed 0 shows both agents' gain excluding 0 on 64 prompts, not on 32)
+        eval_roles=False,  # the observer-role evaluations (~2.5 min on a 2-core CPU) are the study's; compare.py turns them on
         # bf16 stays (inherited): on a CPU with avx512_bf16/AMX a step is ~2x faster and learns like fp32
         # (results/precision); a CPU without native bf16 falls back to fp32 with one line
     ),

@@ -75,6 +75,9 @@ class RunConfig:
     """evaluate each agent alone on held-out prompts before training and every N steps (0: never)"""
     eval_prompts: int = 64
     """held-out prompts per evaluation (a fixed subset of the task's eval split)"""
+    eval_roles: bool = True
+    """CORY: before and after training, also each agent as observer of the other's and of its own answer
+    (cory.eval.roles); false: each agent alone only (four evaluations of the observer's longer prompts fewer)"""
 
     def __post_init__(self) -> None:
         if not 0 < self.response_min_tokens <= self.response_max_tokens:

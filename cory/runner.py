@@ -288,7 +288,7 @@ def evaluate_all(algorithm: Algorithm, task, prompts, run: RunConfig, tracker: T
         tracker.log_eval(steps_done, name, alone[name])
         if tracker.enabled:
             tqdm.write(f"eval after {steps_done} steps, {name}: " + summary_line(alone[name]["metrics"], EVAL_CONSOLE))
-    if steps_done in (0, run.steps):
+    if run.eval_roles and steps_done in (0, run.steps):
         for (name, role), result in algorithm.role_evaluations(prompts, gen, alone, run.seed).items():
             tracker.log_eval(steps_done, name, result, role=role)
             if tracker.enabled:

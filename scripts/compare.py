@@ -118,7 +118,7 @@ def train_missing(out: Path, study: dict, jobs: list, n_parallel: int, keep_chec
                "--seed", str(seed), "--steps", str(study["steps"]), "--eval_every", str(study["eval_every"]),
                "--eval_prompts", str(study["eval_prompts"]), "--save_every", str(study["eval_every"]),
                "--resume_from", "auto", "--output_dir", str(directory.parent), "--run_name", directory.name,
-               "--log_samples_every", "0", *(["--mixed_precision", study["mixed_precision"]] if study["mixed_precision"] else []),
+               "--log_samples_every", "0", "--eval_roles", "true", *(["--mixed_precision", study["mixed_precision"]] if study["mixed_precision"] else []),
                *study["extra_args"], *study["settings"][setting]["flags"]]
         env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
         t0 = time.time()

@@ -135,9 +135,11 @@ def test_variants_report_tabulates_critic_free_and_three_agent_runs(assets, tmp_
               "--eval_every", "1", "--eval_prompts", "3", "--eval_dataset_path", str(assets / "reviews.jsonl"),
               *task_args("imdb", assets)]
     run_script("imdb_train/ppo.py", [*common, "--run_name", "ppo"])
-    stats = run_script("imdb_train/cory.py", [*common, "--run_name", "chain", "--n_agents", "3",
+    stats = run_script("imdb_train/cory.py", [*common, "--run_name", "chain", "--n_agents", "3", "--eval_roles", "false",
                                               "--advantage_estimator", "grpo", "--samples_per_prompt", "2"])
     assert {"observer_2/task_reward", "agent_c/task_reward", "memory/peak_mb"} <= set(stats)
+    roles = {json.loads(line)["role"] for line in (tmp_path / "chain" / "eval.jsonl").read_text().splitlines()}
+    assert roles == {"alone"}  # --eval_roles false: no observer-role evaluations
     assert not any("/val/" in k for k in stats)  # no value heads
     report = runpy.run_path(str(ROOT / "scripts" / "variants_report.py"))["main"]
     report(["--runs", f"PPO={tmp_path / 'ppo'}", f"CORY-GRPO N=3={tmp_path / 'chain'}", "--steps", "2", "--out", str(tmp_path / "out")])
