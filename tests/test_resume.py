@@ -25,7 +25,7 @@ def run_command(assets, out, *extra):
             "--reward_model", str(assets / "classifier"), "--dataset_path", str(assets / "reviews.jsonl"),
             "--steps", "6", "--batch_size", "4", "--mini_batch_size", "2", "--ppo_epochs", "1", "--learning_rate", "1e-3",
             "--swap_freq", "2", "--response_min_tokens", "2", "--response_max_tokens", "4", "--save_every", "3",
-            "--log_samples_every", "1", "--eval_every", "3", "--eval_prompts", "4", "--eval_dataset_path",
+            "--log_samples_every", "1", "--eval_every", "3", "--eval_prompts", "4", "--eval_roles", "true", "--eval_dataset_path",
             str(assets / "reviews.jsonl"), "--output_dir", str(out), "--run_name", "run", *extra]
 
 
