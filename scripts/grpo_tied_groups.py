@@ -35,13 +35,16 @@ def run(tree: Path, out: Path, argv: list[str]) -> None:
     """Train with `tree`'s code (its cory package first on the path), appending one JSON line per step to `out`."""
     sys.path.insert(0, str(tree.resolve()))
     import cory.ppo as ppo  # noqa: E402  (the tree's, not this checkout's)
+    import cory.ppo_math as ppo_math  # noqa: E402
 
     assert Path(ppo.__file__).resolve().is_relative_to(tree.resolve()), f"imported {ppo.__file__}, not {tree}'s code"
+    callers = [m for name, m in list(sys.modules.items())  # the modules that call it (cory.ppo, or later cory.advantages)
+               if name.startswith("cory.") and name != "cory.ppo_math" and getattr(m, "group_advantages", None) is ppo_math.group_advantages]
     if out.exists():
         raise SystemExit(f"{out} exists: these runs are short and not resumed; delete it to run again")
     seen: dict = {}
     steps = iter(range(10**9))
-    original_advantages, original_step = ppo.group_advantages, ppo.PPOTrainer.step
+    original_advantages, original_step = ppo_math.group_advantages, ppo.PPOTrainer.step
 
     def recording_advantages(*args, **kwargs):
         seen["advantages"] = original_advantages(*args, **kwargs)
@@ -59,7 +62,10 @@ def run(tree: Path, out: Path, argv: list[str]) -> None:
             f.write(json.dumps(row) + "\n")
         return stats
 
-    ppo.group_advantages, ppo.PPOTrainer.step = recording_advantages, recording_step
+    assert callers, "no module of this code version calls ppo_math.group_advantages"
+    for module in callers:
+        module.group_advantages = recording_advantages
+    ppo.PPOTrainer.step = recording_step
     out.parent.mkdir(parents=True, exist_ok=True)
     sys.argv = [str(tree / "gsm8k_train" / "ppo.py"), *argv]
     import runpy

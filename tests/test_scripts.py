@@ -1,7 +1,10 @@
 """Every training script runs end to end on tiny models, writes its outputs, and fails early on bad input."""
 import json
+import os
 import runpy
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -171,6 +174,30 @@ def test_variants_report_pairs_several_seeds_by_seed_not_by_order():
     table = module["agent_table"]([other], [10])
     assert table[0]["seeds"] == 3 and table[0]["reward_mean"] == pytest.approx((2.0 + 0.5 + 9.0) / 3)
     assert table[0]["reward per seed"] == "2.000 / 0.500 / 9.000"
+
+
+def test_tied_group_stats_by_hand():
+    tied_groups = runpy.run_path(str(ROOT / "scripts" / "grpo_tied_groups.py"))["tied_group_stats"]
+    # groups of 2: (1, 1) tied right, (0, 0) tied wrong, (0, 1) not tied
+    stats = tied_groups([1.0, 1.0, 0.0, 0.0, 0.0, 1.0], [0.2, -0.2, 0.1, -0.3, -0.7, 0.7], 2)
+    assert stats["groups"] == 3 and stats["tied_share"] == pytest.approx(2 / 3) and stats["tied_all_right_share"] == pytest.approx(1 / 3)
+    assert stats["tied_adv_abs_mean"] == pytest.approx((0.2 + 0.2 + 0.1 + 0.3) / 4) and stats["untied_adv_abs_mean"] == pytest.approx(0.7)
+    assert tied_groups([0.0, 1.0], [-1.0, 1.0], 2)["tied_adv_abs_mean"] is None
+
+
+def test_tied_group_recorder_runs_a_code_version_and_reports(assets, tmp_path):
+    """The recorder drives a checkout's own gsm8k_train/ppo.py (here this one) and logs one row per step."""
+    out = tmp_path / "rows.jsonl"
+    flags = ["--model_name", str(assets / "lm"), "--output_dir", str(tmp_path), *COMMON, *task_args("gsm8k", assets, cory=False),
+             "--advantage_estimator", "grpo", "--samples_per_prompt", "2"]
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "grpo_tied_groups.py"), "run", str(ROOT), str(out), "--", *flags],
+                   check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 1] and all(r["groups"] == 2 for r in rows)
+    assert all(r["tied_share"] in (0.0, 0.5, 1.0) and r["response_len_mean"] > 0 for r in rows)
+    report = runpy.run_path(str(ROOT / "scripts" / "grpo_tied_groups.py"))["report"]
+    report({"this": out}, tmp_path / "fix1")
+    assert "| this | 2 |" in (tmp_path / "fix1.md").read_text() and (tmp_path / "fix1.png").stat().st_size > 0
 
 
 @pytest.mark.parametrize("algorithm", ["ppo", "cory"])
