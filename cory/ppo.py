@@ -62,7 +62,9 @@ class PPOTrainer:
             reference.prepare_for_deepspeed(self.accelerator)
         self.reference = reference
         self.params = policy.trainable_parameters()  # listed once: with peft this walks every named parameter
-        self.optimizer = torch.optim.Adam(self.params, lr=config.learning_rate)
+        # fused: one kernel over all tensors (on a 2-core CPU ~5x faster than torch's per-tensor default, ~1 s of a CORY
+        # step); the same update up to rounding. Not with DeepSpeed, which brings its own optimizer step.
+        self.optimizer = torch.optim.Adam(self.params, lr=config.learning_rate, fused=not self.deepspeed)
         if self.accelerator.num_processes > 1:
             ddp_only_own_parameters(policy, self.params)
         with policy.active():  # peft trains only the active adapter: DDP must see this agent's as trainable
