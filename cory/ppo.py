@@ -62,8 +62,8 @@ class PPOTrainer:
             reference.prepare_for_deepspeed(self.accelerator)
         self.reference = reference
         self.params = policy.trainable_parameters()  # listed once: with peft this walks every named parameter
-        # fused: one kernel over all tensors (on a 2-core CPU ~5x faster than torch's per-tensor default, ~1 s of a CORY
-        # step); the same update up to rounding. Not with DeepSpeed, which brings its own optimizer step.
+        # fused: one kernel over all tensors, ~3x faster than torch's per-tensor default on a 2-core CPU (~0.7 s of a CORY
+        # step: benchmarks/adam_step.py); the same update up to rounding. Not with DeepSpeed, which brings its own step.
         self.optimizer = torch.optim.Adam(self.params, lr=config.learning_rate, fused=not self.deepspeed)
         if self.accelerator.num_processes > 1:
             ddp_only_own_parameters(policy, self.params)

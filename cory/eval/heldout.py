@@ -79,8 +79,8 @@ def twins(names: list[str], agents: list[PPOTrainer]) -> dict[str, str]:
     canonical = {}
     for name, agent in zip(names, agents):
         mine = weights(agent)
-        canonical[name] = next((other for other, twin in zip(names, agents) if other in canonical and mine is not None
-                                and _equal_weights(mine, weights(twin))), name)
+        canonical[name] = next((other for other, twin in zip(names, agents)
+                                if other in canonical and _equal_weights(mine, weights(twin))), name)
     return canonical
 
 
