@@ -73,7 +73,7 @@ def run(tree: Path, out: Path, argv: list[str]) -> None:
     runpy.run_path(sys.argv[0], run_name="__main__")
 
 
-def report(runs: dict[str, Path], out: Path) -> None:
+def report(runs: dict[str, Path], out: Path, title: str = "GRPO's advantages in groups whose task scores tie") -> None:
     """A markdown table (per run: means over steps, and step by step) and a plot of tied share and |A| per step."""
     import matplotlib
 
@@ -83,15 +83,19 @@ def report(runs: dict[str, Path], out: Path) -> None:
     rows = {label: [json.loads(line) for line in path.read_text().splitlines()] for label, path in runs.items()}
     mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")  # noqa: E731
     keys = ("tied_share", "tied_all_right_share", "tied_adv_abs_mean", "untied_adv_abs_mean", "reward_mean", "response_len_mean", "kl_sampled")
-    lines = ["| code | steps | " + " | ".join(keys) + " |", "| --- " * (len(keys) + 2) + "|"]
+    lines = [f"# {title}", "", "Per step, from each code version's own `PPOTrainer.step` and `group_advantages` "
+             "(scripts/grpo_tied_groups.py): the share of groups whose k task scores tie (all right: tied_all_right_share), "
+             "the mean |advantage| in tied and in untied groups, the task reward, response length (tokens) and sampled KL; "
+             "the first table averages over the steps.", "",
+             "| code | steps | " + " | ".join(keys) + " |", "| --- " * (len(keys) + 2) + "|"]
     for label, steps in rows.items():
         cells = [mean([s[k] for s in steps if s[k] is not None]) for k in keys]
-        lines.append(f"| {label} | {len(steps)} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
+        lines.append(f"| {label} | {len(steps)} | " + " | ".join(f"{c:.3g}" for c in cells) + " |")
     lines += ["", "Step by step (tied share; mean |A| in tied groups; sampled KL):", ""]
     for label, steps in rows.items():
         lines.append(f"- {label}: " + ", ".join(
-            f"{s['step']}: {s['tied_share']:.2f}/{s['tied_adv_abs_mean'] if s['tied_adv_abs_mean'] is not None else float('nan'):.3f}/"
-            f"{s['kl_sampled']:.2f}" for s in steps))
+            f"{s['step']}: {s['tied_share']:.2f}/{s['tied_adv_abs_mean'] if s['tied_adv_abs_mean'] is not None else float('nan'):.2g}/"
+            f"{s['kl_sampled']:.2g}" for s in steps))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
@@ -118,11 +122,12 @@ def main() -> None:
     show = sub.add_parser("report")
     show.add_argument("runs", nargs="+", help="LABEL=PATH.jsonl")
     show.add_argument("--out", type=Path, required=True, help="PATH without suffix: writes PATH.md and PATH.png")
+    show.add_argument("--title", default="GRPO's advantages in groups whose task scores tie")
     args = parser.parse_args()
     if args.command == "run":
         run(args.tree, args.out, [f for f in args.flags if f != "--"])
     else:
-        report({label: Path(path) for label, path in (r.split("=", 1) for r in args.runs)}, args.out)
+        report({label: Path(path) for label, path in (r.split("=", 1) for r in args.runs)}, args.out, args.title)
 
 
 if __name__ == "__main__":

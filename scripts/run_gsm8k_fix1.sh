@@ -28,4 +28,5 @@ for label in "${versions[@]}"; do
 done
 finished before && finished after || exit 0
 .venv/bin/python scripts/grpo_tied_groups.py report "before fix 1 (5fbfb6b)=runs/gsm8k-fix1/before.jsonl" \
-  "after fix 1 (5372ab1)=runs/gsm8k-fix1/after.jsonl" --out results/critic-free/gsm8k-fix1
+  "after fix 1 (5372ab1)=runs/gsm8k-fix1/after.jsonl" --out results/critic-free/gsm8k-fix1 \
+  --title "GSM8K, GRPO k = 4, before and after fix 1 (offline preset, 10 steps, seed 0, fp32)"
