@@ -24,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the repo's `cory` package, from any working directory
 from cory.eval.bootstrap import paired_difference_ci  # noqa: E402
+from cory.eval.ledger import setting_differences  # noqa: E402
 from cory.eval.report import evals_of, markdown, per_prompt, read_eval, statistic, value  # noqa: E402
 from cory.paths import atomic_file  # noqa: E402
 from cory.plots import plot_mean_std  # noqa: E402
@@ -50,7 +51,7 @@ def load_run(label: str, directories: list[Path]) -> dict:
             raise SystemExit(f"variants_report.py: error: {directory} holds no finished run (config.json, metrics.jsonl, eval.jsonl)")
         seeds.append((json.loads(config.read_text()), read_metrics(metrics), rows))
     settings = seeds[0][0]
-    differ = [k for k in settings if k not in ("seed", "run_name") and any(s[0].get(k) != settings[k] for s in seeds)]
+    differ = sorted({k for config, _, _ in seeds for k in setting_differences(settings, config)})
     if differ:
         raise SystemExit(f"variants_report.py: error: the runs of {label!r} differ in {differ}, not only in the seed")
     agents = sorted({r["agent"] for r in seeds[0][2]})

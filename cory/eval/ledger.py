@@ -110,10 +110,15 @@ def read_entry(path: Path) -> dict:
     return json.loads(gzip.decompress(Path(path).read_bytes()))
 
 
+def setting_differences(mine: dict, theirs: dict) -> list[str]:
+    """The config keys in which two runs differ beyond their seed and where they ran (RUN_KEYS_FREE)."""
+    return sorted(k for k in set(mine) | set(theirs) if k not in RUN_KEYS_FREE and mine.get(k) != theirs.get(k))
+
+
 def check_same_setting(entry: dict, other: dict) -> None:
     """Two runs of one setting may differ only in their seed and where they ran: refuse anything else."""
     mine, theirs = entry["config"], other["config"]
-    differ = sorted(k for k in set(mine) | set(theirs) if k not in RUN_KEYS_FREE and mine.get(k) != theirs.get(k))
+    differ = setting_differences(mine, theirs)
     if differ:
         raise UsageError(f"{entry['setting']}/{entry['algorithm']}-seed{entry['seed']} differs from seed {other['seed']} of the "
                          f"same setting in {', '.join(f'{k}={mine.get(k)!r} vs {theirs.get(k)!r}' for k in differ)}")
