@@ -6,6 +6,8 @@ finished run, a report from the ledger.
     python scripts/compare.py --sweep kl0:init_kl_coef=0,adap_kl_ctrl=false   # a named extra setting beside the default
     python scripts/compare.py --name imdb-claims --report_only                 # tables and plots from the ledger alone
     python scripts/compare.py --seeds 0 1 --steps 10 --name quick --batch_size 16   # unknown flags go to both scripts
+    python scripts/compare.py --name grpo --names ppo=GRPO cory=CORY-GRPO --algorithm_args ppo:batch_size=64 \
+        --advantage_estimator grpo --samples_per_prompt 4      # critic-free, equal responses per step (CORY makes 2 a prompt)
 
 The first call on a new name writes results/<name>/study.json from its flags (commit it before the runs: it
 pre-registers the settings); a later call with other settings is refused. Every (setting, algorithm, seed) runs
@@ -62,20 +64,39 @@ def parse_setting(spec: str) -> tuple[str, list[str]]:
     for item in items.split(","):
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise SystemExit(f"--sweep setting {spec!r}: each item must be key=value, got {item!r}")
+            raise SystemExit(f"setting {spec!r}: each item must be key=value, got {item!r}")
         flags += [f"--{key.strip()}", value.strip()]
     return name, flags
 
 
-def new_study(settings: dict, sweep: list[str], extra: list[str], precision: str) -> dict:
+def parse_names(items: list[str]) -> dict[str, str]:
+    """['ppo=GRPO', 'cory=CORY-GRPO'] -> {'ppo': 'GRPO', 'cory': 'CORY-GRPO'}: how the report names each algorithm."""
+    names = dict(item.partition("=")[::2] for item in items)
+    wrong = [item for item in items if "=" not in item or item.partition("=")[0] not in ALGORITHMS or not item.partition("=")[2]]
+    if wrong:
+        raise SystemExit(f"--names {wrong[0]!r}: each item must be ALGORITHM=NAME with ALGORITHM one of {ALGORITHMS}")
+    return names
+
+
+def parse_algorithm_args(specs: list[str]) -> dict[str, list[str]]:
+    """['ppo:batch_size=64'] -> {'ppo': ['--batch_size', '64']}: flags for one algorithm's runs only."""
+    parsed = dict(parse_setting(spec) for spec in specs)
+    if any(":" not in spec for spec in specs) or set(parsed) - set(ALGORITHMS):
+        raise SystemExit(f"--algorithm_args {specs}: each must be ALGORITHM:KEY=V[,KEY=V] with ALGORITHM one of {ALGORITHMS}")
+    return parsed
+
+
+def new_study(settings: dict, sweep: list[str], extra: list[str], precision: str, names: dict | None = None,
+              algorithm_args: dict | None = None) -> dict:
     """What a study fixes before its runs: every run's settings, seeds and the training code's commit."""
     study = {key: settings[key] for key in ("task", "task_preset", "steps", "eval_every", "eval_prompts")}
     study["settings"] = {DEFAULT_SETTING: {"flags": [], "seeds": settings["seeds"]}}
     for spec in sweep:
         name, flags = parse_setting(spec)
         study["settings"][name] = {"flags": flags, "seeds": settings["sweep_seeds"]}
+    optional = {"names": names, "algorithm_args": algorithm_args}
     return {**study, "algorithms": list(ALGORITHMS), "mixed_precision": precision, "extra_args": extra,
-            "training_commits": [git_commit(ROOT)]}
+            **{key: value for key, value in optional.items() if value}, "training_commits": [git_commit(ROOT)]}
 
 
 def check_against_study(study: dict, requested: dict) -> None:
@@ -97,6 +118,17 @@ def run_dir(out: Path, setting: str, algorithm: str, seed: int) -> Path:
     return out / "runs" / setting / f"{algorithm}-seed{seed}"
 
 
+def run_command(study: dict, setting: str, algorithm: str, seed: int, directory: Path) -> list[str]:
+    """The training script's command line for one run of the study."""
+    script = [part.format(algorithm=algorithm) for part in TASK_SCRIPTS[study.get("task", "imdb")]]
+    return [sys.executable, str(ROOT / script[0]), *script[1:], "--preset", study["task_preset"],
+            "--seed", str(seed), "--steps", str(study["steps"]), "--eval_every", str(study["eval_every"]),
+            "--eval_prompts", str(study["eval_prompts"]), "--save_every", str(study["eval_every"]),
+            "--resume_from", "auto", "--output_dir", str(directory.parent), "--run_name", directory.name,
+            "--log_samples_every", "0", "--eval_roles", "true", *(["--mixed_precision", study["mixed_precision"]] if study["mixed_precision"] else []),
+            *study["extra_args"], *study.get("algorithm_args", {}).get(algorithm, []), *study["settings"][setting]["flags"]]
+
+
 def train_missing(out: Path, study: dict, jobs: list, n_parallel: int, keep_checkpoints: bool, commit: bool, code: str) -> None:
     """Run (or finish) every job without a ledger entry, `n_parallel` at a time; each finished run becomes its
     entry at once (committed with `commit`)."""
@@ -113,13 +145,7 @@ def train_missing(out: Path, study: dict, jobs: list, n_parallel: int, keep_chec
         setting, algorithm, seed = job
         directory = run_dir(out, *job)
         directory.parent.mkdir(parents=True, exist_ok=True)
-        script = [part.format(algorithm=algorithm) for part in TASK_SCRIPTS[study.get("task", "imdb")]]
-        cmd = [sys.executable, str(ROOT / script[0]), *script[1:], "--preset", study["task_preset"],
-               "--seed", str(seed), "--steps", str(study["steps"]), "--eval_every", str(study["eval_every"]),
-               "--eval_prompts", str(study["eval_prompts"]), "--save_every", str(study["eval_every"]),
-               "--resume_from", "auto", "--output_dir", str(directory.parent), "--run_name", directory.name,
-               "--log_samples_every", "0", "--eval_roles", "true", *(["--mixed_precision", study["mixed_precision"]] if study["mixed_precision"] else []),
-               *study["extra_args"], *study["settings"][setting]["flags"]]
+        cmd = run_command(study, setting, algorithm, seed, directory)
         env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
         t0 = time.time()
         with open(directory.parent / f"{directory.name}.log", "a") as log:
@@ -194,6 +220,10 @@ def main(argv=None) -> None:
     parser.add_argument("--mixed_precision", default="", help="fixed for every run of the study (no: fp32 on every CPU kind)")
     parser.add_argument("--sweep", nargs="*", default=[], metavar="[NAME:]KEY=V[,KEY=V]",
                         help="extra settings (each: overrides for both scripts), run beside the default one")
+    parser.add_argument("--names", nargs="*", default=[], metavar="ALGORITHM=NAME",
+                        help="how the report names the algorithms, e.g. ppo=GRPO cory=CORY-GRPO (a critic-free study)")
+    parser.add_argument("--algorithm_args", nargs="*", default=[], metavar="ALGORITHM:KEY=V[,KEY=V]",
+                        help="flags for one algorithm's runs only, e.g. ppo:batch_size=64 (equal responses per step)")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time, each with cores/jobs threads (default 2)")
     parser.add_argument("--keep_run_checkpoints", action="store_true", help="keep each finished run's checkpoints")
     parser.add_argument("--commit", action="store_true", help="git-commit each run's ledger entry as soon as it is written")
@@ -203,6 +233,7 @@ def main(argv=None) -> None:
     args, extra = parser.parse_known_args(argv)
     for spec in args.sweep:
         parse_setting(spec)  # a malformed setting fails before any run
+    names, algorithm_args = parse_names(args.names), parse_algorithm_args(args.algorithm_args)
     if args.jobs < 1:
         raise SystemExit(f"--jobs must be >= 1, got {args.jobs}")
     settings = {**PRESETS[args.preset], "task": args.task,
@@ -213,14 +244,15 @@ def main(argv=None) -> None:
     if study is None:
         if args.report_only:
             raise SystemExit(f"no study in {out} (no study.json): nothing to report")
-        study = new_study(settings, args.sweep, extra, args.mixed_precision)
+        study = new_study(settings, args.sweep, extra, args.mixed_precision, names, algorithm_args)
         write_study(out, study)
         print(f"wrote {out / 'study.json'}: commit it before the runs (it fixes the study's settings)")
     else:
         given = {k: getattr(args, k) for k in ("steps", "eval_every", "eval_prompts", "mixed_precision") if getattr(args, k)}
         if args.sweep or args.seeds or args.sweep_seeds:
             given["settings"] = new_study(settings, args.sweep, extra, args.mixed_precision)["settings"]
-        check_against_study(study, {**given, **({"extra_args": extra} if extra else {})})
+        given.update({key: value for key, value in (("extra_args", extra), ("names", names), ("algorithm_args", algorithm_args)) if value})
+        check_against_study(study, given)
     jobs = study_jobs(study)
     if not args.report_only:
         commit, dirty = git_commit(ROOT), training_code_dirty(ROOT)

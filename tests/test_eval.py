@@ -151,6 +151,24 @@ def test_compare_report_tables_and_plots_from_eval_logs(tmp_path):
         assert (tmp_path / name).stat().st_size > 0
 
 
+def test_a_study_that_renames_its_algorithms_reports_under_its_names(tmp_path):
+    """GRPO vs CORY-GRPO: the same tables under the study's names; claim 1's verdict only where claim 1 is registered."""
+    jobs = [("default", algorithm, seed) for algorithm in ("ppo", "cory") for seed in (0, 1)]
+    for _, algorithm, seed in jobs:
+        agents = ("policy",) if algorithm == "ppo" else ("agent_a", "agent_b")
+        rows = [row for agent in agents for row in _eval_rows(agent, "alone", {0: 1.0, 10: 2.0 + seed + (agent == "agent_a")}, "a film")]
+        write_entry(entry_path(tmp_path, "default", algorithm, seed), {"config": {}, "evals": [compact_eval(r, judge) for r in rows]})
+    meta = {"steps": 10, "names": {"ppo": "GRPO", "cory": "CORY-GRPO"}, "algorithm_args": {"ppo": ["--batch_size", "64"]},
+            "endpoints": {"primary": "r - 0.05 KL, each CORY-GRPO agent - GRPO"}}
+    tables = write_report(tmp_path, meta, jobs, {})
+    assert [r["comparison"] for r in tables["paired"]] == ["CORY-GRPO agent A - GRPO", "CORY-GRPO agent B - GRPO"]
+    assert tables["paired"][0]["reward_mean"]["diff"] == pytest.approx(1.0) and tables["paired"][1]["reward_mean"]["diff"] == 0.0
+    assert {r["curve"] for r in tables["final"]} == {"GRPO", "CORY-GRPO agent A", "CORY-GRPO agent B"}
+    text = (tmp_path / "summary.md").read_text()
+    assert text.startswith("# GRPO vs CORY-GRPO on IMDB") and "GRPO also ['--batch_size', '64']" in text
+    assert "Claim 1" not in text and "decided" in text and "PPO" not in text
+
+
 def test_the_end_of_run_table_shows_each_agent_and_role_first_vs_last():
     from cory.runner import eval_table
 

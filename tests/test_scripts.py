@@ -132,6 +132,30 @@ def test_compare_refuses_a_malformed_sweep_setting(tmp_path):
     assert not (tmp_path / "imdb" / "runs").exists()
 
 
+def test_a_study_names_its_algorithms_and_gives_one_algorithm_its_own_flags(tmp_path):
+    """A critic-free study at equal responses per step: GRPO's runs alone get --batch_size 64; the names are kept in
+    study.json; a later call with other names is refused; malformed items fail before any run."""
+    compare = runpy.run_path(str(ROOT / "scripts" / "compare.py"))
+    settings = {**compare["PRESETS"]["offline"], "task": "imdb"}
+    study = compare["new_study"](settings, [], ["--advantage_estimator", "grpo"], "no", compare["parse_names"](["ppo=GRPO", "cory=CORY-GRPO"]),
+                                 compare["parse_algorithm_args"](["ppo:batch_size=64"]))
+    assert study["names"] == {"ppo": "GRPO", "cory": "CORY-GRPO"} and study["algorithm_args"] == {"ppo": ["--batch_size", "64"]}
+    ppo = compare["run_command"](study, "default", "ppo", 0, tmp_path / "ppo-seed0")
+    cory = compare["run_command"](study, "default", "cory", 0, tmp_path / "cory-seed0")
+    assert ppo[ppo.index("--batch_size") + 1] == "64" and "--batch_size" not in cory
+    assert ppo[-4:] == ["--advantage_estimator", "grpo", "--batch_size", "64"]
+    plain = compare["new_study"](settings, [], [], "no")  # a study without them keeps the old form (imdb-claims)
+    assert "names" not in plain and "algorithm_args" not in plain
+    for bad in (["--names", "ppo"], ["--names", "grpo=GRPO"], ["--algorithm_args", "batch_size=64"], ["--algorithm_args", "sac:lr=1"]):
+        with pytest.raises(SystemExit, match="--names|--algorithm_args"):
+            compare["main"](["--results_dir", str(tmp_path), *bad])
+    (tmp_path / "grpo").mkdir()
+    (tmp_path / "grpo" / "study.json").write_text(json.dumps(study))
+    with pytest.raises(ValueError, match="names="):
+        compare["main"](["--results_dir", str(tmp_path), "--name", "grpo", "--names", "ppo=PPO", "--report_only"])
+    assert not (tmp_path / "imdb").exists() and not (tmp_path / "grpo" / "runs").exists()
+
+
 def test_variants_report_tabulates_critic_free_and_three_agent_runs(assets, tmp_path):
     """A PPO baseline and a three-agent CORY-GRPO run on tiny models, then the report over both."""
     common = ["--model_name", str(assets / "lm"), "--output_dir", str(tmp_path), *COMMON[:-4], "--mixed_precision", "no",

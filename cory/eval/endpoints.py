@@ -57,7 +57,7 @@ def claim_1(paired_rows: list[dict]) -> list[dict]:
     return rows
 
 
-def claim_2(sweep_rows: list[dict], paired_rows: list[dict], baseline: str = "PPO") -> list[dict]:
+def claim_2(sweep_rows: list[dict], paired_rows: list[dict], baseline: str) -> list[dict]:
     """Fixed KL coefficient 0: collapsed seeds, PPO vs each CORY agent (Fisher exact), and r - 0.05 KL."""
     by_curve = {row["curve"]: row for row in sweep_rows}
     if baseline not in by_curve:

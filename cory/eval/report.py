@@ -20,7 +20,9 @@ from cory.eval.ledger import entry_path, read_entry
 from cory.paths import atomic_file
 from cory.plots import plot_grid, plot_mean_std, plot_trajectories
 
-CURVES = {("ppo", "policy"): "PPO", ("cory", "agent_a"): "CORY agent A", ("cory", "agent_b"): "CORY agent B"}
+NAMES = {"ppo": "PPO", "cory": "CORY"}
+"""how the report names the two algorithms; a study may rename them (study.json `names`, e.g. GRPO and CORY-GRPO)"""
+AGENTS = {"ppo": ("policy",), "cory": ("agent_a", "agent_b")}
 ETA_PLOT = 0.05
 METRICS = ("reward_mean", "kl_exact", *[f"combined_eta{e:g}" for e in ETAS], "distinct_1", "distinct_2", "response_len", "judge_vader")
 SHORT = {"reward_mean": "reward", "kl_exact": "KL", "response_len": "length", "judge_vader": "VADER"}
@@ -88,20 +90,28 @@ def evals_of(rows: list[dict], agent: str, role: str = "alone") -> list[dict]:
                   key=lambda r: r["step"])
 
 
-def load(out: Path, jobs: list[tuple[str, str, int]]) -> dict[str, dict[str, dict[int, list[dict]]]]:
+def curve_label(algorithm: str, agent: str, names: dict) -> str:
+    """'PPO' for PPO's policy, 'CORY agent A' for a CORY agent (under the study's names)."""
+    name = {**NAMES, **names}[algorithm]
+    return name if agent == "policy" else f"{name} agent {agent.removeprefix('agent_').upper()}"
+
+
+def agent_of(label: str) -> str:
+    """The agent a curve label shows (the inverse of `curve_label`)."""
+    head, _, letter = label.rpartition(" agent ")
+    return f"agent_{letter.lower()}" if head and len(letter) == 1 else "policy"
+
+
+def load(out: Path, jobs: list[tuple[str, str, int]], names: dict) -> dict[str, dict[str, dict[int, list[dict]]]]:
     """setting -> curve -> seed -> that run's evaluation rows (all agents and roles), from the ledger entries."""
     runs: dict = {}
     for setting, algorithm, seed in jobs:
         path = entry_path(out, setting, algorithm, seed)
         rows = read_entry(path)["evals"] if path.exists() else []
-        for (alg, agent), label in CURVES.items():
-            if alg == algorithm and evals_of(rows, agent):
-                runs.setdefault(setting, {}).setdefault(label, {})[seed] = rows
+        for agent in AGENTS[algorithm]:
+            if evals_of(rows, agent):
+                runs.setdefault(setting, {}).setdefault(curve_label(algorithm, agent, names), {})[seed] = rows
     return runs
-
-
-def agent_of(label: str) -> str:
-    return next(agent for (_, agent), name in CURVES.items() if name == label)
 
 
 def final_table(by_curve: dict[str, dict[int, list[dict]]]) -> list[dict]:
@@ -116,7 +126,7 @@ def final_table(by_curve: dict[str, dict[int, list[dict]]]) -> list[dict]:
     return table
 
 
-def paired_table(by_curve: dict, baseline: str = "PPO", n_boot: int = 2000) -> list[dict]:
+def paired_table(by_curve: dict, baseline: str, n_boot: int = 2000) -> list[dict]:
     """For each CORY agent: final(agent) - final(PPO) on the same seeds and prompts, with a 95% bootstrap CI."""
     if baseline not in by_curve:
         return []
@@ -142,7 +152,7 @@ def role_table(by_curve: dict) -> list[dict]:
     """Each CORY agent in each role, before training and at the end: mean +- std over seeds of reward and KL."""
     table = []
     for label, by_seed in by_curve.items():
-        if label == "PPO":
+        if agent_of(label) == "policy":
             continue
         for role in ROLES:
             for when in ("first", "last"):
@@ -202,21 +212,24 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def endpoint_lines(tables: dict, endpoints: dict) -> list[str]:
-    """The pre-registered endpoints (study.json), each decided or undecided, and the seed-level view."""
-    names = {"reward_mean": "reward", "kl_exact": "KL", "combined_eta0.05": "r-0.05KL"}
+def endpoint_lines(tables: dict, endpoints: dict, names: dict) -> list[str]:
+    """The pre-registered endpoints (study.json), each decided or undecided, and the seed-level view. The verdict
+    of claim 1's rule is shown only where the study registered claim 1 (another study's endpoints are its own)."""
+    metrics = {"reward_mean": "reward", "kl_exact": "KL", "combined_eta0.05": "r-0.05KL"}
     lines = ["## Pre-registered endpoints", "", *[f"- {k}: {v}" for k, v in endpoints.items()], ""]
     if tables["claim_1"]:
-        lines += ["Claim 1 (default setting): " + ", ".join(
-            f"{r['comparison']}: {'holds' if r['holds'] else 'not shown' if r['kl_exact']['seeds'] < MIN_SEEDS else 'does not hold'}"
-            for r in tables["claim_1"]), ""]
-        lines += markdown([{"comparison": r["comparison"], **{names[m]: verdict(r[m]) for m in names}} for r in tables["claim_1"]],
-                          ["comparison", *names.values()]).splitlines() + [""]
+        if any(key.startswith("claim 1") for key in endpoints):
+            lines += ["Claim 1 (default setting): " + ", ".join(
+                f"{r['comparison']}: {'holds' if r['holds'] else 'not shown' if r['kl_exact']['seeds'] < MIN_SEEDS else 'does not hold'}"
+                for r in tables["claim_1"]), ""]
+        lines += markdown([{"comparison": r["comparison"], **{metrics[m]: verdict(r[m]) for m in metrics}} for r in tables["claim_1"]],
+                          ["comparison", *metrics.values()]).splitlines() + [""]
     if tables["claim_2"]:
-        lines += ["Claim 2 (fixed KL coefficient 0): collapsed seeds (CORY agent vs PPO), two-sided Fisher exact p, r - 0.05 KL", ""]
+        lines += [f"Claim 2 (fixed KL coefficient 0): collapsed seeds ({names['cory']} agent vs {names['ppo']}), two-sided "
+                  "Fisher exact p, r - 0.05 KL", ""]
         lines += markdown([{**r, "r-0.05KL": verdict(r["combined_eta0.05"])} for r in tables["claim_2"]],
                           ["comparison", "collapsed", "fisher_p", "r-0.05KL"]).splitlines() + [""]
-    views = [{"setting": setting, "comparison": row["comparison"], "metric": names[m],
+    views = [{"setting": setting, "comparison": row["comparison"], "metric": metrics[m],
               "per-seed difference": " ".join(f"{d:+.3f}" for d in view["per_seed"]),
               "seeds above / below 0": f"{view['above_0']} / {view['below_0']}"}
              for setting, rows in (("default", tables["paired"]), ("kl0", tables["paired_kl0"]))
@@ -229,40 +242,42 @@ def endpoint_lines(tables: dict, endpoints: dict) -> list[str]:
 
 def write_report(out: Path, meta: dict, jobs: list[tuple[str, str, int]], walls: dict) -> dict:
     """summary.md, summary.json and the plots in `out`; returns what summary.json holds."""
-    runs = load(out, jobs)
+    names = {**NAMES, **meta.get("names", {})}
+    runs = load(out, jobs, names)
     default = runs.get("default", {})
-    tables = {"final": final_table(default), "paired": paired_table(default), "roles": role_table(default),
-              "sweep": sweep_table(runs), "paired_kl0": paired_table(runs.get("kl0", {}))}
+    tables = {"final": final_table(default), "paired": paired_table(default, names["ppo"]), "roles": role_table(default),
+              "sweep": sweep_table(runs), "paired_kl0": paired_table(runs.get("kl0", {}), names["ppo"])}
     tables["claim_1"] = claim_1(tables["paired"])
-    tables["claim_2"] = claim_2([r for r in tables["sweep"] if r["setting"] == "kl0"], tables["paired_kl0"])
+    tables["claim_2"] = claim_2([r for r in tables["sweep"] if r["setting"] == "kl0"], tables["paired_kl0"], names["ppo"])
     if meta.get("extra_args"):  # the default setting of this comparison is not the preset's: name it by its flags
         for row in tables["sweep"]:
             row["setting"] = " ".join(meta["extra_args"]) if row["setting"] == "default" else row["setting"]
     hours = sum(walls.values()) / 3600
-    names = {**SHORT, **{f"combined_eta{e:g}": f"r-{e:g}KL" for e in ETAS}}
+    columns = {**SHORT, **{f"combined_eta{e:g}": f"r-{e:g}KL" for e in ETAS}}
     seeds = {setting: sorted({s for by_seed in by_curve.values() for s in by_seed}) for setting, by_curve in runs.items()}
     task = {"imdb": "IMDB", "gsm8k": "GSM8K", "text": "your own task"}.get(meta.get("task", "imdb"), meta.get("task"))
-    parts = [f"# PPO vs CORY on {task} ({meta.get('task_preset', '')} preset)", "",
+    parts = [f"# {names['ppo']} vs {names['cory']} on {task} ({meta.get('task_preset', '')} preset)", "",
              f"- command: `{meta.get('command', '')}`",
              f"- settings (fixed before the runs in study.json): {meta.get('steps')} steps, seeds {meta.get('seeds')}, held-out "
              f"evaluation on {meta.get('eval_prompts')} fixed held-out prompts every {meta.get('eval_every')} steps (sampling seed = "
-             f"run seed), precision {PRECISION.get(meta.get('mixed_precision'), 'the preset')}, extra args {meta.get('extra_args', [])}",
+             f"run seed), precision {PRECISION.get(meta.get('mixed_precision'), 'the preset')}, extra args {meta.get('extra_args', [])}"
+             + "".join(f", {names[a]} also {args}" for a, args in meta.get("algorithm_args", {}).items()),
              f"- seeds in the ledger: {seeds}; {len(meta.get('missing', []))} run(s) missing"
              + (f" (next: {', '.join(meta['missing'][:4])}, ...)" if meta.get("missing") else ""),
              f"- machines: {meta.get('machine', '')}; {hours:.2f} h of runs in all; training commit(s) {meta.get('git_commit', '')}",
              "- metrics: held-out task reward, exact KL(pi || pi_ref) summed over the response, r - eta KL, distinct-1/2, "
              "response length (tokens), and for IMDB the VADER compound of the response (an independent judge; NaN elsewhere)", ""]
     if meta.get("endpoints"):
-        parts += endpoint_lines(tables, meta["endpoints"])
+        parts += endpoint_lines(tables, meta["endpoints"], names)
     parts += ["## Final held-out evaluation, per seed and mean ± std", "",
-              markdown(tables["final"], ["curve", "seed", "step", *METRICS], names), "",
-              "## Paired difference to PPO (same seeds, same prompts), 95% bootstrap CI over seeds and prompts "
+              markdown(tables["final"], ["curve", "seed", "step", *METRICS], columns), "",
+              f"## Paired difference to {names['ppo']} (same seeds, same prompts), 95% bootstrap CI over seeds and prompts "
               "(distinct-n, a corpus statistic: over seeds, each seed's prompts kept whole)", "",
               "`*`: the CI excludes 0.", "",
-              markdown(tables["paired"], ["comparison", "seeds", *METRICS], names), ""]
+              markdown(tables["paired"], ["comparison", "seeds", *METRICS], columns), ""]
     if tables["paired_kl0"]:
-        parts += ["## Paired difference to PPO at a fixed KL coefficient 0 (setting kl0)", "",
-                  markdown(tables["paired_kl0"], ["comparison", "seeds", *METRICS], names), ""]
+        parts += [f"## Paired difference to {names['ppo']} at a fixed KL coefficient 0 (setting kl0)", "",
+                  markdown(tables["paired_kl0"], ["comparison", "seeds", *METRICS], columns), ""]
     parts += ["![curves](curves.png)", "", "![reward vs KL](pareto.png)", ""]
     if len(runs) > 1:
         parts += ["![sweep](sweep.png)", ""]
