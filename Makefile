@@ -3,7 +3,7 @@ PY := .venv/bin/python
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: venv assets demo demo-ppo demo-gsm8k eval-gsm8k gsm8k-results compare study study-report variants critic-free bench precision test clean
+.PHONY: venv assets demo demo-ppo demo-gsm8k eval-gsm8k gsm8k-results compare study study-report variants critic-free lora bench precision test clean
 
 venv: .venv/.installed
 .venv/.installed: requirements.txt offline-assets.txt pyproject.toml
@@ -71,6 +71,11 @@ CF_SEED ?= 0
 
 critic-free: venv  ## critic-free CORY evidence for seed CF_SEED (fp32, from a worktree at the commit results/critic-free states; resumable): GRPO, CORY-GRPO by query / by prompt / downstream credit
 	scripts/run_critic_free.sh $(CF_SEED)
+
+LORA_SEEDS ?= 0 1
+
+lora: venv  ## LoRA (r 16, lr 5e-4) vs full fine-tuning for the offline preset: CORY seeds LORA_SEEDS, 30 steps, fp32, from the study's worktree (resumable); then results/lora/
+	scripts/run_lora.sh $(LORA_SEEDS)
 
 bench: assets  ## step-time benchmark (CPU offline preset): fp32, and bf16 where native; per phase GFLOP/s and fraction of the GEMM peak; full fine-tuning and LoRA; JSON per CPU kind in benchmarks/results
 	$(PY) benchmarks/step_time.py
