@@ -198,6 +198,8 @@ def test_variants_report_pairs_several_seeds_by_seed_not_by_order():
     table = module["agent_table"]([other], [10])
     assert table[0]["seeds"] == 3 and table[0]["reward_mean"] == pytest.approx((2.0 + 0.5 + 9.0) / 3)
     assert table[0]["reward per seed"] == "2.000 / 0.500 / 9.000"
+    change = table[0]["reward since step 0"]  # each seed from 0 to its reward, every prompt alike: only the seeds vary
+    assert change["diff"] == pytest.approx((2.0 + 0.5 + 9.0) / 3) and 0.5 <= change["low"] < change["diff"] < change["high"] <= 9.0
 
 
 def test_tied_group_stats_by_hand():
