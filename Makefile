@@ -49,12 +49,14 @@ gsm8k-results: eval-gsm8k  ## PPO vs CORY from the SFT warm start (offline prese
 compare: assets  ## a quick PPO vs CORY comparison of your own (3 seeds x 60 steps, offline preset, resumable): results/imdb-mine/
 	$(PY) scripts/compare.py --preset offline --name imdb-mine --allow_uncommitted
 
-study: assets  ## the committed evidence study (default and KL-0 settings, 8 seeds, fp32) from a worktree at its commit; commits each run's ledger entry
-	$(PY) -m cory.assets sentiment-minilm-imdb
-	scripts/run_study.sh imdb-claims 1
+STUDY ?= imdb-claims
 
-study-report: venv  ## the evidence study's tables and plots from its committed ledger alone: results/imdb-claims/
-	$(PY) scripts/compare.py --name imdb-claims --report_only
+study: assets  ## a committed evidence study (STUDY=imdb-claims: PPO vs CORY, default and KL-0 settings, 8 seeds; STUDY=imdb-critic-free: GRPO vs CORY-GRPO, 3 seeds; fp32) from a worktree at its commit; commits each run's ledger entry
+	$(PY) -m cory.assets sentiment-minilm-imdb
+	scripts/run_study.sh $(STUDY) 1
+
+study-report: venv  ## a study's tables and plots from its committed ledger alone: results/$(STUDY)/
+	$(PY) scripts/compare.py --name $(STUDY) --report_only
 
 VARIANT_RUN := --preset offline --seed 0 --steps 30 --eval_every 10 --eval_prompts 128 --output_dir runs/variants --save_every 10 --resume_from auto
 IMDB_PPO := OMP_NUM_THREADS=1 $(PY) imdb_train/ppo.py $(VARIANT_RUN)
