@@ -10,7 +10,7 @@ finished run, a report from the ledger.
         --advantage_estimator grpo --samples_per_prompt 4      # critic-free, equal responses per step (CORY makes 2 a prompt)
 
 The first call on a new name writes results/<name>/study.json from its flags (commit it before the runs: it
-pre-registers the settings); a later call with other settings is refused. Every (setting, algorithm, seed) runs
+pre-registers the settings; `--prepare_only` stops there); a later call with other settings is refused. Every (setting, algorithm, seed) runs
 as its own process (`imdb_train/{ppo,cory}.py`, `gsm8k_train/...`, `own_task/train.py`), `--jobs` at a time (each with its share of the cores), with
 held-out evaluation every `eval_every` steps and checkpoints, so a killed study resumes where it stopped. A
 finished run becomes its ledger entry (results/<name>/ledger/<setting>/<alg>-seed<s>.json.gz; `--commit`
@@ -228,6 +228,8 @@ def main(argv=None) -> None:
     parser.add_argument("--keep_run_checkpoints", action="store_true", help="keep each finished run's checkpoints")
     parser.add_argument("--commit", action="store_true", help="git-commit each run's ledger entry as soon as it is written")
     parser.add_argument("--report_only", action="store_true", help="tables and plots from the ledger, no training")
+    parser.add_argument("--prepare_only", action="store_true",
+                        help="write a new study's study.json and stop: add its endpoints, commit it, then run (pre-registration)")
     parser.add_argument("--allow_uncommitted", action="store_true",
                         help="run with uncommitted training code (a quick try; its entries name the commit '+uncommitted')")
     args, extra = parser.parse_known_args(argv)
@@ -247,6 +249,8 @@ def main(argv=None) -> None:
         study = new_study(settings, args.sweep, extra, args.mixed_precision, names, algorithm_args)
         write_study(out, study)
         print(f"wrote {out / 'study.json'}: commit it before the runs (it fixes the study's settings)")
+        if args.prepare_only:
+            return
     else:
         given = {k: getattr(args, k) for k in ("steps", "eval_every", "eval_prompts", "mixed_precision") if getattr(args, k)}
         if args.sweep or args.seeds or args.sweep_seeds:

@@ -149,8 +149,10 @@ def test_a_study_names_its_algorithms_and_gives_one_algorithm_its_own_flags(tmp_
     for bad in (["--names", "ppo"], ["--names", "grpo=GRPO"], ["--algorithm_args", "batch_size=64"], ["--algorithm_args", "sac:lr=1"]):
         with pytest.raises(SystemExit, match="--names|--algorithm_args"):
             compare["main"](["--results_dir", str(tmp_path), *bad])
-    (tmp_path / "grpo").mkdir()
-    (tmp_path / "grpo" / "study.json").write_text(json.dumps(study))
+    compare["main"](["--results_dir", str(tmp_path), "--name", "grpo", "--names", "ppo=GRPO", "cory=CORY-GRPO",
+                     "--algorithm_args", "ppo:batch_size=64", "--advantage_estimator", "grpo", "--prepare_only"])
+    written = json.loads((tmp_path / "grpo" / "study.json").read_text())  # pre-registered, nothing run
+    assert {k: written[k] for k in ("names", "algorithm_args", "extra_args")} == {k: study[k] for k in ("names", "algorithm_args", "extra_args")}
     with pytest.raises(ValueError, match="names="):
         compare["main"](["--results_dir", str(tmp_path), "--name", "grpo", "--names", "ppo=PPO", "--report_only"])
     assert not (tmp_path / "imdb").exists() and not (tmp_path / "grpo" / "runs").exists()
