@@ -5,7 +5,9 @@
         --steps 30 20 --paired_to PPO CORY --out results/variants
 
 A label may name several runs, one per seed: "GRPO k=4=runs/a/grpo-seed0,runs/a/grpo-seed1" (they must differ in
-the seed alone). Per variant and agent (alone, on the runs' fixed held-out prompts) at each of `--steps` it
+the seed alone). A run may also be a study's committed ledger entry (`results/<study>/ledger/<setting>/<alg>-seed<s>.json.gz`),
+so a new variant is compared with a study's own runs without them: an entry keeps the evaluations, not the per-step
+log, so its s/step is its wall time (evaluations included) over its steps and its peak memory is unknown. Per variant and agent (alone, on the runs' fixed held-out prompts) at each of `--steps` it
 logged: held-out reward, exact KL, r - 0.05 KL, distinct-2 (means over seeds), the reward's change since step 0
 (paired, with its 95% CI over seeds and prompts), each seed's reward, and the
 responses generated so far by all agents (the sample budget); per variant the median s/step and peak memory;
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 from pathlib import Path
@@ -25,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the repo's `cory` package, from any working directory
 from cory.eval.bootstrap import paired_difference_ci  # noqa: E402
-from cory.eval.ledger import setting_differences  # noqa: E402
+from cory.eval.ledger import read_entry, setting_differences  # noqa: E402
 from cory.eval.report import evals_of, markdown, per_prompt, read_eval, statistic, value  # noqa: E402
 from cory.paths import atomic_file  # noqa: E402
 from cory.plots import plot_mean_std  # noqa: E402
@@ -35,22 +38,19 @@ METRICS = {"reward_mean": "reward", "kl_exact": "KL", "combined_eta0.05": "r-0.0
 
 
 def responses_per_step(settings: dict, logged: list[dict], n_agents: int) -> int:
-    """Responses all agents generate per step: CORY logs it (with group_by prompt the observer answers m times)."""
+    """Responses all agents generate per step: CORY logs it (with group_by prompt the last position answers m times
+    per sample before it, cost k*(N-1) + k*m per query); a ledger entry has no log, so it is counted from the settings."""
     per_query = logged[0].get("cory/generations_per_query")
     if per_query is None:
-        return settings["batch_size"] * n_agents
+        m = settings.get("observer_samples", 1) if settings.get("group_by") == "prompt" else 1
+        return settings["batch_size"] * (n_agents - 1 + m)
     return round(per_query * settings["batch_size"] / settings.get("samples_per_prompt", 1))
 
 
 def load_run(label: str, directories: list[Path]) -> dict:
     """A labelled variant over its seeds (one run directory each): settings, each agent's held-out evaluations
     (alone) per seed, responses per step, s/step (median over every step of every seed) and peak memory."""
-    seeds = []
-    for directory in directories:
-        config, metrics, rows = directory / "config.json", directory / "metrics.jsonl", read_eval(directory)
-        if not (config.is_file() and metrics.is_file() and rows):
-            raise SystemExit(f"variants_report.py: error: {directory} holds no finished run (config.json, metrics.jsonl, eval.jsonl)")
-        seeds.append((json.loads(config.read_text()), read_metrics(metrics), rows))
+    seeds = [read_seed(path) for path in directories]
     settings = seeds[0][0]
     differ = sorted({k for config, _, _ in seeds for k in setting_differences(settings, config)})
     if differ:
@@ -61,7 +61,21 @@ def load_run(label: str, directories: list[Path]) -> dict:
             "agents": {a: [evals_of(rows, a) for _, _, rows in seeds] for a in agents},
             "responses_per_step": responses_per_step(settings, seeds[0][1], len(agents)),
             "s_per_step": statistics.median(r["time/step"] for r in logged),
-            "peak_mb": max(r.get("memory/peak_mb", float("nan")) for r in logged)}
+            "peak_mb": max((r.get("memory/peak_mb", float("nan")) for r in logged), default=float("nan"))}
+
+
+def read_seed(path: Path) -> tuple[dict, list[dict], list[dict]]:
+    """One seed's settings, per-step log and evaluation rows: from a run directory, or from a ledger entry (whose
+    one per-step figure is its wall time over its steps)."""
+    if path.name.endswith(".json.gz"):
+        if not path.is_file():
+            raise SystemExit(f"variants_report.py: error: no ledger entry {path}")
+        entry = read_entry(path)
+        return entry["config"], [{"time/step": entry["wall_seconds"] / entry["config"]["steps"]}], entry["evals"]
+    config, metrics, rows = path / "config.json", path / "metrics.jsonl", read_eval(path)
+    if not (config.is_file() and metrics.is_file() and rows):
+        raise SystemExit(f"variants_report.py: error: {path} holds no finished run (config.json, metrics.jsonl, eval.jsonl)")
+    return json.loads(config.read_text()), read_metrics(metrics), rows
 
 
 def name(run: dict, agent: str) -> str:
@@ -95,7 +109,7 @@ def agent_table(runs: list[dict], steps: list[int]) -> list[dict]:
 
 def cost_table(runs: list[dict]) -> list[dict]:
     return [{"run": run["label"], "agents": len(run["agents"]), "value heads": run["settings"]["advantage_estimator"] == "gae",
-             "responses/step": run["responses_per_step"], "s/step": run["s_per_step"], "peak memory (MB)": round(run["peak_mb"])}
+             "responses/step": run["responses_per_step"], "s/step": run["s_per_step"], "peak memory (MB)": round(run["peak_mb"]) if math.isfinite(run["peak_mb"]) else "-"}
             for run in runs]
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cory.eval.ledger import check_same_setting, read_entry
+from cory.eval.ledger import check_same_setting, make_entry, read_entry, write_entry
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMON = ["--steps", "2", "--batch_size", "4", "--mini_batch_size", "2", "--ppo_epochs", "1", "--response_min_tokens", "2",
@@ -179,6 +179,17 @@ def test_variants_report_tabulates_critic_free_and_three_agent_runs(assets, tmp_
     assert (tmp_path / "out" / "curves.png").stat().st_size > 0
     with pytest.raises(SystemExit, match="no finished run"):
         report(["--runs", f"PPO={tmp_path / 'nothing'}", "--out", str(tmp_path / "out")])
+    # a study's ledger entry stands for its run: the same evaluations, s/step = wall time over steps, memory unknown
+    entry = tmp_path / "ledger" / "default" / "ppo-seed0.json.gz"
+    write_entry(entry, make_entry(tmp_path / "ppo", "default", "ppo", 0, 30.0, "abc1234", None, ROOT))
+    report(["--runs", f"PPO (ledger)={entry}", f"PPO={tmp_path / 'ppo'}", "--steps", "2", "--out", str(tmp_path / "ledger_out")])
+    summary = json.loads((tmp_path / "ledger_out" / "summary.json").read_text())
+    assert summary["cost"][0]["s/step"] == pytest.approx(30.0 / 2) and summary["cost"][0]["peak memory (MB)"] == "-"
+    assert summary["agents"][0]["responses"] == summary["agents"][1]["responses"] == 8
+    [row] = summary["paired"]["PPO (ledger)"]
+    assert row["reward_mean"] == {"diff": 0.0, "low": 0.0, "high": 0.0} and row["kl_exact"]["diff"] == 0.0
+    with pytest.raises(SystemExit, match="no ledger entry"):
+        report(["--runs", f"PPO={tmp_path / 'missing-seed0.json.gz'}", "--out", str(tmp_path / "out")])
 
 
 def test_variants_report_pairs_several_seeds_by_seed_not_by_order():
