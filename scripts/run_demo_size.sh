@@ -4,12 +4,15 @@
 # from a worktree pinned at COMMIT, in three sizes: the preset as it is (batch 32), batch 16 (half the work a step,
 # Adam's step size does not shrink with the batch), batch 16 at twice the learning rate. Outcome: each agent's held-out
 # reward change since step 0 with a 95% CI excluding 0 on both seeds (scripts/variants_report.py: results/demo-size).
+# Added after those three had run and none met it, before its own runs: lora16, the preset with LoRA at the LoRA
+# study's settings (scripts/run_lora.sh, fixed in 7200e77: r 16, alpha 32, every linear layer, lr 5e-4), same outcome.
 # Resumable; a finished run (its step-20 evaluation logged) is skipped.
-#   usage: scripts/run_demo_size.sh [SIZE ...]   SIZE: b32 b16 b16-lr1e-4 (default all), e.g. taskset -c 0 nohup scripts/run_demo_size.sh &
+#   usage: scripts/run_demo_size.sh [SIZE ...]   SIZE: b32 b16 b16-lr1e-4 lora16 (default the first three), e.g. taskset -c 0 nohup scripts/run_demo_size.sh &
 set -euo pipefail
 cd "$(dirname "$0")/.."
 COMMIT=7200e77  # the training code as of the demo timed from bare (offline preset: 20 steps, 64 held-out prompts)
-declare -A FLAGS=([b32]="" [b16]="--batch_size 16 --mini_batch_size 8" [b16-lr1e-4]="--batch_size 16 --mini_batch_size 8 --learning_rate 1e-4")
+declare -A FLAGS=([b32]="" [b16]="--batch_size 16 --mini_batch_size 8" [b16-lr1e-4]="--batch_size 16 --mini_batch_size 8 --learning_rate 1e-4"
+                  [lora16]="--lora_r 16 --lora_alpha 32 --learning_rate 5e-4")
 sizes=("$@"); [ $# -gt 0 ] || sizes=(b16 b16-lr1e-4 b32)
 tree=../cory-demo-size
 source scripts/pinned_worktree.sh
@@ -19,7 +22,7 @@ cd "$tree"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 HF_HUB_OFFLINE=1
 for seed in 0 1; do
   for size in "${sizes[@]}"; do
-    [ -n "${FLAGS[$size]+set}" ] || { echo "run_demo_size.sh: unknown size $size (b32 b16 b16-lr1e-4)"; exit 2; }
+    [ -n "${FLAGS[$size]+set}" ] || { echo "run_demo_size.sh: unknown size $size (b32 b16 b16-lr1e-4 lora16)"; exit 2; }
     grep -qs '"step": 20' "runs/demo-size/$size-seed$seed/eval.jsonl" ||
       .venv/bin/python imdb_train/cory.py --preset offline --mixed_precision no --output_dir runs/demo-size --save_every 10 \
         --resume_from auto --log_samples_every 0 --seed "$seed" --run_name "$size-seed$seed" ${FLAGS[$size]}
