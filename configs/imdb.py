@@ -26,13 +26,13 @@ presets = dict(
         reward_model="sentiment-minilm-imdb-fast",  # built in ~2 min; the evidence study pins the first recipe (cory/assets.py)
         dataset_path="../shared/data/imdb/train.parquet",
         eval_dataset_path="../shared/data/imdb/test.parquet",
-        steps=20,  # with set-up, ~15 min from bare on a 2-core AVX2-only CPU in fp32 (README); the study runs 60
+        steps=20,  # the demo: 11-22 min from bare on a 2-core AVX2-only CPU in fp32, by the VM's hour (README); the study runs 60
         batch_size=32,
         mini_batch_size=16,
         ppo_epochs=1,  # two optimizer steps per PPO step
         learning_rate=5e-5,
         eval_every=20,  # before and after: each agent on the default 64 held-out prompts, the change with its CI at
-        # the end (at 20 steps the study's seed 0 shows both agents' gain excluding 0 on 64 prompts, not on 32)
+        # the end (at 20 steps one agent's gain excludes 0, not always both: results/demo-size)
         eval_roles=False,  # the observer-role evaluations (~2.5 min on a 2-core CPU) are the study's; compare.py turns them on
         # bf16 stays (inherited): on a CPU with avx512_bf16/AMX a step is ~2x faster and learns like fp32
         # (results/precision); a CPU without native bf16 falls back to fp32 with one line
