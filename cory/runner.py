@@ -249,16 +249,23 @@ def eval_table(rows: list[dict]) -> str:
             change = reward_change(before["per_prompt"]["reward"], after["per_prompt"]["reward"])
             lines.append(f"  {agent:8} {role:18} {before['reward_mean']:7.3f} -> {after['reward_mean']:6.3f} "
                          f"{before['kl_exact']:6.2f} -> {after['kl_exact']:5.2f}   {change}")
+    if any(line.endswith(UNCLEAR) for line in lines):
+        lines.append(f"  ({UNCLEAR}: on these prompts that change is not told apart from none; more steps or --eval_prompts narrow it)")
     return "\n".join(lines)
 
 
+UNCLEAR = "CI holds 0"
+
+
 def reward_change(before: list, after: list) -> str:
-    """'+0.240 [+0.121, +0.364]' for the paired mean change over the prompts both scored (a failed reward is None)."""
+    """'+0.240 [+0.121, +0.364] up' for the paired mean change over the prompts both scored (a failed reward is
+    None), with what the interval says: up, down, or CI holds 0 (a demo's reader should not have to read signs)."""
     pairs = [(b, a) for b, a in zip(before, after) if b is not None and a is not None]
     if len(pairs) < 2:
         return "n/a"
     ci = paired_difference_ci([[b for b, _ in pairs]], [[a for _, a in pairs]])
-    return f"{ci['diff']:+.3f} [{ci['low']:+.3f}, {ci['high']:+.3f}]"
+    verdict = "up" if ci["low"] > 0 else "down" if ci["high"] < 0 else UNCLEAR
+    return f"{ci['diff']:+.3f} [{ci['low']:+.3f}, {ci['high']:+.3f}] {verdict}"
 
 
 def check_in_sync(accelerator: Accelerator, algorithm) -> None:

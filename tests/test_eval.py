@@ -180,17 +180,24 @@ def test_the_end_of_run_table_shows_each_agent_and_role_first_vs_last():
             row(0, "agent_a", "observer_of_other", 0.2, 0.0), row(10, "agent_a", "observer_of_other", 0.9, 2.0)]
     lines = eval_table(rows).splitlines()
     assert lines[0] == "held-out evaluation (4 prompts), after 0 -> 10 steps:"
-    assert lines[2].split() == ["agent_a", "alone", "0.250", "->", "0.750", "0.00", "->", "3.00", "+0.500", "[+0.500,", "+0.500]"]
-    assert lines[3].split() == ["agent_a", "observer_of_other", "0.200", "->", "0.900", "0.00", "->", "2.00", "+0.700", "[+0.700,", "+0.700]"]
+    assert lines[2].split() == ["agent_a", "alone", "0.250", "->", "0.750", "0.00", "->", "3.00", "+0.500", "[+0.500,", "+0.500]", "up"]
+    assert lines[3].split() == ["agent_a", "observer_of_other", "0.200", "->", "0.900", "0.00", "->", "2.00", "+0.700", "[+0.700,", "+0.700]", "up"]
+    assert len(lines) == 4  # every interval decided: no footnote
+    flat = [row(0, "agent_b", "alone", 0.25, 0.0), {**row(10, "agent_b", "alone", 0.25, 1.0), "per_prompt": {"reward": [0.0, 0.5, 0.0, 0.5]}}]
+    lines = eval_table(flat).splitlines()
+    assert lines[2].endswith("+0.000 [-0.250, +0.250] CI holds 0") and lines[3].startswith("  (CI holds 0: ")
 
 
 def test_the_reward_change_is_paired_over_the_prompts_both_scored():
     from cory.runner import reward_change
 
     # differences +1, +1, +1, +1 (prompt 3 failed after training, prompt 4 before: left out) -> every bootstrap mean is 1
-    assert reward_change([0.0, 1.0, 2.0, 0.5, None, 3.0], [1.0, 2.0, 3.0, None, 0.0, 4.0]) == "+1.000 [+1.000, +1.000]"
-    low, high = (float(x) for x in reward_change([0.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 1.0]).split("[")[1].rstrip("]").split(","))
+    assert reward_change([0.0, 1.0, 2.0, 0.5, None, 3.0], [1.0, 2.0, 3.0, None, 0.0, 4.0]) == "+1.000 [+1.000, +1.000] up"
+    assert reward_change([1.0, 2.0], [0.0, 1.0]) == "-1.000 [-1.000, -1.000] down"
+    text = reward_change([0.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 1.0])
+    low, high = (float(x) for x in text.split("[")[1].split("]")[0].split(","))
     assert 0.0 <= low < 0.5 < high <= 1.0  # differences 0,1,0,1: mean 0.5, bootstrap means lie in [0, 1]
+    assert text.endswith("up" if low > 0 else "CI holds 0")  # low is 0 exactly when a replicate drew only the zeros
     assert reward_change([1.0], [2.0]) == "n/a"
 
 
