@@ -31,8 +31,9 @@ presets = dict(
         mini_batch_size=16,
         ppo_epochs=1,  # two optimizer steps per PPO step
         learning_rate=5e-5,
-        eval_every=20,  # before and after: each agent on the default 64 held-out prompts, the change with its CI at
-        # the end (at 20 steps one agent's gain excludes 0, not always both: results/demo-size)
+        eval_every=20,  # before and after, each agent alone; the change with its CI over the prompts at the end
+        eval_prompts=256,  # on 64 prompts agent B's gain held 0 on both seeds; on 256 both agents' gains exclude 0 on
+        # both (the same training, a CI half as wide, ~2 min more: results/demo-size)
         eval_roles=False,  # the observer-role evaluations (~2.5 min on a 2-core CPU) are the study's; compare.py turns them on
         # bf16 stays (inherited): on a CPU with avx512_bf16/AMX a step is ~2x faster and learns like fp32
         # (results/precision); a CPU without native bf16 falls back to fp32 with one line

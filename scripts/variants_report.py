@@ -116,7 +116,8 @@ def cost_table(runs: list[dict]) -> list[dict]:
 def paired_table(runs: list[dict], base_run: dict, step: int) -> list[dict]:
     """Each other run's agents at `step` minus the baseline run's at `step`, on the seeds both have and the same
     prompts: the agent of the same name where the baseline has one (CORY A against CORY A), else the baseline's
-    first agent. The CI resamples seeds and prompts (cory.eval.bootstrap); with one seed, prompts only."""
+    first agent. The CI resamples seeds and prompts (cory.eval.bootstrap); with one seed, prompts only. Runs
+    evaluated on different numbers of held-out prompts are not paired: their row says so."""
     first = next(iter(base_run["agents"]))
     table = []
     for run in (r for r in runs if r is not base_run):
@@ -125,8 +126,13 @@ def paired_table(runs: list[dict], base_run: dict, step: int) -> list[dict]:
             pairs = [(at_step(base_run["agents"][base_agent][base_run["seeds"].index(seed)], step), at_step(evals, step))
                      for seed, evals in zip(run["seeds"], per_seed) if seed in base_run["seeds"]]
             pairs = [(base, mine) for base, mine in pairs if base is not None and mine is not None]
-            if pairs:
-                row = {"comparison": f"{name(run, agent)} - {name(base_run, base_agent)}", "seeds": len(pairs)}
+            comparison = f"{name(run, agent)} - {name(base_run, base_agent)}"
+            sizes = {(len(b["per_prompt"]["reward"]), len(x["per_prompt"]["reward"])) for b, x in pairs}
+            if any(n_base != n_mine for n_base, n_mine in sizes):  # e.g. 64 against 256 held-out prompts
+                n_base, n_mine = sizes.pop()
+                table.append({"comparison": comparison, "seeds": 0, "reward_mean": f"not paired: {n_mine} vs {n_base} held-out prompts"})
+            elif pairs:
+                row = {"comparison": comparison, "seeds": len(pairs)}
                 for m in ("reward_mean", "kl_exact", "combined_eta0.05"):
                     row[m] = paired_difference_ci([per_prompt(b, m) for b, _ in pairs], [per_prompt(x, m) for _, x in pairs], statistic(m))
                 table.append(row)

@@ -208,6 +208,9 @@ def test_variants_report_pairs_several_seeds_by_seed_not_by_order():
     assert row["seeds"] == 2 and row["reward_mean"]["diff"] == pytest.approx((0.5 + 1.0) / 2)
     assert 0.5 <= row["reward_mean"]["low"] <= row["reward_mean"]["high"] <= 1.0  # each replicate: a mix of +0.5 and +1
     assert row["kl_exact"] == pytest.approx({"diff": 0.0, "low": 0.0, "high": 0.0})
+    wider = run("256 prompts", {0: [0.5, 0.5, 0.5]})  # evaluated on more prompts: nothing to pair prompt by prompt
+    assert module["paired_table"]([base, wider], base, 10) == [
+        {"comparison": "256 prompts - PPO", "seeds": 0, "reward_mean": "not paired: 3 vs 2 held-out prompts"}]
     table = module["agent_table"]([other], [10])
     assert table[0]["seeds"] == 3 and table[0]["reward_mean"] == pytest.approx((2.0 + 0.5 + 9.0) / 3)
     assert table[0]["reward per seed"] == "2.000 / 0.500 / 9.000"
