@@ -4,6 +4,7 @@
 # a finished run (its step-30 evaluation logged) is skipped, a stopped one continues from its checkpoint.
 #   usage: scripts/run_critic_free.sh SEED [SEED ...]     e.g. taskset -c 0 nohup scripts/run_critic_free.sh 1 &
 set -euo pipefail
+{  # bash reads a script as it runs: a block is parsed whole first, so editing this file mid-run is safe
 cd "$(dirname "$0")/.."
 COMMIT=5372ab1  # the critic-free fixes, as run for seed 0
 [ $# -ge 1 ] || { echo "usage: scripts/run_critic_free.sh SEED [SEED ...]"; exit 2; }
@@ -26,3 +27,5 @@ for seed in "$@"; do
   finished cory-grpo-downstream-seed$seed || .venv/bin/python imdb_train/cory.py "${RUN[@]}" --seed $seed \
     --run_name cory-grpo-downstream-seed$seed --samples_per_prompt 4 --credit downstream
 done
+exit
+}

@@ -14,6 +14,7 @@
 # Resumable; a finished run (its last evaluation logged) is skipped.
 #   usage: scripts/run_demo_size.sh [SIZE ...]   SIZE: b32 b16 b16-lr1e-4 lora16 s30 e256 (default the first three), e.g. taskset -c 0 nohup scripts/run_demo_size.sh &
 set -euo pipefail
+{  # bash reads a script as it runs: a block is parsed whole first, so editing this file mid-run is safe
 cd "$(dirname "$0")/.."
 COMMIT=7200e77  # the training code as of the demo timed from bare (offline preset: 20 steps, 64 held-out prompts)
 declare -A FLAGS=([b32]="" [b16]="--batch_size 16 --mini_batch_size 8" [b16-lr1e-4]="--batch_size 16 --mini_batch_size 8 --learning_rate 1e-4"
@@ -35,3 +36,5 @@ for seed in 0 1; do
         --resume_from auto --log_samples_every 0 --seed "$seed" --run_name "$size-seed$seed" ${FLAGS[$size]}
   done
 done
+exit
+}

@@ -6,6 +6,7 @@
 # the report is written once both have finished. On two cores, run the two versions side by side:
 #   usage: scripts/run_gsm8k_fix1.sh [before|after ...]     e.g. taskset -c 1 nohup scripts/run_gsm8k_fix1.sh before &
 set -euo pipefail
+{  # bash reads a script as it runs: a block is parsed whole first, so editing this file mid-run is safe
 cd "$(dirname "$0")/.."
 source scripts/pinned_worktree.sh
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 HF_HUB_OFFLINE=1
@@ -30,3 +31,5 @@ finished before && finished after || exit 0
 .venv/bin/python scripts/grpo_tied_groups.py report "before fix 1 (5fbfb6b)=runs/gsm8k-fix1/before.jsonl" \
   "after fix 1 (5372ab1)=runs/gsm8k-fix1/after.jsonl" --out results/critic-free/gsm8k-fix1 \
   --title "GSM8K, GRPO k = 4, before and after fix 1 (offline preset, 10 steps, seed 0, fp32)"
+exit
+}

@@ -7,6 +7,7 @@
 # run (its step-30 evaluation logged) is skipped.
 #   usage: scripts/run_lora.sh SEED [SEED ...]     e.g. taskset -c 0 nohup scripts/run_lora.sh 0 1 &
 set -euo pipefail
+{  # bash reads a script as it runs: a block is parsed whole first, so editing this file mid-run is safe
 cd "$(dirname "$0")/.."
 [ $# -ge 1 ] || { echo "usage: scripts/run_lora.sh SEED [SEED ...]"; exit 2; }
 commit=$(.venv/bin/python -c "import json; print(json.load(open('results/imdb-claims/study.json'))['training_commits'][0])")
@@ -23,3 +24,5 @@ for seed in "$@"; do
   grep -qs '"step": 30' "runs/lora/cory-lora16-seed$seed/eval.jsonl" ||
     .venv/bin/python imdb_train/cory.py "${RUN[@]}" --seed "$seed" --run_name "cory-lora16-seed$seed"
 done
+exit
+}

@@ -4,6 +4,7 @@
 # once. Resumable: run it again after a stop (a fresh machine needs only `make assets`).
 #   usage: scripts/run_study.sh NAME [JOBS]      e.g. taskset -c 1 scripts/run_study.sh imdb-claims 1
 set -euo pipefail
+{  # bash reads a script as it runs: a block is parsed whole first, so editing this file mid-run is safe
 cd "$(dirname "$0")/.."
 name=${1:?usage: scripts/run_study.sh NAME [JOBS]}
 jobs=${2:-1}
@@ -17,3 +18,5 @@ here=$PWD
 cd "$tree"
 exec env OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 .venv/bin/python scripts/compare.py --name "$name" --results_dir "$here/results" \
     --jobs "$jobs" --commit
+exit
+}

@@ -5,6 +5,7 @@ import runpy
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -279,3 +280,21 @@ def test_a_study_runs_and_reports_on_gsm8k(assets, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert [r["comparison"] for r in summary["paired"]] == ["CORY agent A - PPO", "CORY agent B - PPO"]
     assert (out / "summary.md").read_text().startswith("# PPO vs CORY on GSM8K")
+
+
+def test_long_running_scripts_are_parsed_whole_before_they_run(tmp_path):
+    """bash reads a script while it runs it: a run_*.sh edited mid-run (a size pre-registered while the last one runs
+    for hours) would go on with the new file's bytes at the old offset. Each body is one `{ ...; exit; }` block, which
+    bash parses whole before it starts; the `exit` keeps it from reading what was appended meanwhile."""
+    for path in sorted((ROOT / "scripts").glob("run_*.sh")):
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        start = lines.index("set -euo pipefail")
+        assert lines[start + 1].startswith("{") and lines[-2:] == ["exit", "}"], path.name
+    script = tmp_path / "run_demo.sh"
+    script.write_text("set -euo pipefail\n{\necho before\nsleep 1\necho after\nexit\n}\n")
+    running = subprocess.Popen(["bash", str(script)], stdout=subprocess.PIPE, text=True)
+    time.sleep(0.3)
+    with open(script, "a") as f:
+        f.write("echo appended\n")
+    script.write_text(script.read_text().replace("echo after", "echo edited"))
+    assert running.communicate(timeout=30)[0].split() == ["before", "after"]
