@@ -128,8 +128,9 @@ def paired_table(runs: list[dict], base_run: dict, step: int) -> list[dict]:
             pairs = [(base, mine) for base, mine in pairs if base is not None and mine is not None]
             comparison = f"{name(run, agent)} - {name(base_run, base_agent)}"
             sizes = {(len(b["per_prompt"]["reward"]), len(x["per_prompt"]["reward"])) for b, x in pairs}
-            if any(n_base != n_mine for n_base, n_mine in sizes):  # e.g. 64 against 256 held-out prompts
-                n_base, n_mine = sizes.pop()
+            unequal = [(n_base, n_mine) for n_base, n_mine in sizes if n_base != n_mine]  # e.g. 64 against 256 prompts
+            if unequal:
+                n_base, n_mine = unequal[0]
                 table.append({"comparison": comparison, "seeds": 0, "reward_mean": f"not paired: {n_mine} vs {n_base} held-out prompts"})
             elif pairs:
                 row = {"comparison": comparison, "seeds": len(pairs)}
