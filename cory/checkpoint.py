@@ -10,6 +10,7 @@ hold non-finite weights is skipped by `--resume_from auto` in favour of the newe
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import pickle
@@ -23,10 +24,11 @@ from safetensors import safe_open
 from tqdm import tqdm
 
 from cory.agents import load_policy_weights, write_policy
-from cory.errors import MissingInput, UsageError
+from cory.errors import MissingInput, RunStopped, UsageError
 from cory.paths import atomic_directory
 
 MARKER = "COMPLETE"
+DISK_FULL_BELOW = 256 << 20  # bytes free after a failed write below which the disk, not the code, failed it
 CORRUPT_SUFFIX = ".corrupt"
 RESUME_MAY_CHANGE = {"steps", "resume_from", "save_every", "keep_checkpoints", "log_with", "log_samples_every", "eval_every",
                      "output_dir", "run_name", "overwrite"}  # where a run lives is not a setting: a moved run resumes
@@ -68,16 +70,40 @@ def save_checkpoint(run_dir: Path, steps_done: int, algorithm, tokenizer, loop_s
                     keep: int) -> Path:
     """Write the checkpoint after `steps_done` steps (with the RNG state of every process), then delete all but the newest `keep`."""
     target = checkpoints_dir(run_dir) / f"step-{steps_done:07d}"
+    check_room(run_dir, steps_done)
     with atomic_directory(target) as tmp:
         for name, trainer in zip(algorithm.names, algorithm.agents):
             write_policy(trainer.policy, tokenizer, tmp / name)
         state = {"steps_done": steps_done, "agents": [t.state_dict() for t in algorithm.agents], "loop": loop_state, "rng": rngs}
-        torch.save(state, tmp / "state.pt")
+        save_state(state, tmp / "state.pt")
         (tmp / "config.json").write_text(json.dumps(config, indent=2, default=str))
         (tmp / MARKER).write_text(json.dumps({"steps_done": steps_done, "files": manifest(tmp)}, indent=1))
     for old in complete_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old)
     return target
+
+
+def check_room(run_dir: Path, steps_done: int) -> None:
+    """Stop before writing a checkpoint the disk cannot hold: a run's checkpoints all have the size of its last one
+    (the old ones are deleted only once the new one is whole)."""
+    newest = complete_checkpoints(run_dir)[-1:]
+    if not newest:
+        return
+    need = sum(p.stat().st_size for p in newest[0].rglob("*") if p.is_file())
+    free = shutil.disk_usage(checkpoints_dir(run_dir)).free
+    if free < need:
+        raise RunStopped(f"checkpoint after step {steps_done} not written: {free >> 20} MB free on the disk of {run_dir}, "
+                         f"a checkpoint of this run takes {need >> 20} MB; earlier checkpoints are whole (free space, then --resume_from auto)")
+
+
+def save_state(state: dict, path: Path) -> None:
+    """torch.save, with a full disk said as the OSError it is (its zip writer reports one as a RuntimeError)."""
+    try:
+        torch.save(state, path)
+    except RuntimeError as error:
+        if shutil.disk_usage(path.parent).free >= DISK_FULL_BELOW:
+            raise
+        raise OSError(errno.ENOSPC, "No space left on device", str(path)) from error
 
 
 def manifest(directory: Path) -> dict[str, dict]:

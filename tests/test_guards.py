@@ -108,3 +108,45 @@ def test_ctrl_c_and_a_full_disk_are_one_line(raised, code, message, capsys):
     with pytest.raises(SystemExit) as stop:
         run_script(main, [])
     assert stop.value.code == code and message in capsys.readouterr().err
+
+
+def test_a_checkpoint_the_disk_cannot_hold_stops_before_it_is_written(tmp_path, monkeypatch):
+    """A run's checkpoints have the size of its last one: with less room than that, stop in one line first."""
+    from collections import namedtuple
+
+    from cory import checkpoint
+    from cory.errors import RunStopped
+
+    usage = namedtuple("usage", "total used free")
+    last = tmp_path / "checkpoints" / "step-0000010"
+    last.mkdir(parents=True)
+    (last / "state.pt").write_bytes(b"x" * 5000)
+    (last / checkpoint.MARKER).write_text("{}")
+    monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda path: usage(10**9, 0, 6000))
+    checkpoint.check_room(tmp_path, 20)  # 6000 bytes free, 5002 needed
+    monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda path: usage(10**9, 0, 4000))
+    with pytest.raises(RunStopped, match="checkpoint after step 20 not written: 0 MB free .* earlier checkpoints are whole"):
+        checkpoint.check_room(tmp_path, 20)
+    checkpoint.check_room(tmp_path / "fresh", 10)  # the first checkpoint of a run: nothing to measure
+
+
+def test_torch_save_on_a_full_disk_is_the_oserror_that_run_script_says_in_one_line(tmp_path, monkeypatch):
+    """torch's zip writer reports a full disk as a RuntimeError ('unexpected pos ...'); with the disk (nearly) full
+    it becomes ENOSPC, which run_script prints as one line; with room left, the RuntimeError is a bug and stays."""
+    from collections import namedtuple
+
+    from cory import checkpoint
+
+    usage = namedtuple("usage", "total used free")
+
+    def full_disk(state, path):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 913459840 vs 913459732")
+
+    monkeypatch.setattr(checkpoint.torch, "save", full_disk)
+    monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda path: usage(10**9, 0, 1 << 20))
+    with pytest.raises(OSError) as raised:
+        checkpoint.save_state({}, tmp_path / "state.pt")
+    assert raised.value.errno == 28 and raised.value.filename == str(tmp_path / "state.pt")
+    monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda path: usage(10**9, 0, 10**9))
+    with pytest.raises(RuntimeError, match="unexpected pos"):
+        checkpoint.save_state({}, tmp_path / "state.pt")
