@@ -26,6 +26,7 @@ for seed in "$@"; do
     --run_name cory-grpo-prompt-seed$seed --samples_per_prompt 2 --group_by prompt --observer_samples 3 --batch_size 16
   finished cory-grpo-downstream-seed$seed || .venv/bin/python imdb_train/cory.py "${RUN[@]}" --seed $seed \
     --run_name cory-grpo-downstream-seed$seed --samples_per_prompt 4 --credit downstream
+  rm -rf runs/critic-free/*-seed$seed/checkpoints  # finished: the report reads their logs (up to 6 GB a run)
 done
 exit
 }

@@ -34,6 +34,7 @@ for seed in 0 1; do
     grep -qs "\"step\": ${LAST_STEP[$size]:-20}" "runs/demo-size/$size-seed$seed/eval.jsonl" ||
       .venv/bin/python imdb_train/cory.py --preset offline --mixed_precision no --output_dir runs/demo-size --save_every 10 \
         --resume_from auto --log_samples_every 0 --seed "$seed" --run_name "$size-seed$seed" ${FLAGS[$size]}
+    rm -rf "runs/demo-size/$size-seed$seed/checkpoints"  # finished: its logs and final/ are what the report reads (6 GB a run)
   done
 done
 exit

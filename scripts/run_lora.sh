@@ -23,6 +23,7 @@ RUN=(--preset offline --steps 30 --eval_every 10 --eval_prompts 128 --mixed_prec
 for seed in "$@"; do
   grep -qs '"step": 30' "runs/lora/cory-lora16-seed$seed/eval.jsonl" ||
     .venv/bin/python imdb_train/cory.py "${RUN[@]}" --seed "$seed" --run_name "cory-lora16-seed$seed"
+  rm -rf "runs/lora/cory-lora16-seed$seed/checkpoints"  # finished: the report reads its logs
 done
 exit
 }
