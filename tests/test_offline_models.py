@@ -68,3 +68,32 @@ def test_the_library_has_no_import_circle():
 
     for name in graph:
         assert cycle_from(name, name, [name]) is None, " -> ".join(cycle_from(name, name, [name]))
+
+
+@pytest.mark.parametrize("cpu_has_bf16", [True, False])
+def test_the_study_classifier_is_fp32_on_every_cpu_and_a_bf16_build_is_redone(cpu_has_bf16, tmp_path, monkeypatch):
+    """Built under bf16 autocast where the CPU had it, the studies' reward differed with the machine that ran a seed
+    (held-out accuracy 0.820 vs 0.821); its recipe now says fp32, and a cached bf16 build is built again."""
+    import json
+
+    import cory.assets
+    from cory.models import SENTIMENT_ALIAS, STUDY_SENTIMENT_ALIAS, alias_dir
+
+    monkeypatch.setenv("CORY_CACHE", str(tmp_path))
+    monkeypatch.setattr(cory.assets, "bf16_supported", lambda cuda: cpu_has_bf16)
+    builds = []
+    monkeypatch.setattr(cory.assets, "_train_sentiment", lambda target, recipe, imdb_dir: builds.append(target.name))
+    assert not cory.assets.SENTIMENT_RECIPES[STUDY_SENTIMENT_ALIAS].bf16_where_native
+    for alias in (STUDY_SENTIMENT_ALIAS, SENTIMENT_ALIAS):
+        alias_dir(alias).mkdir(parents=True)
+    cases = [({"autocast": "bfloat16"}, True), ({"autocast": "none"}, False), ({}, cpu_has_bf16)]  # {}: before it was recorded
+    for recorded, rebuilt in cases:
+        builds.clear()
+        for alias in (STUDY_SENTIMENT_ALIAS, SENTIMENT_ALIAS):
+            (alias_dir(alias) / "accuracy.json").write_text(json.dumps({"accuracy": 0.82, **recorded}))
+        cory.assets.sentiment_model_dir(STUDY_SENTIMENT_ALIAS)
+        assert builds == ([STUDY_SENTIMENT_ALIAS] if rebuilt else []), recorded
+    (alias_dir(SENTIMENT_ALIAS) / "accuracy.json").write_text(json.dumps({"accuracy": 0.82}))
+    builds.clear()
+    cory.assets.sentiment_model_dir(SENTIMENT_ALIAS)  # the demo's own build: bf16 where native, as it was built
+    assert builds == []
