@@ -35,11 +35,13 @@ from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from cory.checkpoint import complete_checkpoints  # noqa: E402
 from cory.errors import UsageError  # noqa: E402
 from cory.eval.ledger import (check_same_setting, commit_entry, entry_path, git_commit, make_entry, read_entry,  # noqa: E402
                               read_study, training_code_dirty, write_entry, write_study)
 from cory.eval.report import judge, write_report  # noqa: E402
 from cory.paths import atomic_file  # noqa: E402
+from cory.rundir import RunDirLock  # noqa: E402
 
 PRESETS = {
     # the task preset each training script runs, and the comparison's own settings (fixed before the runs)
@@ -171,6 +173,27 @@ def train_missing(out: Path, study: dict, jobs: list, n_parallel: int, keep_chec
     bar.close()
 
 
+def clear_unresumable(out: Path, jobs: list) -> list[Path]:
+    """Delete the run directory of each job that has no ledger entry and no complete checkpoint (an attempt killed
+    before its first checkpoint): it starts afresh anyway, and the training code of imdb-claims (before 5372ab1)
+    appended the new attempt's step-0 evaluation to the killed one's log. `run_study.sh` calls it first."""
+    cleared = []
+    for job in jobs:
+        directory = run_dir(out, *job)
+        if not directory.is_dir() or entry_path(out, *job).exists() or complete_checkpoints(directory):
+            continue
+        lock = RunDirLock(directory)
+        try:
+            lock.acquire()
+        except UsageError:
+            continue  # a live run's
+        shutil.rmtree(directory)
+        lock.release()
+        cleared.append(directory)
+        print(f"{directory}: no checkpoint to resume from; cleared, it starts afresh")
+    return cleared
+
+
 def record(out: Path, study: dict, job: tuple[str, str, int], directory: Path, wall: float, commit: bool, code: str) -> None:
     """The finished run's ledger entry, after checking it ran the study's settings (precision included)."""
     setting, algorithm, seed = job
@@ -228,6 +251,8 @@ def main(argv=None) -> None:
     parser.add_argument("--keep_run_checkpoints", action="store_true", help="keep each finished run's checkpoints")
     parser.add_argument("--commit", action="store_true", help="git-commit each run's ledger entry as soon as it is written")
     parser.add_argument("--report_only", action="store_true", help="tables and plots from the ledger, no training")
+    parser.add_argument("--clear_unresumable", action="store_true",
+                        help="delete the run directories of unfinished runs with no checkpoint (before a pinned study continues), then stop")
     parser.add_argument("--prepare_only", action="store_true",
                         help="write a new study's study.json and stop: add its endpoints, commit it, then run (pre-registration)")
     parser.add_argument("--allow_uncommitted", action="store_true",
@@ -258,6 +283,9 @@ def main(argv=None) -> None:
         given.update({key: value for key, value in (("extra_args", extra), ("names", names), ("algorithm_args", algorithm_args)) if value})
         check_against_study(study, given)
     jobs = study_jobs(study)
+    if args.clear_unresumable:
+        clear_unresumable(out, jobs)
+        return
     if not args.report_only:
         commit, dirty = git_commit(ROOT), training_code_dirty(ROOT)
         if commit not in study["training_commits"] or (dirty and not args.allow_uncommitted):

@@ -15,6 +15,7 @@ tree=../cory-study-$name
 source scripts/pinned_worktree.sh
 pinned_worktree "$tree" "$commit"
 here=$PWD
+.venv/bin/python scripts/compare.py --name "$name" --clear_unresumable  # this checkout's code (the pinned one may append to a killed attempt's log)
 cd "$tree"
 exec env OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 .venv/bin/python scripts/compare.py --name "$name" --results_dir "$here/results" \
     --jobs "$jobs" --commit

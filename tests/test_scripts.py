@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from cory.checkpoint import MARKER
+from cory.errors import UsageError
 from cory.eval.ledger import check_same_setting, make_entry, read_entry, write_entry
+from cory.rundir import RunDirLock
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMON = ["--steps", "2", "--batch_size", "4", "--mini_batch_size", "2", "--ppo_epochs", "1", "--response_min_tokens", "2",
@@ -124,6 +127,43 @@ def test_a_run_of_other_settings_cannot_join_a_setting(tmp_path):
     check_same_setting(base, {**base, "seed": 1, "config": {"seed": 1, "learning_rate": 1e-5, "output_dir": "b"}})
     with pytest.raises(ValueError, match="learning_rate=1e-05 vs 2e-05"):
         check_same_setting(base, {**base, "seed": 1, "config": {"seed": 1, "learning_rate": 2e-5}})
+
+
+def test_a_study_continues_after_clearing_only_attempts_killed_before_their_first_checkpoint(tmp_path):
+    """imdb-claims' pinned code appended a restarted run's step-0 evaluation to the killed attempt's log: before a
+    study continues, a run with no checkpoint and no ledger entry is cleared; a resumable, a landed and a live one stay."""
+    module = runpy.run_path(str(ROOT / "scripts" / "compare.py"))
+    out = tmp_path / "study"
+    jobs = [("default", algorithm, seed) for algorithm in ("ppo", "cory") for seed in (0, 1)]
+    dirs = {job: module["run_dir"](out, *job) for job in jobs}
+    for directory in dirs.values():
+        directory.mkdir(parents=True)
+        (directory / "eval.jsonl").write_text('{"step": 0}\n')
+    resumable = dirs[("default", "ppo", 1)] / "checkpoints" / "step-0000010"
+    resumable.mkdir(parents=True)
+    (resumable / MARKER).write_text("{}")
+    landed = out / "ledger" / "default" / "cory-seed0.json.gz"
+    landed.parent.mkdir(parents=True)
+    landed.write_bytes(b"")
+    live = RunDirLock(dirs[("default", "cory", 1)])
+    live.acquire()
+    try:
+        assert module["clear_unresumable"](out, jobs) == [dirs[("default", "ppo", 0)]]
+    finally:
+        live.release()
+    assert [job for job, directory in dirs.items() if directory.exists()] == jobs[1:]
+
+
+def test_a_ledger_entry_with_an_evaluation_logged_twice_is_refused(tmp_path):
+    rows = [{"step": 0, "agent": "agent_a", "role": "alone", "per_prompt": {"reward": [0.1]}}] * 2
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "eval.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(UsageError, match=r"evaluation of step 0 \(agent_a, alone\) is logged twice"):
+        make_entry(tmp_path, "default", "cory", 0, 1.0, "abc", None, tmp_path)
+    path = tmp_path / "entry.json.gz"
+    write_entry(path, {"evals": rows})
+    with pytest.raises(UsageError, match="logged twice"):
+        read_entry(path)
 
 
 def test_compare_refuses_a_malformed_sweep_setting(tmp_path):

@@ -95,7 +95,20 @@ def make_entry(run_dir: Path, setting: str, algorithm: str, seed: int, wall_seco
     return {"setting": setting, "algorithm": algorithm, "seed": seed, "training_commit": commit, "machine": machine_facts(),
             "model_fingerprints": model_fingerprints(config),
             "wall_seconds": round(wall_seconds, 1), "config": config,
-            "evals": [compact_eval(r, judge) for r in rows if r.get("per_prompt")]}
+            "evals": check_each_evaluation_once([compact_eval(r, judge) for r in rows if r.get("per_prompt")], run_dir)}
+
+
+def check_each_evaluation_once(evals: list[dict], where) -> list[dict]:
+    """An evaluation (step, agent, role) logged twice means two attempts share one log (code before 5372ab1 appended
+    a restarted run's step 0 to a killed attempt's): such a run is re-run, never reported."""
+    seen = set()
+    for row in evals:
+        key = (row["step"], row["agent"], row["role"])
+        if key in seen:
+            raise UsageError(f"{where}: the evaluation of step {key[0]} ({key[1]}, {key[2]}) is logged twice, so two "
+                             "attempts share this log: delete the run and run it again")
+        seen.add(key)
+    return evals
 
 
 def write_entry(path: Path, entry: dict) -> None:
@@ -107,7 +120,9 @@ def write_entry(path: Path, entry: dict) -> None:
 
 
 def read_entry(path: Path) -> dict:
-    return json.loads(gzip.decompress(Path(path).read_bytes()))
+    entry = json.loads(gzip.decompress(Path(path).read_bytes()))
+    check_each_evaluation_once(entry["evals"], path)
+    return entry
 
 
 def setting_differences(mine: dict, theirs: dict) -> list[str]:
