@@ -62,7 +62,7 @@ VARIANT_RUN := --preset offline --seed 0 --steps 30 --eval_every 10 --eval_promp
 IMDB_PPO := OMP_NUM_THREADS=1 $(PY) imdb_train/ppo.py $(VARIANT_RUN)
 IMDB_CORY := OMP_NUM_THREADS=1 $(PY) imdb_train/cory.py $(VARIANT_RUN)
 
-variants: assets  ## beyond the paper, seed 0, bf16, 30 steps, two runs at a time on one core each (resumable, ~1 h): PPO, GRPO k=4, CORY, CORY-GRPO k=4, CORY N=3: results/variants/
+variants: assets  ## beyond the paper, seed 0, 30 steps, two runs at a time on one core each (resumable, ~1 h): PPO, GRPO k=4, CORY, CORY-GRPO k=4, CORY N=3: results/variants/
 	( $(IMDB_CORY) --run_name cory && $(IMDB_CORY) --run_name cory-grpo --advantage_estimator grpo --samples_per_prompt 4 \
 	  && $(IMDB_PPO) --run_name grpo --advantage_estimator grpo --samples_per_prompt 4 ) & first=$$!; \
 	( $(IMDB_CORY) --run_name cory-n3 --n_agents 3 && $(IMDB_PPO) --run_name ppo ) & second=$$!; wait $$first && wait $$second

@@ -100,7 +100,7 @@ def step_setup(mode: str, args, exp):
     cory_config = CORYConfig(knowledge_transfer=mode == "cory")
     algorithm = CORY(cory_config, agents, tokenizer, task) if two else SinglePPO(agents[0], tokenizer, task)
     if mode == "ppo_observer":
-        prompts = observer_shaped(prompts, algorithm.template, tokenizer, args.response_tokens, agents[0].eos_ids)
+        prompts = observer_shaped(prompts, task.wrap_template(task.observer_template), tokenizer, args.response_tokens, agents[0].eos_ids)
     gen = dict(do_sample=True, top_k=0, top_p=1.0, max_new_tokens=args.response_tokens, min_new_tokens=args.response_tokens)
     return algorithm, prompts, gen
 

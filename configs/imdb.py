@@ -35,7 +35,7 @@ presets = dict(
         eval_prompts=256,  # on 64 prompts agent B's gain held 0 on both seeds; on 256 both agents' gains exclude 0 on
         # both (the same training, a CI half as wide, ~2 min more: results/demo-size)
         eval_roles=False,  # the observer-role evaluations (~2.5 min on a 2-core CPU) are the study's; compare.py turns them on
-        # bf16 stays (inherited): on a CPU with avx512_bf16/AMX a step is ~2x faster and learns like fp32
-        # (results/precision); a CPU without native bf16 falls back to fp32 with one line
+        mixed_precision="no",  # fp32 on every CPU kind: the demo's evidence (results/demo-size) is fp32, and in bf16 on
+        # an AVX-512-bf16 EPYC agent B's gain held 0 (+0.028 [-0.053, +0.113]; 6m33 from bare); --mixed_precision bf16 is ~2x faster there
     ),
 )

