@@ -1,6 +1,7 @@
 """Load causal LMs and tokenizers from a hub id, a local directory, or a built-in offline alias."""
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import pickle
@@ -125,3 +126,22 @@ def load_causal_lm(name: str, dtype: str = "float32", device: str | torch.device
     disable_dropout_in_model(model)
     return model.eval()
 
+
+def weight_fingerprints(config: dict) -> dict[str, str]:
+    """sha256 (first 16 hex digits) of the policy's and the reward model's weights as this machine has them (an
+    offline alias or a local directory with one `model.safetensors`): an offline alias is built on each machine, so
+    the runs of one setting on two machines may score with builds that differ; a ledger entry says which."""
+    prints = {}
+    for key in ("model_name", "reward_model"):
+        name = config.get(key)
+        if not isinstance(name, str):
+            continue
+        directory = alias_dir(name) if alias_dir(name).is_dir() else Path(name)
+        weights = directory / "model.safetensors"
+        if weights.is_file():
+            digest = hashlib.sha256()
+            with open(weights, "rb") as f:
+                for block in iter(lambda: f.read(1 << 24), b""):
+                    digest.update(block)
+            prints[key] = digest.hexdigest()[:16]
+    return prints

@@ -15,7 +15,9 @@ from pathlib import Path
 from cory.errors import UsageError
 
 LOCK = ".lock"
-RUN_OUTPUTS = ("metrics.jsonl", "eval.jsonl", "samples.jsonl", "config.json", "curves.png", "checkpoints", "final")
+LOADED_MODELS = "loaded_models.json"
+"""the fingerprints of the weights each (re)start of a run loaded, so its ledger entry names them"""
+RUN_OUTPUTS = ("metrics.jsonl", "eval.jsonl", "samples.jsonl", "config.json", "curves.png", "checkpoints", "final", LOADED_MODELS)
 
 
 class RunDirLock:

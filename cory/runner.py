@@ -6,6 +6,7 @@ and hands them to `train`; everything that must behave the same for PPO and CORY
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,13 +27,13 @@ from cory.errors import MissingInput, UsageError
 from cory.eval.bootstrap import paired_difference_ci
 from cory.eval.heldout import evaluate_agent, twins
 from cory.memory import peak_memory_mb
-from cory.models import load_tokenizer
-from cory.paths import remove_stale_temporaries
+from cory.models import load_tokenizer, weight_fingerprints
+from cory.paths import atomic_file, remove_stale_temporaries
 from cory.plots import plot_curves
 from cory.precision import resolve_mixed_precision
 from cory.ppo import PPOTrainer
 from cory.ppo_config import PPOConfig
-from cory.rundir import RunDirLock, claim_fresh, earlier_outputs
+from cory.rundir import LOADED_MODELS, RunDirLock, claim_fresh, earlier_outputs
 from cory.templates import check_observer_template
 from cory.task import Algorithm, Task
 from cory.tracking import Tracker, read_metrics, summary_line
@@ -148,6 +149,8 @@ def _train(exp: Experiment, algorithm: Algorithm, task: Task, batch_size: int, p
     loader = PromptLoader(task.prompts("train"), n_prompts * accelerator.num_processes, run.seed)  # one global batch, one shard per process
     response_len = LengthSampler(run.response_min_tokens, run.response_max_tokens, np.random.default_rng(run.seed))
     start = resume(exp, algorithm, loader, response_len)
+    if main:
+        record_loaded_models(exp.run_dir, exp.config, start)
     tracker = Tracker(exp.run_dir, exp.config, run.log_with, resume_step=start, enabled=main)
     eval_set = held_out_prompts(task, run.eval_prompts) if run.eval_every else []
     if eval_set and start == 0:
@@ -184,6 +187,15 @@ def _train(exp: Experiment, algorithm: Algorithm, task: Task, batch_size: int, p
     tracker.close()
     accelerator.wait_for_everyone()
     return stats
+
+
+def record_loaded_models(run_dir: Path, config: dict, start: int) -> None:
+    """Append this attempt's weight fingerprints to the run's record: taken when the entry was written, a fingerprint
+    named a classifier rebuilt during the run, not the one the run had loaded."""
+    path = Path(run_dir) / LOADED_MODELS
+    attempts = json.loads(path.read_text()) if path.exists() else []
+    attempts.append({"start_step": start, "fingerprints": weight_fingerprints(config)})
+    atomic_file(path, json.dumps(attempts, indent=1))
 
 
 def resume(exp: Experiment, algorithm: Algorithm, loader: PromptLoader, response_len: LengthSampler) -> int:

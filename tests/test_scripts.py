@@ -1,4 +1,5 @@
 """Every training script runs end to end on tiny models, writes its outputs, and fails early on bad input."""
+import hashlib
 import json
 import os
 import runpy
@@ -104,6 +105,8 @@ def test_compare_is_a_study_with_a_ledger_the_report_is_rebuilt_from(assets, tmp
         entry = read_entry(path)
         assert entry["config"]["mixed_precision"] == "no" and entry["machine"]["cores"] >= 1 and entry["wall_seconds"] > 0
         assert path.stat().st_size < 50_000 and str(ROOT) not in path.read_bytes().decode("latin-1")
+        weights = hashlib.sha256((assets / "lm" / "model.safetensors").read_bytes()).hexdigest()[:16]
+        assert entry["model_fingerprints"]["model_name"] == weights  # recorded by the run when it loaded them
     rows = read_entry(entries["cory-seed0"])["evals"]
     assert {(r["step"], r["role"]) for r in rows} >= {(0, "observer_of_other"), (2, "observer_of_self"), (1, "alone")}
     assert set(rows[0]["per_prompt"]) == {"reward", "kl_exact", "response_len", "response_ids", "judge_vader"}
@@ -164,6 +167,23 @@ def test_a_ledger_entry_with_an_evaluation_logged_twice_is_refused(tmp_path):
     write_entry(path, {"evals": rows})
     with pytest.raises(UsageError, match="logged twice"):
         read_entry(path)
+
+
+def test_a_ledger_entry_names_the_weights_each_attempt_loaded_not_those_there_at_the_end(tmp_path):
+    """A classifier rebuilt while a run went on was named by the entry although the run never used it."""
+    from cory.eval.ledger import loaded_fingerprints
+    from cory.rundir import LOADED_MODELS
+
+    model = tmp_path / "classifier"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"rebuilt during the run")
+    config = {"reward_model": str(model)}
+    now = hashlib.sha256(b"rebuilt during the run").hexdigest()[:16]
+    assert loaded_fingerprints(tmp_path, config) == {"reward_model": now}  # older code recorded nothing
+    attempts = [{"start_step": 0, "fingerprints": {"reward_model": "aaaa"}}, {"start_step": 10, "fingerprints": {"reward_model": "aaaa"}},
+                {"start_step": 20, "fingerprints": {"reward_model": "bbbb"}}]
+    (tmp_path / LOADED_MODELS).write_text(json.dumps(attempts))
+    assert loaded_fingerprints(tmp_path, config) == {"reward_model": "aaaa+bbbb"}
 
 
 def test_compare_refuses_a_malformed_sweep_setting(tmp_path):

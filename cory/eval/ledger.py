@@ -9,7 +9,6 @@ old study, and anyone can recompute every table from the repository alone.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import os
 import platform
@@ -20,7 +19,9 @@ from pathlib import Path
 import torch
 
 from cory.errors import UsageError
-from cory.paths import atomic_file, cache_dir
+from cory.models import weight_fingerprints
+from cory.paths import atomic_file
+from cory.rundir import LOADED_MODELS
 
 STUDY_FILE = "study.json"
 PER_PROMPT_KEYS = ("reward", "kl_exact", "response_len", "response_ids", "judge_vader")
@@ -47,24 +48,18 @@ def machine_facts() -> dict:
             "bf16_native": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()), "torch": torch.__version__}
 
 
-def model_fingerprints(config: dict) -> dict[str, str]:
-    """sha256 (first 16 hex digits) of the policy's and the reward model's weights as this machine has them: an
-    offline alias is built on each machine (the classifier under bf16 autocast where the CPU has it), so two
-    machines' runs of one setting may score with different classifiers; the entry says which."""
-    prints = {}
-    for key in ("model_name", "reward_model"):
-        name = config.get(key)
-        if not isinstance(name, str):
-            continue
-        directory = cache_dir() / "models" / name if (cache_dir() / "models" / name).is_dir() else Path(name)
-        weights = directory / "model.safetensors"
-        if weights.is_file():
-            digest = hashlib.sha256()
-            with open(weights, "rb") as f:
-                for block in iter(lambda: f.read(1 << 24), b""):
-                    digest.update(block)
-            prints[key] = digest.hexdigest()[:16]
-    return prints
+def loaded_fingerprints(run_dir: Path, config: dict) -> dict[str, str]:
+    """The weights the run loaded, as it recorded them at each (re)start (`runner.LOADED_MODELS`; '+' joins builds
+    that differ between attempts); a run of older code recorded none: then the weights here now."""
+    path = Path(run_dir) / LOADED_MODELS
+    if not path.exists():
+        return weight_fingerprints(config)
+    joined: dict[str, list[str]] = {}
+    for attempt in json.loads(path.read_text()):
+        for key, value in attempt["fingerprints"].items():
+            if value not in joined.setdefault(key, []):
+                joined[key].append(value)
+    return {key: "+".join(values) for key, values in joined.items()}
 
 
 def compact_eval(row: dict, judge=None) -> dict:
@@ -93,7 +88,7 @@ def make_entry(run_dir: Path, setting: str, algorithm: str, seed: int, wall_seco
     config = portable(json.loads((run_dir / "config.json").read_text()), root)
     rows = [json.loads(line) for line in (run_dir / "eval.jsonl").read_text().splitlines() if line]
     return {"setting": setting, "algorithm": algorithm, "seed": seed, "training_commit": commit, "machine": machine_facts(),
-            "model_fingerprints": model_fingerprints(config),
+            "model_fingerprints": loaded_fingerprints(run_dir, config),
             "wall_seconds": round(wall_seconds, 1), "config": config,
             "evals": check_each_evaluation_once([compact_eval(r, judge) for r in rows if r.get("per_prompt")], run_dir)}
 
