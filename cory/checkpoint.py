@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import hashlib
 import json
 import pickle
 import random
@@ -25,7 +24,7 @@ from tqdm import tqdm
 
 from cory.agents import load_policy_weights, write_policy
 from cory.errors import MissingInput, RunStopped, UsageError
-from cory.paths import atomic_directory
+from cory.paths import atomic_directory, file_sha256
 
 MARKER = "COMPLETE"
 DISK_FULL_BELOW = 256 << 20  # bytes free after a failed write below which the disk, not the code, failed it
@@ -109,15 +108,7 @@ def save_state(state: dict, path: Path) -> None:
 def manifest(directory: Path) -> dict[str, dict]:
     """Size and sha256 of every file under `directory` except the marker."""
     files = sorted(p for p in Path(directory).rglob("*") if p.is_file() and p.name != MARKER)
-    return {str(p.relative_to(directory)): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in files}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 23):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return {str(p.relative_to(directory)): {"size": p.stat().st_size, "sha256": file_sha256(p)} for p in files}
 
 
 def verify_checkpoint(path: Path) -> str | None:
@@ -136,7 +127,7 @@ def verify_checkpoint(path: Path) -> str | None:
             return f"{name} is missing"
         if file.stat().st_size != expected["size"]:
             return f"{name} has {file.stat().st_size} bytes, the manifest says {expected['size']} (truncated?)"
-        if _sha256(file) != expected["sha256"]:
+        if file_sha256(file) != expected["sha256"]:
             return f"{name} does not match its sha256 in the manifest (corrupted)"
     for name in files:
         if name.endswith(".safetensors"):

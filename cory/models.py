@@ -1,7 +1,6 @@
 """Load causal LMs and tokenizers from a hub id, a local directory, or a built-in offline alias."""
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import pickle
@@ -13,7 +12,7 @@ from transformers.utils import logging as hf_logging
 
 from cory._trl import disable_dropout_in_model
 from cory.errors import MissingInput, UsageError
-from cory.paths import cache_dir, hub_offline
+from cory.paths import cache_dir, file_sha256, hub_offline
 
 SMOLLM2_ALIAS = "smollm2-135m-instruct"
 
@@ -139,9 +138,5 @@ def weight_fingerprints(config: dict) -> dict[str, str]:
         directory = alias_dir(name) if alias_dir(name).is_dir() else Path(name)
         weights = directory / "model.safetensors"
         if weights.is_file():
-            digest = hashlib.sha256()
-            with open(weights, "rb") as f:
-                for block in iter(lambda: f.read(1 << 24), b""):
-                    digest.update(block)
-            prints[key] = digest.hexdigest()[:16]
+            prints[key] = file_sha256(weights)[:16]
     return prints
