@@ -1,8 +1,10 @@
-"""Where built offline assets live, and atomic directory writes."""
+"""Where built offline assets live, and atomic file and directory writes."""
 from __future__ import annotations
 
 import fcntl
+import gzip
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -102,19 +104,34 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
 
 
-def atomic_file(target: Path, text: str) -> None:
-    """Write `text` to a temporary file beside `target`, then rename it over `target`."""
+def atomic_file(target: Path, content: str | bytes) -> None:
+    """Write `content` to a temporary file beside `target`, then rename it over `target`."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}{TMP_TAG}", dir=target.parent)
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a results or cache file is readable like any other
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb" if isinstance(content, bytes) else "w") as f:
+            f.write(content)
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def write_json(target: Path, value) -> None:
+    """`value` as JSON, atomically; gzip-compressed when the name ends in .gz (compact and with no timestamp, so the
+    same value gives the same committed bytes), indented otherwise."""
+    if str(target).endswith(".gz"):
+        atomic_file(target, gzip.compress(json.dumps(value, separators=(",", ":")).encode(), mtime=0))
+    else:
+        atomic_file(target, json.dumps(value, indent=2))
+
+
+def read_json(path: Path):
+    """What `write_json` wrote (plain or .gz)."""
+    data = Path(path).read_bytes()
+    return json.loads(gzip.decompress(data) if str(path).endswith(".gz") else data)
 
 
 def _umask() -> int:

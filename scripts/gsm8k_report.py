@@ -20,19 +20,19 @@ sys.path.insert(0, str(ROOT))  # the repo's `cory` package, from any working dir
 from cory.eval.bootstrap import paired_difference_ci  # noqa: E402
 from cory.eval.gsm8k import pass_at_k  # noqa: E402
 from cory.gsm8k import GSM8KConfig, before_stop, extract_answer  # noqa: E402
-from cory.paths import atomic_file  # noqa: E402
+from cory.paths import atomic_file, read_json  # noqa: E402
 
 STEP_LIMITS = (1, 2, 3)
 
 
 def labelled(specs: list[str]) -> dict[str, dict]:
-    """'label=path' -> {label: that evaluation's JSON}; a bad spec or path is a one-line error."""
+    """'label=path' -> {label: that evaluation's JSON (.json or .json.gz)}; a bad spec or path is a one-line error."""
     results = {}
     for spec in specs:
         label, sep, path = spec.partition("=")
         if not sep or not Path(path).is_file():
             raise SystemExit(f"gsm8k_report.py: error: expected LABEL=PATH to an evaluation JSON, got {spec!r}")
-        results[label] = json.loads(Path(path).read_text())
+        results[label] = read_json(path)
     return results
 
 

@@ -10,6 +10,7 @@ import torch
 from cory.cory import CORY, CORYConfig, observer_prompts
 from cory.eval.gsm8k import pass_at_k
 from cory.gsm8k import ONE_SHOT, GSM8KConfig, GSM8KTask, extract_answer, is_correct, normalise_number, reference_answer
+from cory.paths import write_json
 from cory.policy import FrozenReference, ValueHeadPolicy
 from cory.ppo import PPOTrainer
 from cory.ppo_config import PPOConfig
@@ -188,6 +189,8 @@ def test_pass_at_k_curve_and_base_rate_tables(tmp_path):
                 {"solution_steps": 3, "greedy": "no idea", "greedy_correct": False, "samples_correct": [False] * 4}]
     path = tmp_path / "eval.json"
     path.write_text(json.dumps({"summary": {"response_tokens_greedy": 4.0}, "problems": problems}))
+    write_json(tmp_path / "eval.json.gz", json.loads(path.read_text()))  # how a committed evaluation is kept
+    assert gsm8k_report.labelled([f"a={path}"])["a"] == gsm8k_report.labelled([f"a={tmp_path / 'eval.json.gz'}"])["a"]
     [row] = gsm8k_report.comparison_table(gsm8k_report.labelled([f"PPO={path}"]))
     # problem 1: c=1 of n=4 -> pass@1 1/4, pass@2 1 - C(3,2)/C(4,2) = 1/2, pass@4 1; problem 2: all 0
     assert row["pass@1"] == 0.125 and row["pass@2"] == 0.25 and row["pass@4"] == 0.5

@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from cory.checkpoint import MARKER, check_same_config, complete_checkpoints, find_checkpoint, manifest, verify_checkpoint
 from cory.errors import UsageError
-from cory.paths import atomic_directory, build_once, remove_stale_temporaries
+from cory.paths import atomic_directory, build_once, read_json, remove_stale_temporaries, write_json
 from cory.rundir import RunDirLock
 from tests.test_resume import ENV, ROOT, run_command
 
@@ -238,6 +238,22 @@ def test_a_write_killed_between_its_two_renames_keeps_the_last_copy(tmp_path):
     assert done[0].startswith(f"restored {tmp_path / 'step-0000006'}")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step-0000006"]
     assert (tmp_path / "step-0000006" / "state.pt").read_text() == "the last published copy"
+
+
+def test_json_files_round_trip_plain_and_gzipped_and_gzip_bytes_are_reproducible(tmp_path):
+    """Committed evidence (ledger entries, GSM8K evaluations) is gzipped JSON: the same value must give the same
+    bytes, or every rewrite would show as a change in git."""
+    value = {"rows": [{"reward": 0.25, "text": "a b"}] * 50, "n": 3}
+    write_json(tmp_path / "a.json", value)
+    write_json(tmp_path / "a.json.gz", value)
+    assert read_json(tmp_path / "a.json") == value == read_json(tmp_path / "a.json.gz")
+    assert (tmp_path / "a.json.gz").read_bytes()[:2] == b"\x1f\x8b"  # gzip's magic number
+    assert (tmp_path / "a.json.gz").stat().st_size < (tmp_path / "a.json").stat().st_size / 5
+    first = (tmp_path / "a.json.gz").read_bytes()
+    time.sleep(1.1)  # gzip's header would carry a new mtime
+    write_json(tmp_path / "a.json.gz", value)
+    assert (tmp_path / "a.json.gz").read_bytes() == first
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left behind
 
 
 def test_a_bad_value_is_one_line_and_exit_2_with_the_traceback_behind_debug(assets, tmp_path):

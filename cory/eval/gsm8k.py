@@ -8,7 +8,6 @@ per-problem results and a summary as JSON, prints a table.
 from __future__ import annotations
 
 import argparse
-import json
 from math import comb
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from tqdm import tqdm
 from cory.config import load_task_config
 from cory.eval.loading import load_policy_for_eval
 from cory.gsm8k import GSM8KConfig, GSM8KTask, before_stop, extract_answer, is_correct, solution_steps
-from cory.paths import atomic_file
+from cory.paths import write_json
 from cory.rollout import left_pad
 
 
@@ -93,7 +92,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--answer_extraction", default="flexible", choices=["flexible", "strict"])
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="", help="JSON output (default: <model dir>/gsm8k_eval.json, or ./gsm8k_eval.json)")
+    parser.add_argument("--out", default="", help="JSON output, gzip-compressed if it ends in .gz (default: <model dir>/gsm8k_eval.json, or ./gsm8k_eval.json)")
     if preset := parser.parse_known_args(argv)[0].preset:
         task = load_task_config("gsm8k", preset)
         parser.set_defaults(**{key: task[key] for key in ("use_chat_template", "prompt_template", "max_solution_steps") if key in task},
@@ -113,7 +112,7 @@ def main(argv=None) -> dict:
     result = evaluate(lm, tokenizer, config, args.n_problems, args.n_samples, args.k, args.max_new_tokens, args.batch_size, args.seed)
     result["model"], result["settings"] = args.model, vars(args)
     out = Path(args.out or (Path(args.model) / "gsm8k_eval.json" if Path(args.model).is_dir() else "gsm8k_eval.json"))
-    atomic_file(out, json.dumps(result, indent=2))
+    write_json(out, result)
     print("| metric | value |\n| --- | --- |")
     for key, value in result["summary"].items():
         print(f"| {key} | {value:.3f} |" if isinstance(value, float) else f"| {key} | {value} |")

@@ -8,7 +8,6 @@ old study, and anyone can recompute every table from the repository alone.
 """
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import platform
@@ -20,7 +19,7 @@ import torch
 
 from cory.errors import UsageError
 from cory.models import weight_fingerprints
-from cory.paths import atomic_file
+from cory.paths import atomic_file, read_json, write_json
 from cory.rundir import LOADED_MODELS
 
 STUDY_FILE = "study.json"
@@ -107,15 +106,11 @@ def check_each_evaluation_once(evals: list[dict], where) -> list[dict]:
 
 
 def write_entry(path: Path, entry: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = gzip.compress(json.dumps(entry, separators=(",", ":")).encode(), mtime=0)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_json(path, entry)
 
 
 def read_entry(path: Path) -> dict:
-    entry = json.loads(gzip.decompress(Path(path).read_bytes()))
+    entry = read_json(path)
     check_each_evaluation_once(entry["evals"], path)
     return entry
 
