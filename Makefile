@@ -3,7 +3,7 @@ PY := .venv/bin/python
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: venv assets demo demo-ppo demo-gsm8k eval-gsm8k gsm8k-results compare study study-report variants critic-free lora bench precision test clean
+.PHONY: venv assets demo demo-ppo demo-gsm8k eval-gsm8k gsm8k-results gsm8k-grpo compare study study-report variants critic-free lora bench precision test clean
 
 venv: .venv/.installed
 .venv/.installed: requirements.txt offline-assets.txt pyproject.toml
@@ -45,6 +45,9 @@ gsm8k-results: eval-gsm8k  ## PPO vs CORY from the SFT warm start (offline prese
 	$(PY) scripts/gsm8k_report.py --notes results/gsm8k/notes.md --compare "untrained=runs/gsm8k/eval-untrained.json" \
 		"SFT warm start (before RL)=runs/gsm8k/eval-sft.json" "PPO=runs/gsm8k/eval-ppo.json" \
 		"CORY agent A=runs/gsm8k/eval-cory-a.json" "CORY agent B=runs/gsm8k/eval-cory-b.json" --paired_to "SFT warm start (before RL)" PPO
+
+gsm8k-grpo: venv  ## GSM8K, GRPO vs CORY-GRPO (k 4, 10 steps, one seed) from the SFT warm start, as results/gsm8k-grpo/plan.md fixes it; pass@k before/after: results/gsm8k-grpo/
+	scripts/gsm8k_grpo.sh all
 
 compare: assets  ## a quick PPO vs CORY comparison of your own (3 seeds x 60 steps, offline preset, resumable): results/imdb-mine/
 	$(PY) scripts/compare.py --preset offline --name imdb-mine --allow_uncommitted

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# GSM8K: GRPO vs CORY-GRPO from the SFT warm start, as results/gsm8k-grpo/plan.md fixes it (settings, endpoints),
+# run from a git worktree pinned at results/gsm8k-grpo/training_commit. Each part is resumable and skipped once
+# done, so two cores can share the parts (one process per part, `taskset` one core each):
+#   scripts/gsm8k_grpo.sh warm-start|grpo|cory|eval-warm-start|eval-grpo|eval-cory|report|all
+# Run directories: runs/gsm8k-grpo/ (not committed); evaluations: results/gsm8k-grpo/evals/*.json.gz (committed).
+set -euo pipefail
+{  # parsed whole before it runs: editing this file mid-run is safe
+cd "$(dirname "$0")/.."
+part=${1:?usage: scripts/gsm8k_grpo.sh warm-start|grpo|cory|eval-warm-start|eval-grpo|eval-cory|report|all}
+here=$PWD
+out=$here/results/gsm8k-grpo
+runs=$here/runs/gsm8k-grpo
+tree=../cory-gsm8k-grpo
+source scripts/pinned_worktree.sh
+pinned_worktree "$tree" "$(cat "$out/training_commit")"
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1} HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+py="$here/.venv/bin/python"
+steps=10
+common=(--preset offline --advantage_estimator grpo --samples_per_prompt 4 --learning_rate 1e-4 --mixed_precision bf16
+        --steps $steps --seed 0 --output_dir "$runs" --save_every 2 --resume_from auto)
+evaluate() {  # MODEL NAME: pass@1 greedy and pass@1..8 on the 200 held-out problems, once
+  [ -f "$out/evals/$2.json.gz" ] || (cd "$tree" && "$py" -m cory.eval.gsm8k --preset offline --n_problems 200 --n_samples 8 \
+      --k 1 2 3 4 5 6 7 8 --max_new_tokens 96 --batch_size 64 --dtype bfloat16 --model "$1" --out "$out/evals/$2.json.gz")
+}
+trained() { [ -d "$runs/$1/final" ] || (cd "$tree" && "$py" "$2" "${common[@]}" --run_name "$1" "${@:3}"); }
+case $part in
+  warm-start) (cd "$tree" && "$py" -m cory.assets gsm8k-sft) ;;
+  grpo) trained grpo gsm8k_train/ppo.py --batch_size 64 ;;  # 16 prompts x 4: the 64 responses a CORY step generates
+  cory) trained cory gsm8k_train/cory.py ;;
+  eval-warm-start) evaluate smollm2-135m-gsm8k-sft warm-start ;;
+  eval-grpo) evaluate "$runs/grpo/final/policy" grpo ;;
+  eval-cory) evaluate "$runs/cory/final/agent_a" cory-a && evaluate "$runs/cory/final/agent_b" cory-b ;;
+  report) "$py" scripts/gsm8k_report.py --out "$out" --notes "$out/plan.md" --compare \
+      "SFT warm start (before RL)=$out/evals/warm-start.json.gz" "GRPO=$out/evals/grpo.json.gz" \
+      "CORY-GRPO agent A=$out/evals/cory-a.json.gz" "CORY-GRPO agent B=$out/evals/cory-b.json.gz" \
+      --paired_to "SFT warm start (before RL)" GRPO ;;
+  all) for p in warm-start grpo cory eval-warm-start eval-grpo eval-cory report; do "$0" "$p"; done ;;
+  *) echo "gsm8k_grpo.sh: unknown part $part"; exit 2 ;;
+esac
+exit
+}
