@@ -296,8 +296,10 @@ def main(argv=None) -> None:
         train_missing(out, study, jobs, args.jobs, args.keep_run_checkpoints, args.commit, code)
     entries = {job: read_entry(entry_path(out, *job)) for job in jobs if entry_path(out, *job).exists()}
     walls = {f"{s}/{a}-seed{seed}": e["wall_seconds"] for (s, a, seed), e in entries.items()}
-    command = "python scripts/compare.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    meta = {**study, "seeds": {k: v["seeds"] for k, v in study["settings"].items()}, "command": command.strip(),
+    # the command that rebuilds this report from the committed ledger alone (not this run's, which may name this
+    # machine's paths)
+    meta = {**study, "seeds": {k: v["seeds"] for k, v in study["settings"].items()},
+            "command": f"python scripts/compare.py --name {name} --report_only",
             "machine": machines(out, jobs), "git_commit": ", ".join(c[:10] for c in study["training_commits"]),
             "missing": [f"{s}/{a}-seed{seed}" for s, a, seed in jobs if (s, a, seed) not in entries]}
     write_report(out, meta, jobs, walls)

@@ -257,7 +257,7 @@ def write_report(out: Path, meta: dict, jobs: list[tuple[str, str, int]], walls:
     seeds = {setting: sorted({s for by_seed in by_curve.values() for s in by_seed}) for setting, by_curve in runs.items()}
     task = {"imdb": "IMDB", "gsm8k": "GSM8K", "text": "your own task"}.get(meta.get("task", "imdb"), meta.get("task"))
     parts = [f"# {names['ppo']} vs {names['cory']} on {task} ({meta.get('task_preset', '')} preset)", "",
-             f"- command: `{meta.get('command', '')}`",
+             f"- this report, from the committed ledger alone: `{meta.get('command', '')}`",
              f"- settings (fixed before the runs in study.json): {meta.get('steps')} steps, seeds {meta.get('seeds')}, held-out "
              f"evaluation on {meta.get('eval_prompts')} fixed held-out prompts every {meta.get('eval_every')} steps (sampling seed = "
              f"run seed), precision {PRECISION.get(meta.get('mixed_precision'), 'the preset')}, extra args {meta.get('extra_args', [])}"
