@@ -3,11 +3,13 @@
 # run from a git worktree pinned at results/gsm8k-grpo/training_commit. Each part is resumable and skipped once
 # done, so two cores can share the parts (one process per part, `taskset` one core each):
 #   scripts/gsm8k_grpo.sh warm-start|grpo|cory|eval-warm-start|eval-grpo|eval-cory|report|all
+# and the plan's declared extension, after the 10-step evaluations: extend-grpo|extend-cory (the same runs on to 30
+# steps from their checkpoints, then evaluated the same way as *-step30).
 # Run directories: runs/gsm8k-grpo/ (not committed); evaluations: results/gsm8k-grpo/evals/*.json.gz (committed).
 set -euo pipefail
 {  # parsed whole before it runs: editing this file mid-run is safe
 cd "$(dirname "$0")/.."
-part=${1:?usage: scripts/gsm8k_grpo.sh warm-start|grpo|cory|eval-warm-start|eval-grpo|eval-cory|report|all}
+part=${1:?usage: scripts/gsm8k_grpo.sh warm-start|grpo|cory|eval-warm-start|eval-grpo|eval-cory|extend-grpo|extend-cory|report|all}
 here=$PWD
 out=$here/results/gsm8k-grpo
 runs=$here/runs/gsm8k-grpo
@@ -18,12 +20,16 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-
 py="$here/.venv/bin/python"
 steps=10
 common=(--preset offline --advantage_estimator grpo --samples_per_prompt 4 --learning_rate 1e-4 --mixed_precision bf16
-        --steps $steps --seed 0 --output_dir "$runs" --save_every 2 --resume_from auto)
+        --steps=$steps --seed 0 --output_dir "$runs" --save_every 2 --resume_from auto)
 evaluate() {  # MODEL NAME: pass@1 greedy and pass@1..8 on the 200 held-out problems, once
   [ -f "$out/evals/$2.json.gz" ] || (cd "$tree" && "$py" -m cory.eval.gsm8k --preset offline --n_problems 200 --n_samples 8 \
       --k 1 2 3 4 5 6 7 8 --max_new_tokens 96 --batch_size 64 --dtype bfloat16 --model "$1" --out "$out/evals/$2.json.gz")
 }
 trained() { [ -d "$runs/$1/final" ] || (cd "$tree" && "$py" "$2" "${common[@]}" --run_name "$1" "${@:3}"); }
+extended() {  # NAME SCRIPT TEN_STEP_EVAL [ARGS]: on to 30 steps from the run's last checkpoint, once its 10-step evaluation is saved
+  [ -f "$out/evals/$3.json.gz" ] || { echo "gsm8k_grpo.sh: evaluate the 10-step $1 run first ($3)"; exit 2; }
+  (cd "$tree" && "$py" "$2" "${common[@]/--steps=$steps/--steps=30}" --run_name "$1" "${@:4}")
+}
 case $part in
   warm-start) (cd "$tree" && "$py" -m cory.assets gsm8k-sft) ;;
   grpo) trained grpo gsm8k_train/ppo.py --batch_size 64 ;;  # 16 prompts x 4: the 64 responses a CORY step generates
@@ -31,6 +37,9 @@ case $part in
   eval-warm-start) evaluate smollm2-135m-gsm8k-sft warm-start ;;
   eval-grpo) evaluate "$runs/grpo/final/policy" grpo ;;
   eval-cory) evaluate "$runs/cory/final/agent_a" cory-a && evaluate "$runs/cory/final/agent_b" cory-b ;;
+  extend-grpo) extended grpo gsm8k_train/ppo.py grpo --batch_size 64 && evaluate "$runs/grpo/final/policy" grpo-step30 ;;
+  extend-cory) extended cory gsm8k_train/cory.py cory-b && evaluate "$runs/cory/final/agent_a" cory-a-step30 \
+      && evaluate "$runs/cory/final/agent_b" cory-b-step30 ;;
   report) "$py" scripts/gsm8k_report.py --out "$out" --notes "$out/plan.md" --compare \
       "SFT warm start (before RL)=$out/evals/warm-start.json.gz" "GRPO=$out/evals/grpo.json.gz" \
       "CORY-GRPO agent A=$out/evals/cory-a.json.gz" "CORY-GRPO agent B=$out/evals/cory-b.json.gz" \
