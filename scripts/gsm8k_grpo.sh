@@ -40,10 +40,17 @@ case $part in
   extend-grpo) extended grpo gsm8k_train/ppo.py grpo --batch_size 64 && evaluate "$runs/grpo/final/policy" grpo-step30 ;;
   extend-cory) extended cory gsm8k_train/cory.py cory-b && evaluate "$runs/cory/final/agent_a" cory-a-step30 \
       && evaluate "$runs/cory/final/agent_b" cory-b-step30 ;;
-  report) "$py" scripts/gsm8k_report.py --out "$out" --notes "$out/plan.md" --compare \
-      "SFT warm start (before RL)=$out/evals/warm-start.json.gz" "GRPO=$out/evals/grpo.json.gz" \
-      "CORY-GRPO agent A=$out/evals/cory-a.json.gz" "CORY-GRPO agent B=$out/evals/cory-b.json.gz" \
-      --paired_to "SFT warm start (before RL)" GRPO ;;
+  report)
+    warm="SFT warm start (before RL)" a="CORY-GRPO agent A" b="CORY-GRPO agent B"
+    rows=("$warm=$out/evals/warm-start.json.gz" "GRPO=$out/evals/grpo.json.gz" "$a=$out/evals/cory-a.json.gz" "$b=$out/evals/cory-b.json.gz")
+    pairs=("$warm" "GRPO=$a,$b")
+    if [ -f "$out/evals/grpo-step30.json.gz" ] && [ -f "$out/evals/cory-b-step30.json.gz" ]; then  # the extension
+      rows+=("GRPO (30 steps)=$out/evals/grpo-step30.json.gz" "$a (30 steps)=$out/evals/cory-a-step30.json.gz"
+             "$b (30 steps)=$out/evals/cory-b-step30.json.gz")
+      pairs+=("GRPO (30 steps)=$a (30 steps),$b (30 steps)")
+    fi
+    notes=("$out/plan.md"); [ -f "$out/findings.md" ] && notes=("$out/findings.md" "${notes[@]}")
+    "$py" scripts/gsm8k_report.py --out "$out" --notes "${notes[@]}" --compare "${rows[@]}" --paired_to "${pairs[@]}" ;;
   all) for p in warm-start grpo cory eval-warm-start eval-grpo eval-cory report; do "$0" "$p"; done ;;
   *) echo "gsm8k_grpo.sh: unknown part $part"; exit 2 ;;
 esac

@@ -75,16 +75,17 @@ def per_problem(result: dict, metric: str) -> list[float]:
     return [pass_at_k(len(p["samples_correct"]), sum(p["samples_correct"]), k) for p in result["problems"]]
 
 
-def paired_table(results: dict[str, dict], baseline: str) -> list[dict]:
-    """Each policy minus `baseline` on the same problems (refused if the problem lists differ): pass@1 greedy,
-    pass@1 and pass@n (n = samples per problem)."""
-    if baseline not in results:
-        raise SystemExit(f"gsm8k_report.py: error: --paired_to {baseline!r} is not one of the --compare labels {list(results)}")
+def paired_table(results: dict[str, dict], baseline: str, against: list[str] | None = None) -> list[dict]:
+    """Each policy (or only those `against`) minus `baseline` on the same problems (refused if the problem lists
+    differ): pass@1 greedy, pass@1 and pass@n (n = samples per problem)."""
+    for label in [baseline, *(against or [])]:
+        if label not in results:
+            raise SystemExit(f"gsm8k_report.py: error: --paired_to {label!r} is not one of the --compare labels {list(results)}")
     metrics = ("pass@1 greedy", *dict.fromkeys(f"pass@{k}" for k in (1, max(sampled_ks(results[baseline]), default=1))))
     questions = [p["question"] for p in results[baseline]["problems"]]
     table = []
     for label, result in results.items():
-        if label == baseline:
+        if label == baseline or (against and label not in against):
             continue
         if [p["question"] for p in result["problems"]] != questions:
             raise SystemExit(f"gsm8k_report.py: error: {label!r} was evaluated on other problems than {baseline!r}")
@@ -129,12 +130,13 @@ def main(argv=None) -> None:
     parser.add_argument("--base_rates", nargs="*", default=[], metavar="LABEL=PATH", help="untrained model, one per prompt format")
     parser.add_argument("--compare", nargs="*", default=[], metavar="LABEL=PATH", help="policies on the same held-out problems")
     parser.add_argument("--out", default=str(ROOT / "results" / "gsm8k"))
-    parser.add_argument("--notes", default="", help="a markdown file whose text opens the summary (settings, commands)")
-    parser.add_argument("--paired_to", nargs="*", default=[], metavar="LABEL", help="--compare labels: differences to each with CIs")
+    parser.add_argument("--notes", nargs="*", default=[], help="markdown files whose text opens the summary, in order (settings, commands, findings)")
+    parser.add_argument("--paired_to", nargs="*", default=[], metavar="LABEL[=LABEL,...]",
+                        help="--compare labels: every other policy's differences to each, with CIs (after '=': only those policies')")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    parts = [Path(args.notes).read_text().strip(), ""] if args.notes else ["# GSM8K", ""]
+    parts = [part for notes in args.notes for part in (Path(notes).read_text().strip(), "")] or ["# GSM8K", ""]
     tables = {}
     if args.base_rates:
         tables["base_rates"] = base_rate_table(labelled(args.base_rates))
@@ -144,8 +146,9 @@ def main(argv=None) -> None:
         tables["comparison"] = comparison_table(compared)
         parts += ["## Held-out pass@k", "", markdown(tables["comparison"]), "", "![pass@k](passk.png)", ""]
         plot_pass_at_k(tables["comparison"], out / "passk.png")
-        for baseline in args.paired_to:
-            tables[f"paired to {baseline}"] = paired_table(compared, baseline)
+        for spec in args.paired_to:
+            baseline, _, against = spec.partition("=")
+            tables[f"paired to {baseline}"] = paired_table(compared, baseline, against.split(",") if against else None)
             parts += [f"## Differences to {baseline} (same problems; 95% bootstrap CI over problems, * excludes 0)", "",
                       markdown(tables[f"paired to {baseline}"]), ""]
     atomic_file(out / "summary.md", "\n".join(parts))

@@ -217,6 +217,11 @@ def test_paired_differences_to_the_policy_before_training():
     [row] = gsm8k_report.paired_table({"before": before, "after": after}, "before")
     # greedy 1/2 -> 2/2: +0.5; pass@1 (1/4 + 0)/2 -> (2/4 + 1/4)/2: +0.25; pass@4 (1 + 0)/2 -> (1 + 1)/2: +0.5
     assert [row[m].split(" [")[0] for m in ("pass@1 greedy", "pass@1", "pass@4")] == ["+0.500", "+0.250", "+0.500"]
+    later = result([False, True], [[False] * 4, [True] * 4])
+    rows = gsm8k_report.paired_table({"before": before, "after": after, "later": later}, "before", ["later"])
+    assert [r["comparison"] for r in rows] == ["later - before"] and rows[0]["pass@1 greedy"].startswith("+0.000")
+    with pytest.raises(SystemExit, match="not one of"):
+        gsm8k_report.paired_table({"before": before, "after": after}, "before", ["PPO"])
     with pytest.raises(SystemExit, match="other problems"):
         gsm8k_report.paired_table({"before": before, "other": result([True, True], [[True] * 4] * 2, ("q1", "q3"))}, "before")
     with pytest.raises(SystemExit, match="not one of"):
