@@ -3,8 +3,8 @@
 # run from a git worktree pinned at results/gsm8k-grpo/training_commit. Each part is resumable and skipped once
 # done, so two cores can share the parts (one process per part, `taskset` one core each):
 #   scripts/gsm8k_grpo.sh warm-start|grpo|cory|eval-warm-start|eval-grpo|eval-cory|report|all
-# and the plan's declared extension, after the 10-step evaluations: extend-grpo|extend-cory (the same runs on to 30
-# steps from their checkpoints, then evaluated the same way as *-step30).
+# and the plan's declared extension, after the 10-step evaluations: extend-grpo|extend-cory (the same runs on to 20
+# steps from their checkpoints, then evaluated the same way as *-step20).
 # Run directories: runs/gsm8k-grpo/ (not committed); evaluations: results/gsm8k-grpo/evals/*.json.gz (committed).
 set -euo pipefail
 {  # parsed whole before it runs: editing this file mid-run is safe
@@ -26,9 +26,9 @@ evaluate() {  # MODEL NAME: pass@1 greedy and pass@1..8 on the 200 held-out prob
       --k 1 2 3 4 5 6 7 8 --max_new_tokens 96 --batch_size 64 --dtype bfloat16 --model "$1" --out "$out/evals/$2.json.gz")
 }
 trained() { [ -d "$runs/$1/final" ] || (cd "$tree" && "$py" "$2" "${common[@]}" --run_name "$1" "${@:3}"); }
-extended() {  # NAME SCRIPT TEN_STEP_EVAL [ARGS]: on to 30 steps from the run's last checkpoint, once its 10-step evaluation is saved
+extended() {  # NAME SCRIPT TEN_STEP_EVAL [ARGS]: on to 20 steps from the run's last checkpoint, once its 10-step evaluation is saved
   [ -f "$out/evals/$3.json.gz" ] || { echo "gsm8k_grpo.sh: evaluate the 10-step $1 run first ($3)"; exit 2; }
-  (cd "$tree" && "$py" "$2" "${common[@]/--steps=$steps/--steps=30}" --run_name "$1" "${@:4}")
+  (cd "$tree" && "$py" "$2" "${common[@]/--steps=$steps/--steps=20}" --run_name "$1" "${@:4}")
 }
 case $part in
   warm-start) (cd "$tree" && "$py" -m cory.assets gsm8k-sft) ;;
@@ -37,17 +37,17 @@ case $part in
   eval-warm-start) evaluate smollm2-135m-gsm8k-sft warm-start ;;
   eval-grpo) evaluate "$runs/grpo/final/policy" grpo ;;
   eval-cory) evaluate "$runs/cory/final/agent_a" cory-a && evaluate "$runs/cory/final/agent_b" cory-b ;;
-  extend-grpo) extended grpo gsm8k_train/ppo.py grpo --batch_size 64 && evaluate "$runs/grpo/final/policy" grpo-step30 ;;
-  extend-cory) extended cory gsm8k_train/cory.py cory-b && evaluate "$runs/cory/final/agent_a" cory-a-step30 \
-      && evaluate "$runs/cory/final/agent_b" cory-b-step30 ;;
+  extend-grpo) extended grpo gsm8k_train/ppo.py grpo --batch_size 64 && evaluate "$runs/grpo/final/policy" grpo-step20 ;;
+  extend-cory) extended cory gsm8k_train/cory.py cory-b && evaluate "$runs/cory/final/agent_a" cory-a-step20 \
+      && evaluate "$runs/cory/final/agent_b" cory-b-step20 ;;
   report)
     warm="SFT warm start (before RL)" a="CORY-GRPO agent A" b="CORY-GRPO agent B"
     rows=("$warm=$out/evals/warm-start.json.gz" "GRPO=$out/evals/grpo.json.gz" "$a=$out/evals/cory-a.json.gz" "$b=$out/evals/cory-b.json.gz")
     pairs=("$warm" "GRPO=$a,$b")
-    if [ -f "$out/evals/grpo-step30.json.gz" ] && [ -f "$out/evals/cory-b-step30.json.gz" ]; then  # the extension
-      rows+=("GRPO (30 steps)=$out/evals/grpo-step30.json.gz" "$a (30 steps)=$out/evals/cory-a-step30.json.gz"
-             "$b (30 steps)=$out/evals/cory-b-step30.json.gz")
-      pairs+=("GRPO (30 steps)=$a (30 steps),$b (30 steps)")
+    if [ -f "$out/evals/grpo-step20.json.gz" ] && [ -f "$out/evals/cory-b-step20.json.gz" ]; then  # the extension
+      rows+=("GRPO (20 steps)=$out/evals/grpo-step20.json.gz" "$a (20 steps)=$out/evals/cory-a-step20.json.gz"
+             "$b (20 steps)=$out/evals/cory-b-step20.json.gz")
+      pairs+=("GRPO (20 steps)=$a (20 steps),$b (20 steps)")
     fi
     notes=("$out/plan.md"); [ -f "$out/findings.md" ] && notes=("$out/findings.md" "${notes[@]}")
     "$py" scripts/gsm8k_report.py --out "$out" --notes "${notes[@]}" --compare "${rows[@]}" --paired_to "${pairs[@]}" ;;
