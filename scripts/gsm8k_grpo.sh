@@ -4,12 +4,13 @@
 # done, so two cores can share the parts (one process per part, `taskset` one core each):
 #   scripts/gsm8k_grpo.sh warm-start|grpo|cory|eval-warm-start|eval-grpo|eval-cory|report|all
 # and the plan's declared extension, after the 10-step evaluations: extend-grpo|extend-cory (the same runs on to 20
-# steps from their checkpoints, then evaluated the same way as *-step20).
+# steps from their checkpoints, then evaluated the same way as *-step20); eval-cory-step20 lets a second core take
+# one of the two CORY-GRPO evaluations.
 # Run directories: runs/gsm8k-grpo/ (not committed); evaluations: results/gsm8k-grpo/evals/*.json.gz (committed).
 set -euo pipefail
 {  # parsed whole before it runs: editing this file mid-run is safe
 cd "$(dirname "$0")/.."
-part=${1:?usage: scripts/gsm8k_grpo.sh warm-start|grpo|cory|eval-warm-start|eval-grpo|eval-cory|extend-grpo|extend-cory|report|all}
+part=${1:?usage: scripts/gsm8k_grpo.sh warm-start|grpo|cory|eval-warm-start|eval-grpo|eval-cory|extend-grpo|extend-cory|eval-cory-step20|report|all}
 here=$PWD
 out=$here/results/gsm8k-grpo
 runs=$here/runs/gsm8k-grpo
@@ -21,9 +22,13 @@ py="$here/.venv/bin/python"
 steps=10
 common=(--preset offline --advantage_estimator grpo --samples_per_prompt 4 --learning_rate 1e-4 --mixed_precision bf16
         --steps=$steps --seed 0 --output_dir "$runs" --save_every 2 --resume_from auto)
-evaluate() {  # MODEL NAME: pass@1 greedy and pass@1..8 on the 200 held-out problems, once
-  [ -f "$out/evals/$2.json.gz" ] || (cd "$tree" && "$py" -m cory.eval.gsm8k --preset offline --n_problems 200 --n_samples 8 \
-      --k 1 2 3 4 5 6 7 8 --max_new_tokens 96 --batch_size 64 --dtype bfloat16 --model "$1" --out "$out/evals/$2.json.gz")
+evaluate() {  # MODEL NAME: pass@1 greedy and pass@1..8 on the 200 held-out problems, once (skipped while another part has it)
+  [ -f "$out/evals/$2.json.gz" ] && return 0
+  mkdir -p "$runs"
+  ( flock -n 9 || { echo "gsm8k_grpo.sh: another process evaluates $2"; exit 0; }
+    cd "$tree" && "$py" -m cory.eval.gsm8k --preset offline --n_problems 200 --n_samples 8 \
+      --k 1 2 3 4 5 6 7 8 --max_new_tokens 96 --batch_size 64 --dtype bfloat16 --model "$1" --out "$out/evals/$2.json.gz"
+  ) 9>"$runs/.eval-$2.lock"
 }
 trained() { [ -d "$runs/$1/final" ] || (cd "$tree" && "$py" "$2" "${common[@]}" --run_name "$1" "${@:3}"); }
 extended() {  # NAME SCRIPT TEN_STEP_EVAL [ARGS]: on to 20 steps from the run's last checkpoint, once its 10-step evaluation is saved
@@ -40,6 +45,9 @@ case $part in
   extend-grpo) extended grpo gsm8k_train/ppo.py grpo --batch_size 64 && evaluate "$runs/grpo/final/policy" grpo-step20 ;;
   extend-cory) extended cory gsm8k_train/cory.py cory-b && evaluate "$runs/cory/final/agent_a" cory-a-step20 \
       && evaluate "$runs/cory/final/agent_b" cory-b-step20 ;;
+  eval-cory-step20) [ "$(tail -1 "$runs/cory/metrics.jsonl" | "$py" -c 'import json,sys; print(json.load(sys.stdin)["step"])')" = 19 ] \
+      || { echo "gsm8k_grpo.sh: the CORY-GRPO run has not reached 20 steps (extend-cory)"; exit 2; }
+    evaluate "$runs/cory/final/agent_b" cory-b-step20 && evaluate "$runs/cory/final/agent_a" cory-a-step20 ;;  # B first: extend-cory starts with A
   report)
     warm="SFT warm start (before RL)" a="CORY-GRPO agent A" b="CORY-GRPO agent B"
     rows=("$warm=$out/evals/warm-start.json.gz" "GRPO=$out/evals/grpo.json.gz" "$a=$out/evals/cory-a.json.gz" "$b=$out/evals/cory-b.json.gz")
@@ -51,7 +59,7 @@ case $part in
     fi
     notes=("$out/plan.md"); [ -f "$out/findings.md" ] && notes=("$out/findings.md" "${notes[@]}")
     "$py" scripts/gsm8k_report.py --out "$out" --notes "${notes[@]}" --compare "${rows[@]}" --paired_to "${pairs[@]}" ;;
-  all) for p in warm-start grpo cory eval-warm-start eval-grpo eval-cory report; do "$0" "$p"; done ;;
+  all) for p in warm-start grpo cory eval-warm-start eval-grpo eval-cory extend-grpo extend-cory report; do "$0" "$p"; done ;;
   *) echo "gsm8k_grpo.sh: unknown part $part"; exit 2 ;;
 esac
 exit
