@@ -48,7 +48,19 @@ case $part in
   eval-cory-step20) [ "$(tail -1 "$runs/cory/metrics.jsonl" | "$py" -c 'import json,sys; print(json.load(sys.stdin)["step"])')" = 19 ] \
       || { echo "gsm8k_grpo.sh: the CORY-GRPO run has not reached 20 steps (extend-cory)"; exit 2; }
     evaluate "$runs/cory/final/agent_b" cory-b-step20 && evaluate "$runs/cory/final/agent_a" cory-a-step20 ;;  # B first: extend-cory starts with A
-  report)
+  report)  # the committed evaluations keep what the report reads (greedy text, every sample's correctness), not the
+           # 1,600 sampled texts (134 KB an evaluation with them, 26 KB without); the full files stay in runs/gsm8k-grpo/evals-full/
+    mkdir -p "$runs/evals-full"
+    "$py" - "$out/evals" "$runs/evals-full" <<'PY'
+import shutil, sys
+from pathlib import Path
+from cory.paths import read_json, write_json
+for path in sorted(Path(sys.argv[1]).glob("*.json.gz")):
+    result = read_json(path)
+    if any("samples" in p for p in result["problems"]):
+        shutil.copy2(path, Path(sys.argv[2]) / path.name)
+        write_json(path, {**result, "problems": [{k: v for k, v in p.items() if k != "samples"} for p in result["problems"]]})
+PY
     warm="SFT warm start (before RL)" a="CORY-GRPO agent A" b="CORY-GRPO agent B"
     rows=("$warm=$out/evals/warm-start.json.gz" "GRPO=$out/evals/grpo.json.gz" "$a=$out/evals/cory-a.json.gz" "$b=$out/evals/cory-b.json.gz")
     pairs=("$warm" "GRPO=$a,$b")
