@@ -6,7 +6,8 @@
 # and the plan's declared extension, after the 10-step evaluations: extend-grpo|extend-cory (the same runs on to 20
 # steps from their checkpoints, then evaluated the same way as *-step20); eval-cory-step20 lets a second core take
 # one of the two CORY-GRPO evaluations.
-# Run directories: runs/gsm8k-grpo/ (not committed); evaluations: results/gsm8k-grpo/evals/*.json.gz (committed).
+# Run directories: runs/gsm8k-grpo/ (not committed); evaluations: results/gsm8k-grpo/evals/*.json.gz (committed; without
+# the sampled texts, which the report does not read).
 set -euo pipefail
 {  # parsed whole before it runs: editing this file mid-run is safe
 cd "$(dirname "$0")/.."
@@ -22,12 +23,13 @@ py="$here/.venv/bin/python"
 steps=10
 common=(--preset offline --advantage_estimator grpo --samples_per_prompt 4 --learning_rate 1e-4 --mixed_precision bf16
         --steps=$steps --seed 0 --output_dir "$runs" --save_every 2 --resume_from auto)
-evaluate() {  # MODEL NAME: pass@1 greedy and pass@1..8 on the 200 held-out problems, once (skipped while another part has it)
+evaluate() {  # MODEL NAME: pass@1 greedy and pass@1..8 on the 200 held-out problems, once (skipped while another part has it);
+  # this checkout's evaluation code: --no-sample_texts came after the pin, the scoring is unchanged since
   [ -f "$out/evals/$2.json.gz" ] && return 0
   mkdir -p "$runs"
   ( flock -n 9 || { echo "gsm8k_grpo.sh: another process evaluates $2"; exit 0; }
-    cd "$tree" && "$py" -m cory.eval.gsm8k --preset offline --n_problems 200 --n_samples 8 \
-      --k 1 2 3 4 5 6 7 8 --max_new_tokens 96 --batch_size 64 --dtype bfloat16 --model "$1" --out "$out/evals/$2.json.gz"
+    "$py" -m cory.eval.gsm8k --preset offline --n_problems 200 --n_samples 8 \
+      --k 1 2 3 4 5 6 7 8 --max_new_tokens 96 --batch_size 64 --dtype bfloat16 --no-sample_texts --model "$1" --out "$out/evals/$2.json.gz"
   ) 9>"$runs/.eval-$2.lock"
 }
 trained() { [ -d "$runs/$1/final" ] || (cd "$tree" && "$py" "$2" "${common[@]}" --run_name "$1" "${@:3}"); }
@@ -48,19 +50,7 @@ case $part in
   eval-cory-step20) [ "$(tail -1 "$runs/cory/metrics.jsonl" | "$py" -c 'import json,sys; print(json.load(sys.stdin)["step"])')" = 19 ] \
       || { echo "gsm8k_grpo.sh: the CORY-GRPO run has not reached 20 steps (extend-cory)"; exit 2; }
     evaluate "$runs/cory/final/agent_b" cory-b-step20 && evaluate "$runs/cory/final/agent_a" cory-a-step20 ;;  # B first: extend-cory starts with A
-  report)  # the committed evaluations keep what the report reads (greedy text, every sample's correctness), not the
-           # 1,600 sampled texts (134 KB an evaluation with them, 26 KB without); the full files stay in runs/gsm8k-grpo/evals-full/
-    mkdir -p "$runs/evals-full"
-    "$py" - "$out/evals" "$runs/evals-full" <<'PY'
-import shutil, sys
-from pathlib import Path
-from cory.paths import read_json, write_json
-for path in sorted(Path(sys.argv[1]).glob("*.json.gz")):
-    result = read_json(path)
-    if any("samples" in p for p in result["problems"]):
-        shutil.copy2(path, Path(sys.argv[2]) / path.name)
-        write_json(path, {**result, "problems": [{k: v for k, v in p.items() if k != "samples"} for p in result["problems"]]})
-PY
+  report)
     warm="SFT warm start (before RL)" a="CORY-GRPO agent A" b="CORY-GRPO agent B"
     rows=("$warm=$out/evals/warm-start.json.gz" "GRPO=$out/evals/grpo.json.gz" "$a=$out/evals/cory-a.json.gz" "$b=$out/evals/cory-b.json.gz")
     pairs=("$warm" "GRPO=$a,$b")

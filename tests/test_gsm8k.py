@@ -237,3 +237,4 @@ def test_eval_preset_supplies_the_training_prompt_and_flags_override_it():
     args = parse_args(["--model", "m", "--preset", "offline", "--max_solution_steps", "3", "--no-use_chat_template"])
     assert args.max_solution_steps == 3 and not args.use_chat_template
     assert parse_args(["--model", "m"]).max_solution_steps == -1  # no preset: every problem, the paper's prompt
+    assert parse_args(["--model", "m"]).sample_texts and not parse_args(["--model", "m", "--no-sample_texts"]).sample_texts

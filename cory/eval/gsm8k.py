@@ -92,6 +92,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--answer_extraction", default="flexible", choices=["flexible", "strict"])
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sample_texts", action=argparse.BooleanOptionalAction, default=True,
+                        help="keep each sampled completion's text in the output (--no-sample_texts: only whether each was "
+                             "right, what the report reads: ~26 KB gzipped for 200 problems x 8 samples instead of ~134 KB)")
     parser.add_argument("--out", default="", help="JSON output, gzip-compressed if it ends in .gz (default: <model dir>/gsm8k_eval.json, or ./gsm8k_eval.json)")
     if preset := parser.parse_known_args(argv)[0].preset:
         task = load_task_config("gsm8k", preset)
@@ -110,6 +113,8 @@ def main(argv=None) -> dict:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     lm, tokenizer = load_policy_for_eval(args.model, args.dtype, device)
     result = evaluate(lm, tokenizer, config, args.n_problems, args.n_samples, args.k, args.max_new_tokens, args.batch_size, args.seed)
+    if not args.sample_texts:
+        result["problems"] = [{k: v for k, v in p.items() if k != "samples"} for p in result["problems"]]
     result["model"], result["settings"] = args.model, vars(args)
     out = Path(args.out or (Path(args.model) / "gsm8k_eval.json" if Path(args.model).is_dir() else "gsm8k_eval.json"))
     write_json(out, result)
