@@ -58,3 +58,26 @@ def test_a_cached_warm_start_is_reused_only_with_the_same_settings(tmp_path, mon
     assert cory.assets.gsm8k_sft_dir() == target and builds == []
     (target / "sft.json").write_text(json.dumps({**settings, "n_examples": 1}))
     assert cory.assets.gsm8k_sft_dir() == target and builds == [target]
+
+
+def test_sft_recomputes_activations_and_learns_the_same_weights_as_without(tokenizer, monkeypatch):
+    """Gradient checkpointing bounds the warm start's memory; it must not change what is learnt, not even a bit."""
+    examples = [([5, 6, 7, 8, 9], [IGNORE, IGNORE, 7, 8, 9]), ([9, 8, 7, 6, 5], [IGNORE, 8, 7, 6, 5])] * 4
+    config = SFTConfig(epochs=2, batch_size=4, learning_rate=0.01, lora_r=8, lora_alpha=16)
+
+    def train(checkpointing: bool):
+        torch.manual_seed(0)
+        model = tiny_gpt2(vocab_size=16, n_embd=32)
+        if not checkpointing:
+            monkeypatch.setattr(model, "activation_checkpointing_enable", lambda: None)
+        attention_calls = []
+        model.transformer.h[0].attn.register_forward_hook(lambda *args: attention_calls.append(1))
+        merged, _ = train_sft(model, tokenizer, examples, config)
+        return merged.state_dict(), len(attention_calls), model.is_activation_checkpointing
+
+    plain, plain_calls, _ = train(checkpointing=False)
+    checkpointed, checkpointed_calls, left_on = train(checkpointing=True)
+    batches = 4
+    assert plain_calls == batches and checkpointed_calls == 2 * batches  # the first layer's attention ran again in each backward
+    assert not left_on  # the returned model generates without recomputation hooks
+    assert plain.keys() == checkpointed.keys() and all(torch.equal(plain[k], checkpointed[k]) for k in plain)
