@@ -238,3 +238,12 @@ def test_eval_preset_supplies_the_training_prompt_and_flags_override_it():
     assert args.max_solution_steps == 3 and not args.use_chat_template
     assert parse_args(["--model", "m"]).max_solution_steps == -1  # no preset: every problem, the paper's prompt
     assert parse_args(["--model", "m"]).sample_texts and not parse_args(["--model", "m", "--no-sample_texts"]).sample_texts
+
+
+def test_without_sample_texts_keeps_every_score_the_report_reads():
+    from cory.eval.gsm8k import without_sample_texts
+
+    problem = {"question": "q", "greedy": "#### 3", "greedy_correct": True, "samples": ["#### 3", "4"], "samples_correct": [True, False]}
+    result = {"pass_at_k": {"1": 0.5}, "problems": [problem]}
+    assert without_sample_texts(result) == {"pass_at_k": {"1": 0.5}, "problems": [{k: v for k, v in problem.items() if k != "samples"}]}
+    assert "samples" in problem  # the full result is not changed under its caller

@@ -74,6 +74,12 @@ def evaluate(lm, tokenizer, config: GSM8KConfig, n_problems: int, n_samples: int
     return {"summary": summary, "problems": problems}
 
 
+def without_sample_texts(result: dict) -> dict:
+    """The evaluation less each sampled completion's text: every score the report reads (greedy text and correctness,
+    each sample's correctness) stays; the texts are five sixths of a gzipped file."""
+    return {**result, "problems": [{k: v for k, v in p.items() if k != "samples"} for p in result["problems"]]}
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     """The command line; `--preset` supplies defaults that explicit flags override."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -114,7 +120,7 @@ def main(argv=None) -> dict:
     lm, tokenizer = load_policy_for_eval(args.model, args.dtype, device)
     result = evaluate(lm, tokenizer, config, args.n_problems, args.n_samples, args.k, args.max_new_tokens, args.batch_size, args.seed)
     if not args.sample_texts:
-        result["problems"] = [{k: v for k, v in p.items() if k != "samples"} for p in result["problems"]]
+        result = without_sample_texts(result)
     result["model"], result["settings"] = args.model, vars(args)
     out = Path(args.out or (Path(args.model) / "gsm8k_eval.json" if Path(args.model).is_dir() else "gsm8k_eval.json"))
     write_json(out, result)
