@@ -212,6 +212,10 @@ def test_an_endpoint_is_decided_by_a_ci_that_excludes_zero_or_bounds_the_effect(
     # one seed: a CI over its prompts alone says nothing of the seed spread, however narrow
     one = decide({"diff": -3.0, "low": -5.0, "high": -1.0}, bound=2.0, seeds=1)
     assert not one["decided"] and one["seeds_needed"] == 2
+    # a skewed CI (mean -0.109, [-0.195, +0.007]) at 8 seeds: the rule alone says 8 * (0.101 / 0.109)^2 -> 7, fewer
+    # than the 8 that left it undecided
+    skewed = decide({"diff": -0.109, "low": -0.195, "high": 0.007}, bound=0.1, seeds=8)
+    assert not skewed["decided"] and skewed["seeds_needed"] == 9
 
 
 def test_fisher_exact_by_hand():

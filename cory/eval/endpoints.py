@@ -22,7 +22,9 @@ def decide(ci: dict, bound: float, seeds: int) -> dict:
     half = (ci["high"] - ci["low"]) / 2
     excludes_zero = ci["low"] > 0 or ci["high"] < 0
     decided = seeds >= MIN_SEEDS and (excludes_zero or half <= bound)
-    needed = seeds if decided else max(MIN_SEEDS, math.ceil(seeds * (half / max(bound, abs(ci["diff"]))) ** 2))
+    # an undecided endpoint needs more seeds than it has, even where a skewed bootstrap CI makes the square-root
+    # rule promise fewer (the imdb-claims default reward of agent B: 8 seeds, undecided, "~7 seeds")
+    needed = seeds if decided else max(MIN_SEEDS, seeds + 1, math.ceil(seeds * (half / max(bound, abs(ci["diff"]))) ** 2))
     return {**ci, "half_width": half, "decided": decided, "excludes_zero": excludes_zero, "seeds": seeds, "seeds_needed": needed}
 
 
