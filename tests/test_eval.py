@@ -8,7 +8,7 @@ from cory.cory import CORY, CORYConfig, observer_prompts
 from cory.eval.heldout import distinct_n, evaluate_agent, twins
 from cory.eval.endpoints import decide, fisher_exact
 from cory.eval.ledger import compact_eval, entry_path, write_entry
-from cory.eval.report import ROLES, judge, write_report
+from cory.eval.report import ROLES, completeness, judge, write_report
 from cory.eval.roles import OBSERVER_ROLES, evaluate_observer_roles
 from cory.policy import FrozenReference, ValueHeadPolicy
 from cory.ppo import PPOTrainer
@@ -222,3 +222,10 @@ def test_fisher_exact_by_hand():
     # 0 of 8 vs 5 of 8: P(k=0) = C(8,0) C(8,5) / C(16,5) = 56 / 4368; the table k=5 is as unlikely: two-sided twice that
     assert fisher_exact(0, 8, 5, 8) == pytest.approx(2 * 56 / 4368)
     assert fisher_exact(1, 2, 1, 2) == pytest.approx(1.0)
+
+
+def test_a_summary_says_complete_or_names_the_runs_it_still_lacks():
+    assert completeness([]).startswith("complete")
+    assert completeness(["kl0/cory-seed7"]) == "1 run(s) missing (kl0/cory-seed7)"  # no '...' after the only one
+    five = [f"default/ppo-seed{s}" for s in range(5)]
+    assert completeness(five) == "5 run(s) missing (" + ", ".join(five[:4]) + ", ...)"

@@ -240,6 +240,14 @@ def endpoint_lines(tables: dict, endpoints: dict, names: dict) -> list[str]:
     return lines
 
 
+def completeness(missing: list) -> str:
+    """How far the study got, in words a reader takes in at a glance: 'complete' rather than '0 runs missing'."""
+    if not missing:
+        return "complete (every run of study.json is in the ledger)"
+    shown = ", ".join(missing[:4]) + (", ..." if len(missing) > 4 else "")
+    return f"{len(missing)} run(s) missing ({shown})"
+
+
 def write_report(out: Path, meta: dict, jobs: list[tuple[str, str, int]], walls: dict) -> dict:
     """summary.md, summary.json and the plots in `out`; returns what summary.json holds."""
     names = {**NAMES, **meta.get("names", {})}
@@ -262,8 +270,7 @@ def write_report(out: Path, meta: dict, jobs: list[tuple[str, str, int]], walls:
              f"evaluation on {meta.get('eval_prompts')} fixed held-out prompts every {meta.get('eval_every')} steps (sampling seed = "
              f"run seed), precision {PRECISION.get(meta.get('mixed_precision'), 'the preset')}, extra args {meta.get('extra_args', [])}"
              + "".join(f", {names[a]} also {args}" for a, args in meta.get("algorithm_args", {}).items()),
-             f"- seeds in the ledger: {seeds}; {len(meta.get('missing', []))} run(s) missing"
-             + (f" (next: {', '.join(meta['missing'][:4])}, ...)" if meta.get("missing") else ""),
+             f"- seeds in the ledger: {seeds}; {completeness(meta.get('missing', []))}",
              f"- machines: {meta.get('machine', '')}; {hours:.2f} h of runs in all; training commit(s) {meta.get('git_commit', '')}",
              "- metrics: held-out task reward, exact KL(pi || pi_ref) summed over the response, r - eta KL, distinct-1/2, "
              "response length (tokens), and for IMDB the VADER compound of the response (an independent judge; NaN elsewhere)", ""]
