@@ -73,7 +73,7 @@ def train_sft(model, tokenizer, examples: list, config: SFTConfig) -> tuple[torc
     Gradient checkpointing recomputes each layer's activations in the backward pass instead of keeping them: the
     same weights to the bit (the whole offline build checked against one built without it), and the build peaks at
     6.5 GB instead of over 11 GB (where it was OOM-killed beside two IMDB runs). It costs no time on a quiet 2-core
-    AVX-512-bf16 EPYC (5.1 s a batch against 6.0 without, the same losses; `benchmarks/sft_checkpointing.py`)."""
+    AVX-512-bf16 EPYC (5.1–6.3 s a batch against 5.9–6.4 without over two runs, the same losses; `benchmarks/sft_checkpointing.py`)."""
 
     torch.manual_seed(config.seed)
     model.activation_checkpointing_enable()  # transformers 5 name; non-reentrant, as LoRA needs
@@ -105,13 +105,18 @@ def sft_settings(base: str, task_config: GSM8KConfig, config: SFTConfig) -> dict
             "dataset_path": Path(task_config.dataset_path).name}
 
 
-def build_sft_model(base: str, task_config: GSM8KConfig, target: Path, config: SFTConfig = SFTConfig()) -> Path:
-    """Train the warm start on `task_config`'s train problems and save it (with sft.json) to `target`, atomically."""
+def sft_inputs(base: str, task_config: GSM8KConfig, config: SFTConfig) -> tuple[torch.nn.Module, object, list]:
+    """What `train_sft` starts from: the fp32 base model, its tokenizer and the seeded examples (the build and the
+    checkpointing benchmark train on the same)."""
     from cory.models import load_causal_lm, load_tokenizer
 
-    tokenizer = load_tokenizer(base)
-    model = load_causal_lm(base, "float32")
-    examples = sft_examples(GSM8KTask(task_config, tokenizer), tokenizer, config.n_examples, np.random.default_rng(config.seed))
+    tokenizer, model = load_tokenizer(base), load_causal_lm(base, "float32")
+    return model, tokenizer, sft_examples(GSM8KTask(task_config, tokenizer), tokenizer, config.n_examples, np.random.default_rng(config.seed))
+
+
+def build_sft_model(base: str, task_config: GSM8KConfig, target: Path, config: SFTConfig = SFTConfig()) -> Path:
+    """Train the warm start on `task_config`'s train problems and save it (with sft.json) to `target`, atomically."""
+    model, tokenizer, examples = sft_inputs(base, task_config, config)
     start = time.time()
     model, losses = train_sft(model, tokenizer, examples, config)
     report = {**sft_settings(base, task_config, config), "examples_used": len(examples), "loss_first_10": float(np.mean(losses[:10])),
