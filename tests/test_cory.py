@@ -260,7 +260,9 @@ def test_lora_agents_share_one_base_and_reference_is_the_base(tmp_path, tokenize
 
 
 def test_both_agents_learn_a_target_token(tokenizer, accelerator):
-    """Reward = share of the target token; each agent's stand-alone reward rises."""
-    start, end = cory_learns(target_token_agents(tokenizer, accelerator, 2))
+    """Reward = share of the target token; each agent's stand-alone reward rises. 45 steps: at 30, one agent of
+    two in six seeds was still climbing (0.29-0.44 on an AVX-512 Xeon without bf16, where this test failed); at 45
+    the lowest of 12 agent-seeds was 0.71 (start ~0.1), so 0.5 keeps a margin of 0.2 on any CPU kind."""
+    start, end = cory_learns(target_token_agents(tokenizer, accelerator, 2), steps=45)
     assert max(start) < 0.3
     assert min(end) > 0.5, (start, end)
