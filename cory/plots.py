@@ -112,3 +112,21 @@ def plot_grid(grid: dict[str, dict[str, dict[str, dict[int, list[float]]]]], row
             _decorate(ax, f"{setting}: {label}" if row == 0 else label)
             ax.title.set_fontsize(8)
     return _save(fig, path, title)
+
+
+def plot_frontier(paths: dict[str, dict[int, tuple[list[float], list[float]]]], means: dict[str, tuple[list[float], list[float]]],
+                  path: Path, title: str = "") -> Path:
+    """The reward-KL frontier per arm: each seed's held-out trajectory thin, the mean over seeds bold (its end large)."""
+    fig, ax = plt.subplots(figsize=(6.0, 4.4))
+    for curve, by_seed in paths.items():
+        kl, reward = means[curve]
+        (line,) = ax.plot(kl, reward, lw=2.2, marker="o", ms=3, label=f"{curve} (mean of {len(by_seed)} seeds)")
+        ax.scatter(kl[-1:], reward[-1:], s=70, color=line.get_color(), edgecolors="black", zorder=3)
+        for seed_kl, seed_reward in by_seed.values():
+            ax.plot(seed_kl, seed_reward, lw=0.6, alpha=0.35, color=line.get_color())
+    ax.set_xlabel("KL(pi || pi_ref), exact, summed over the response")
+    ax.set_ylabel("held-out task reward")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=9)
+    return _save(fig, path, "")

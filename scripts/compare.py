@@ -39,8 +39,10 @@ from cory.checkpoint import complete_checkpoints  # noqa: E402
 from cory.errors import UsageError  # noqa: E402
 from cory.eval.ledger import (check_same_setting, commit_entry, entry_path, git_commit, make_entry, read_entry,  # noqa: E402
                               read_study, training_code_dirty, write_entry, write_study)
+from cory.eval.arms import arm_flags, arm_names, budget_table, resolved_config, study_arms  # noqa: E402
+from cory.eval.budget import MATCHES, QUANTITIES, require  # noqa: E402
 from cory.eval.report import judge, write_report  # noqa: E402
-from cory.paths import atomic_file  # noqa: E402
+from cory.paths import atomic_file, read_json  # noqa: E402
 from cory.rundir import RunDirLock  # noqa: E402
 
 PRESETS = {
@@ -53,6 +55,8 @@ DEFAULT_SETTING = "default"
 TASK_SCRIPTS = {"imdb": ["imdb_train/{algorithm}.py"], "gsm8k": ["gsm8k_train/{algorithm}.py"],
                 "text": ["own_task/train.py", "--algorithm", "{algorithm}"]}
 """each task's training script for an algorithm (your own task: own_task/train.py)"""
+ADDENDUM = "addendum.json"
+"""a study's dated, post-hoc re-reading of its ledger (`cory.eval.addendum`), shown in its summary"""
 JUDGES = {"imdb": judge}
 """a task's second judge, scored into every ledger entry (IMDB: VADER positivity); other tasks have none"""
 
@@ -88,15 +92,25 @@ def parse_algorithm_args(specs: list[str]) -> dict[str, list[str]]:
     return parsed
 
 
+def parse_budget(spec: str) -> dict:
+    """'per model:responses_per_step,optimizer_steps' -> the study's budget claim (`cory.eval.budget`)."""
+    match, _, quantities = spec.partition(":")
+    claim = {"match": match.strip(), "equal": [q.strip() for q in quantities.split(",") if q.strip()]}
+    if claim["match"] not in MATCHES or not claim["equal"] or set(claim["equal"]) - set(QUANTITIES):
+        raise SystemExit(f"--budget {spec!r}: must be MATCH:QUANTITY[,QUANTITY] with MATCH one of {sorted(MATCHES)} and "
+                         f"QUANTITY of {sorted(QUANTITIES)}")
+    return claim
+
+
 def new_study(settings: dict, sweep: list[str], extra: list[str], precision: str, names: dict | None = None,
-              algorithm_args: dict | None = None) -> dict:
+              algorithm_args: dict | None = None, budget: dict | None = None) -> dict:
     """What a study fixes before its runs: every run's settings, seeds and the training code's commit."""
     study = {key: settings[key] for key in ("task", "task_preset", "steps", "eval_every", "eval_prompts")}
     study["settings"] = {DEFAULT_SETTING: {"flags": [], "seeds": settings["seeds"]}}
     for spec in sweep:
         name, flags = parse_setting(spec)
         study["settings"][name] = {"flags": flags, "seeds": settings["sweep_seeds"]}
-    optional = {"names": names, "algorithm_args": algorithm_args}
+    optional = {"names": names, "algorithm_args": algorithm_args, "budget": [budget] if budget else None}
     return {**study, "algorithms": list(ALGORITHMS), "mixed_precision": precision, "extra_args": extra,
             **{key: value for key, value in optional.items() if value}, "training_commits": [git_commit(ROOT)]}
 
@@ -110,25 +124,23 @@ def check_against_study(study: dict, requested: dict) -> None:
 
 
 def study_jobs(study: dict) -> list[tuple[str, str, int]]:
-    """(setting, algorithm, seed), seed-major: the first seeds of every setting finish first, paired."""
+    """(setting, arm, seed), seed-major: the first seeds of every setting finish first, paired."""
     seeds = sorted({s for spec in study["settings"].values() for s in spec["seeds"]})
-    return [(name, a, seed) for seed in seeds for name, spec in study["settings"].items() if seed in spec["seeds"]
-            for a in study["algorithms"]]
+    return [(name, arm, seed) for seed in seeds for name, spec in study["settings"].items() if seed in spec["seeds"]
+            for arm in study_arms(study)]
 
 
-def run_dir(out: Path, setting: str, algorithm: str, seed: int) -> Path:
-    return out / "runs" / setting / f"{algorithm}-seed{seed}"
+def run_dir(out: Path, setting: str, arm: str, seed: int) -> Path:
+    return out / "runs" / setting / f"{arm}-seed{seed}"
 
 
-def run_command(study: dict, setting: str, algorithm: str, seed: int, directory: Path) -> list[str]:
-    """The training script's command line for one run of the study."""
+def run_command(study: dict, setting: str, arm: str, seed: int, directory: Path) -> list[str]:
+    """The training script's command line for one run of the study (the arm's flags: `cory.eval.arms.arm_flags`)."""
+    algorithm = study_arms(study)[arm]["algorithm"]
     script = [part.format(algorithm=algorithm) for part in TASK_SCRIPTS[study.get("task", "imdb")]]
-    return [sys.executable, str(ROOT / script[0]), *script[1:], "--preset", study["task_preset"],
-            "--seed", str(seed), "--steps", str(study["steps"]), "--eval_every", str(study["eval_every"]),
-            "--eval_prompts", str(study["eval_prompts"]), "--save_every", str(study["eval_every"]),
+    return [sys.executable, str(ROOT / script[0]), *script[1:], "--seed", str(seed), "--save_every", str(study["eval_every"]),
             "--resume_from", "auto", "--output_dir", str(directory.parent), "--run_name", directory.name,
-            "--log_samples_every", "0", "--eval_roles", "true", *(["--mixed_precision", study["mixed_precision"]] if study["mixed_precision"] else []),
-            *study["extra_args"], *study.get("algorithm_args", {}).get(algorithm, []), *study["settings"][setting]["flags"]]
+            "--log_samples_every", "0", "--eval_roles", "true", *arm_flags(study, setting, arm)]
 
 
 def train_missing(out: Path, study: dict, jobs: list, n_parallel: int, keep_checkpoints: bool, commit: bool, code: str) -> None:
@@ -196,19 +208,21 @@ def clear_unresumable(out: Path, jobs: list) -> list[Path]:
 
 def record(out: Path, study: dict, job: tuple[str, str, int], directory: Path, wall: float, commit: bool, code: str) -> None:
     """The finished run's ledger entry, after checking it ran the study's settings (precision included)."""
-    setting, algorithm, seed = job
-    entry = make_entry(directory, setting, algorithm, seed, wall, code, JUDGES.get(study.get("task", "imdb")), ROOT)
+    setting, arm, seed = job
+    entry = make_entry(directory, setting, study_arms(study)[arm]["algorithm"], seed, wall, code, JUDGES.get(study.get("task", "imdb")), ROOT)
+    if arm != entry["algorithm"]:
+        entry["arm"] = arm
     if study["mixed_precision"] and entry["config"]["mixed_precision"] != study["mixed_precision"]:
         raise UsageError(f"{directory} ran in {entry['config']['mixed_precision']}, the study fixes {study['mixed_precision']}")
     for other_seed in study["settings"][setting]["seeds"]:
-        other = entry_path(out, setting, algorithm, other_seed)
+        other = entry_path(out, setting, arm, other_seed)
         if other_seed != seed and other.exists():
             check_same_setting(entry, read_entry(other))
             break
     path = entry_path(out, *job)
     write_entry(path, entry)
     if commit:
-        commit_entry(path, f"ledger {out.name}: {setting}/{algorithm}-seed{seed} ({entry['machine']['cpu']}, {wall / 60:.0f} min)")
+        commit_entry(path, f"ledger {out.name}: {setting}/{arm}-seed{seed} ({entry['machine']['cpu']}, {wall / 60:.0f} min)")
 
 
 def steps_logged(directory: Path) -> int:
@@ -247,6 +261,9 @@ def main(argv=None) -> None:
                         help="how the report names the algorithms, e.g. ppo=GRPO cory=CORY-GRPO (a critic-free study)")
     parser.add_argument("--algorithm_args", nargs="*", default=[], metavar="ALGORITHM:KEY=V[,KEY=V]",
                         help="flags for one algorithm's runs only, e.g. ppo:batch_size=64 (equal responses per step)")
+    parser.add_argument("--budget", default="per model:responses_per_step,optimizer_steps", metavar="MATCH:QUANTITY[,...]",
+                        help="what a new study matches between its arms, checked against the budgets its settings give "
+                             "(default: per model, responses learnt from and optimizer steps); e.g. 'per system:responses_per_step'")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time, each with cores/jobs threads (default 2)")
     parser.add_argument("--keep_run_checkpoints", action="store_true", help="keep each finished run's checkpoints")
     parser.add_argument("--commit", action="store_true", help="git-commit each run's ledger entry as soon as it is written")
@@ -271,7 +288,8 @@ def main(argv=None) -> None:
     if study is None:
         if args.report_only:
             raise SystemExit(f"no study in {out} (no study.json): nothing to report")
-        study = new_study(settings, args.sweep, extra, args.mixed_precision, names, algorithm_args)
+        study = new_study(settings, args.sweep, extra, args.mixed_precision, names, algorithm_args, parse_budget(args.budget))
+        require(budget_table(study), study["budget"], arm_names(study))  # before it is written: a claim that fails is refused
         write_study(out, study)
         print(f"wrote {out / 'study.json'}: commit it before the runs (it fixes the study's settings)")
         if args.prepare_only:
@@ -293,6 +311,8 @@ def main(argv=None) -> None:
                              f"the study's training code {[c[:10] for c in study['training_commits']]}: run from `git worktree add "
                              f"<dir> {study['training_commits'][0][:10]}` with --results_dir pointing here")
         code = commit + ("+uncommitted" if dirty else "")
+        if any(not entry_path(out, *job).exists() for job in jobs):  # runs to do: only at the budgets the study states
+            require(budget_table(study), study.get("budget", []), arm_names(study))
         train_missing(out, study, jobs, args.jobs, args.keep_run_checkpoints, args.commit, code)
     entries = {job: read_entry(entry_path(out, *job)) for job in jobs if entry_path(out, *job).exists()}
     walls = {f"{s}/{a}-seed{seed}": e["wall_seconds"] for (s, a, seed), e in entries.items()}
@@ -302,8 +322,23 @@ def main(argv=None) -> None:
             "command": f"python scripts/compare.py --name {name} --report_only",
             "machine": machines(out, jobs), "git_commit": ", ".join(c[:10] for c in study["training_commits"]),
             "missing": [f"{s}/{a}-seed{seed}" for s, a, seed in jobs if (s, a, seed) not in entries]}
-    write_report(out, meta, jobs, walls)
+    addendum = read_json(out / ADDENDUM) if (out / ADDENDUM).exists() else None
+    budget = budget_table(study) if addendum else None
+    write_report(out, meta, jobs, walls, addendum, budget, decoder(study) if addendum else None)
     print(f"tables and plots in {out}")
+
+
+def decoder(study: dict):
+    """Token ids -> text with the study's tokenizer where it is built here (the addendum shows the commonest
+    responses); None, and ids are shown, where it is not."""
+    from cory.models import load_tokenizer
+
+    model = resolved_config(study, DEFAULT_SETTING, next(iter(study_arms(study))))["model_name"]
+    try:
+        tokenizer = load_tokenizer(model)
+    except (OSError, UsageError):
+        return None
+    return lambda ids: tokenizer.decode(ids, skip_special_tokens=False)
 
 
 if __name__ == "__main__":

@@ -199,20 +199,24 @@ def test_a_study_names_its_algorithms_and_gives_one_algorithm_its_own_flags(tmp_
     study.json; a later call with other names is refused; malformed items fail before any run."""
     compare = runpy.run_path(str(ROOT / "scripts" / "compare.py"))
     settings = {**compare["PRESETS"]["offline"], "task": "imdb"}
-    study = compare["new_study"](settings, [], ["--advantage_estimator", "grpo"], "no", compare["parse_names"](["ppo=GRPO", "cory=CORY-GRPO"]),
+    study = compare["new_study"](settings, [], ["--advantage_estimator", "grpo", "--samples_per_prompt", "4"], "no", compare["parse_names"](["ppo=GRPO", "cory=CORY-GRPO"]),
                                  compare["parse_algorithm_args"](["ppo:batch_size=64"]))
     assert study["names"] == {"ppo": "GRPO", "cory": "CORY-GRPO"} and study["algorithm_args"] == {"ppo": ["--batch_size", "64"]}
     ppo = compare["run_command"](study, "default", "ppo", 0, tmp_path / "ppo-seed0")
     cory = compare["run_command"](study, "default", "cory", 0, tmp_path / "cory-seed0")
     assert ppo[ppo.index("--batch_size") + 1] == "64" and "--batch_size" not in cory
-    assert ppo[-4:] == ["--advantage_estimator", "grpo", "--batch_size", "64"]
+    assert ppo[-6:] == ["--advantage_estimator", "grpo", "--samples_per_prompt", "4", "--batch_size", "64"]
     plain = compare["new_study"](settings, [], [], "no")  # a study without them keeps the old form (imdb-claims)
     assert "names" not in plain and "algorithm_args" not in plain
     for bad in (["--names", "ppo"], ["--names", "grpo=GRPO"], ["--algorithm_args", "batch_size=64"], ["--algorithm_args", "sac:lr=1"]):
         with pytest.raises(SystemExit, match="--names|--algorithm_args"):
             compare["main"](["--results_dir", str(tmp_path), *bad])
-    compare["main"](["--results_dir", str(tmp_path), "--name", "grpo", "--names", "ppo=GRPO", "cory=CORY-GRPO",
-                     "--algorithm_args", "ppo:batch_size=64", "--advantage_estimator", "grpo", "--prepare_only"])
+    grpo = ["--results_dir", str(tmp_path), "--name", "grpo", "--names", "ppo=GRPO", "cory=CORY-GRPO", "--algorithm_args",
+            "ppo:batch_size=64", "--advantage_estimator", "grpo", "--samples_per_prompt", "4", "--prepare_only"]
+    with pytest.raises(UsageError, match="responses_per_step per model differs: GRPO 64, CORY-GRPO 32"):
+        compare["main"](grpo)  # the default claim (matched per model) does not hold for these settings: nothing written
+    assert not (tmp_path / "grpo").exists()
+    compare["main"]([*grpo, "--budget", "per system:responses_per_step,optimizer_steps"])
     written = json.loads((tmp_path / "grpo" / "study.json").read_text())  # pre-registered, nothing run
     assert {k: written[k] for k in ("names", "algorithm_args", "extra_args")} == {k: study[k] for k in ("names", "algorithm_args", "extra_args")}
     with pytest.raises(ValueError, match="names="):

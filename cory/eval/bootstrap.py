@@ -48,3 +48,22 @@ def _matrix(values) -> np.ndarray:
         for i, value in enumerate(row):
             out[s, i] = value
     return out
+
+
+def crossed_mean_replicates(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]], n_boot: int, seed: int = 0,
+                            chunk: int = 500) -> tuple[float, np.ndarray]:
+    """The paired difference of means, mean(b) - mean(a), and `n_boot` crossed seeds x prompts bootstrap replicates
+    of it (the same design as `paired_difference_ci`, vectorised for numbers: 10,000 replicates take well under a
+    second). NaN values (a prompt that could not be scored) are left out of each seed's mean."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"paired values need the same seeds x prompts, got {a.shape} and {b.shape}")
+    n_seeds, n_prompts = a.shape
+    rng = np.random.default_rng(seed)
+    replicates = np.empty(n_boot)
+    for start in range(0, n_boot, chunk):
+        c = min(chunk, n_boot - start)
+        rows = rng.integers(0, n_seeds, (c, n_seeds))[:, :, None]
+        cols = rng.integers(0, n_prompts, (c, n_prompts))[:, None, :]
+        replicates[start:start + c] = (np.nanmean(b[rows, cols], axis=2) - np.nanmean(a[rows, cols], axis=2)).mean(1)
+    return float(np.nanmean(b, axis=1).mean() - np.nanmean(a, axis=1).mean()), replicates

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cory.eval.addendum import build as build_addendum
+from cory.eval.arms import arm_names, baseline_arm, study_arms
 from cory.eval.bootstrap import paired_difference_ci
 from cory.eval.endpoints import MIN_SEEDS, claim_1, claim_2, mean_per_seed, seed_view, verdict
 from cory.eval.heldout import ETAS, distinct_n
@@ -20,8 +22,6 @@ from cory.eval.ledger import entry_path, read_entry
 from cory.paths import atomic_file
 from cory.plots import plot_grid, plot_mean_std, plot_trajectories
 
-NAMES = {"ppo": "PPO", "cory": "CORY"}
-"""how the report names the two algorithms; a study may rename them (study.json `names`, e.g. GRPO and CORY-GRPO)"""
 AGENTS = {"ppo": ("policy",), "cory": ("agent_a", "agent_b")}
 ETA_PLOT = 0.05
 METRICS = ("reward_mean", "kl_exact", *[f"combined_eta{e:g}" for e in ETAS], "distinct_1", "distinct_2", "response_len", "judge_vader")
@@ -90,9 +90,8 @@ def evals_of(rows: list[dict], agent: str, role: str = "alone") -> list[dict]:
                   key=lambda r: r["step"])
 
 
-def curve_label(algorithm: str, agent: str, names: dict) -> str:
-    """'PPO' for PPO's policy, 'CORY agent A' for a CORY agent (under the study's names)."""
-    name = {**NAMES, **names}[algorithm]
+def curve_label(name: str, agent: str) -> str:
+    """'PPO' for a PPO arm's policy, 'CORY agent A' for a CORY agent (under the arm's name)."""
     return name if agent == "policy" else f"{name} agent {agent.removeprefix('agent_').upper()}"
 
 
@@ -102,15 +101,16 @@ def agent_of(label: str) -> str:
     return f"agent_{letter.lower()}" if head and len(letter) == 1 else "policy"
 
 
-def load(out: Path, jobs: list[tuple[str, str, int]], names: dict) -> dict[str, dict[str, dict[int, list[dict]]]]:
-    """setting -> curve -> seed -> that run's evaluation rows (all agents and roles), from the ledger entries."""
+def load(out: Path, jobs: list[tuple[str, str, int]], arms: dict[str, dict]) -> dict[str, dict[str, dict[int, list[dict]]]]:
+    """setting -> curve -> seed -> that run's evaluation rows (all agents and roles), from the ledger entries of
+    the jobs (setting, arm, seed); `arms` (`cory.eval.arms.study_arms`) gives each arm's algorithm and name."""
     runs: dict = {}
-    for setting, algorithm, seed in jobs:
-        path = entry_path(out, setting, algorithm, seed)
+    for setting, arm, seed in jobs:
+        path = entry_path(out, setting, arm, seed)
         rows = read_entry(path)["evals"] if path.exists() else []
-        for agent in AGENTS[algorithm]:
+        for agent in AGENTS[arms[arm]["algorithm"]]:
             if evals_of(rows, agent):
-                runs.setdefault(setting, {}).setdefault(curve_label(algorithm, agent, names), {})[seed] = rows
+                runs.setdefault(setting, {}).setdefault(curve_label(arms[arm]["name"], agent), {})[seed] = rows
     return runs
 
 
@@ -212,7 +212,7 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def endpoint_lines(tables: dict, endpoints: dict, names: dict) -> list[str]:
+def endpoint_lines(tables: dict, endpoints: dict, baseline: str, cory_name: str) -> list[str]:
     """The pre-registered endpoints (study.json), each decided or undecided, and the seed-level view. The verdict
     of claim 1's rule is shown only where the study registered claim 1 (another study's endpoints are its own)."""
     metrics = {"reward_mean": "reward", "kl_exact": "KL", "combined_eta0.05": "r-0.05KL"}
@@ -225,7 +225,7 @@ def endpoint_lines(tables: dict, endpoints: dict, names: dict) -> list[str]:
         lines += markdown([{"comparison": r["comparison"], **{metrics[m]: verdict(r[m]) for m in metrics}} for r in tables["claim_1"]],
                           ["comparison", *metrics.values()]).splitlines() + [""]
     if tables["claim_2"]:
-        lines += [f"Claim 2 (fixed KL coefficient 0): collapsed seeds ({names['cory']} agent vs {names['ppo']}), two-sided "
+        lines += [f"Claim 2 (fixed KL coefficient 0): collapsed seeds ({cory_name} agent vs {baseline}), two-sided "
                   "Fisher exact p, r - 0.05 KL", ""]
         lines += markdown([{**r, "r-0.05KL": verdict(r["combined_eta0.05"])} for r in tables["claim_2"]],
                           ["comparison", "collapsed", "fisher_p", "r-0.05KL"]).splitlines() + [""]
@@ -248,15 +248,20 @@ def completeness(missing: list) -> str:
     return f"{len(missing)} run(s) missing ({shown})"
 
 
-def write_report(out: Path, meta: dict, jobs: list[tuple[str, str, int]], walls: dict) -> dict:
-    """summary.md, summary.json and the plots in `out`; returns what summary.json holds."""
-    names = {**NAMES, **meta.get("names", {})}
-    runs = load(out, jobs, names)
+def write_report(out: Path, meta: dict, jobs: list[tuple[str, str, int]], walls: dict, addendum: dict | None = None,
+                 budget: dict | None = None, decode=None) -> dict:
+    """summary.md, summary.json and the plots in `out`; returns what summary.json holds. With `addendum` (a study's
+    addendum.json) its dated section follows the pre-registered endpoints (`cory.eval.addendum`)."""
+    arms = study_arms(meta)
+    names = arm_names(meta)
+    baseline = names[baseline_arm(meta)]
+    cory_name = next((spec["name"] for spec in arms.values() if spec["algorithm"] == "cory"), "CORY")
+    runs = load(out, jobs, arms)
     default = runs.get("default", {})
-    tables = {"final": final_table(default), "paired": paired_table(default, names["ppo"]), "roles": role_table(default),
-              "sweep": sweep_table(runs), "paired_kl0": paired_table(runs.get("kl0", {}), names["ppo"])}
+    tables = {"final": final_table(default), "paired": paired_table(default, baseline), "roles": role_table(default),
+              "sweep": sweep_table(runs), "paired_kl0": paired_table(runs.get("kl0", {}), baseline)}
     tables["claim_1"] = claim_1(tables["paired"])
-    tables["claim_2"] = claim_2([r for r in tables["sweep"] if r["setting"] == "kl0"], tables["paired_kl0"], names["ppo"])
+    tables["claim_2"] = claim_2([r for r in tables["sweep"] if r["setting"] == "kl0"], tables["paired_kl0"], baseline)
     if meta.get("extra_args"):  # the default setting of this comparison is not the preset's: name it by its flags
         for row in tables["sweep"]:
             row["setting"] = " ".join(meta["extra_args"]) if row["setting"] == "default" else row["setting"]
@@ -264,26 +269,32 @@ def write_report(out: Path, meta: dict, jobs: list[tuple[str, str, int]], walls:
     columns = {**SHORT, **{f"combined_eta{e:g}": f"r-{e:g}KL" for e in ETAS}}
     seeds = {setting: sorted({s for by_seed in by_curve.values() for s in by_seed}) for setting, by_curve in runs.items()}
     task = {"imdb": "IMDB", "gsm8k": "GSM8K", "text": "your own task"}.get(meta.get("task", "imdb"), meta.get("task"))
-    parts = [f"# {names['ppo']} vs {names['cory']} on {task} ({meta.get('task_preset', '')} preset)", "",
+    parts = [f"# {' vs '.join(names.values())} on {task} ({meta.get('task_preset', '')} preset)", "",
              f"- this report, from the committed ledger alone: `{meta.get('command', '')}`",
              f"- settings (fixed before the runs in study.json): {meta.get('steps')} steps, seeds {meta.get('seeds')}, held-out "
              f"evaluation on {meta.get('eval_prompts')} fixed held-out prompts every {meta.get('eval_every')} steps (sampling seed = "
              f"run seed), precision {PRECISION.get(meta.get('mixed_precision'), 'the preset')}, extra args {meta.get('extra_args', [])}"
-             + "".join(f", {names[a]} also {args}" for a, args in meta.get("algorithm_args", {}).items()),
+             + "".join(f", {spec['name']} also {spec['args']}" for spec in arms.values() if spec["args"]),
              f"- seeds in the ledger: {seeds}; {completeness(meta.get('missing', []))}",
              f"- machines: {meta.get('machine', '')}; {hours:.2f} h of runs in all; training commit(s) {meta.get('git_commit', '')}",
              "- metrics: held-out task reward, exact KL(pi || pi_ref) summed over the response, r - eta KL, distinct-1/2, "
              "response length (tokens), and for IMDB the VADER compound of the response (an independent judge; NaN elsewhere)", ""]
     if meta.get("endpoints"):
-        parts += endpoint_lines(tables, meta["endpoints"], names)
+        parts += endpoint_lines(tables, meta["endpoints"], baseline, cory_name)
+    if addendum:
+        parts.insert(2, f"**Read the addendum of {addendum['written']} below the pre-registered endpoints first**: "
+                        f"{addendum['headline']}")
+        parts.insert(3, "")
+        lines, tables["addendum"] = build_addendum(default, baseline, addendum, budget, names, evals_of, agent_of, decode, out)
+        parts += lines
     parts += ["## Final held-out evaluation, per seed and mean ± std", "",
               markdown(tables["final"], ["curve", "seed", "step", *METRICS], columns), "",
-              f"## Paired difference to {names['ppo']} (same seeds, same prompts), 95% bootstrap CI over seeds and prompts "
+              f"## Paired difference to {baseline} (same seeds, same prompts), 95% bootstrap CI over seeds and prompts "
               "(distinct-n, a corpus statistic: over seeds, each seed's prompts kept whole)", "",
               "`*`: the CI excludes 0.", "",
               markdown(tables["paired"], ["comparison", "seeds", *METRICS], columns), ""]
     if tables["paired_kl0"]:
-        parts += [f"## Paired difference to {names['ppo']} at a fixed KL coefficient 0 (setting kl0)", "",
+        parts += [f"## Paired difference to {baseline} at a fixed KL coefficient 0 (setting kl0)", "",
                   markdown(tables["paired_kl0"], ["comparison", "seeds", *METRICS], columns), ""]
     parts += ["![curves](curves.png)", "", "![reward vs KL](pareto.png)", ""]
     if len(runs) > 1:
