@@ -132,6 +132,10 @@ def test_the_budget_table_of_the_claims_study_by_hand():
     assert table["ppo"]["token_flops_per_system"] == 60 * 32 * 15 * 12
     assert table["cory"]["token_flops_per_system"] == 60 * (32 * 15 + 32 * 25) * 12
     assert budget.check(table, {"match": "per model", "equal": ["responses_per_step", "optimizer_steps"]}) == []
+    longer = budget_table({**study("imdb-claims"), "arms": {"ppo": {"algorithm": "ppo"}, "cory": {"algorithm": "cory", "args": ["--steps", "120"]}}})
+    assert longer["cory"]["optimizer_steps_per_model"] == 240  # an arm that runs longer spends more over its run ...
+    assert budget.check(longer, {"match": "per model", "equal": ["optimizer_steps_per_step"]}) == []  # ... at the same rate
+    assert budget.check(longer, {"match": "per model", "equal": ["optimizer_steps"]}) == ["optimizer_steps per model differs: ppo 120, cory 240"]
 
 
 def test_the_critic_free_study_is_refused_as_written():

@@ -9,6 +9,7 @@ bear out. The table is never written by hand.
 Counting rule, per training step (k = samples_per_prompt, B = batch_size, the rows one model trains on):
 - queries: B / k; a PPO arm trains one model on B rows; a CORY arm trains n_agents models, each position B rows
   (the last position B x observer_samples with group_by prompt), and each model takes every position in turn;
+- steps: the arm's own run length (an arm may run longer than the study's `steps`, e.g. to travel further);
 - optimizer steps of a model at a position: ppo_epochs x ceil(rows / mini_batch_size) / gradient_accumulation_steps;
 - tokens of a row: the mean query length plus the mean response length (IMDB: the means of the sampled ranges), an
   observer's query also holding the earlier responses (knowledge transfer; the template's own tokens not counted);
@@ -25,6 +26,7 @@ QUANTITIES = {
     "queries_per_step": ("queries_per_step", "queries_per_step"),
     "responses_per_step": ("responses_learnt_per_model_per_step", "responses_generated_per_step"),
     "optimizer_steps": ("optimizer_steps_per_model", "optimizer_steps_per_system"),
+    "optimizer_steps_per_step": ("optimizer_steps_per_model_per_step", "optimizer_steps_per_system_per_step"),
     "token_flops": ("token_flops_per_model", "token_flops_per_system"),
 }
 """a quantity a claim may name -> its (per model, per system) column"""
@@ -45,6 +47,7 @@ def arm_budget(config: dict, algorithm: str) -> dict:
     steps = config["steps"]
     table = {"models": models, "steps": steps, "queries_per_step": batch // k, "responses_generated_per_step": sum(rows),
              "responses_learnt_per_model_per_step": sum(rows) / models,
+             "optimizer_steps_per_model_per_step": sum(updates) / models, "optimizer_steps_per_system_per_step": sum(updates),
              "optimizer_steps_per_model": steps * sum(updates) / models, "optimizer_steps_per_system": steps * sum(updates)}
     if query is None:  # the prompts' lengths come from the data (GSM8K, your own task): no token count from settings
         table["token_flops_per_model"] = table["token_flops_per_system"] = None
@@ -86,10 +89,11 @@ def require(table: dict[str, dict], claims: list[dict], names: dict[str, str] | 
 
 def markdown_rows(table: dict[str, dict], names: dict[str, str]) -> list[str]:
     """The budget table as markdown lines, one row per arm."""
-    columns = ["models", "queries_per_step", "responses_generated_per_step", "responses_learnt_per_model_per_step",
+    columns = ["models", "steps", "queries_per_step", "responses_generated_per_step", "responses_learnt_per_model_per_step",
                "optimizer_steps_per_model", "optimizer_steps_per_system", "token_flops_per_model", "token_flops_per_system"]
-    heads = ["arm", "models", "queries / step", "responses generated / step (system)", "responses each model learns from / step",
-             "optimizer steps per model (run)", "optimizer steps per system (run)", "token-FLOPs / N per model (run)",
+    heads = ["arm", "models", "steps", "queries / step", "responses generated / step (system)", "responses each model learns from / step",
+             "optimizer steps per model (run)",
+             "optimizer steps per system (run)", "token-FLOPs / N per model (run)",
              "token-FLOPs / N per system (run)"]
     lines = ["| " + " | ".join(heads) + " |", "|" + " --- |" * len(heads)]
     lines += ["| " + " | ".join([names.get(arm, arm), *(_number(row[c]) for c in columns)]) + " |" for arm, row in table.items()]
