@@ -93,8 +93,9 @@ def parts(assets: dict[str, Path], work: Path, dry: bool, cuda: bool) -> list[Pa
     no_cuda = "" if cuda else "skipped: no CUDA"
     missing = lambda package, why: "" if importlib.util.find_spec(package) else f"skipped: {package} not installed ({why})"  # noqa: E731
     return [
-        Part("tests", "PPO math, trainer, parity, CORY, bf16 and guard tests on the accelerator",
-             [py, "-m", "pytest", "-x", "-p", "no:cacheprovider", "-o", "addopts=", "-q", *(TEST_FILES[:1] if dry else TEST_FILES)], 150),
+        Part("tests", "PPO math, trainer, parity, CORY, bf16 and guard tests on the accelerator (a dry run collects them: "
+             "make test runs them on the CPU)",
+             [py, "-m", "pytest", "-x", "-p", "no:cacheprovider", "-o", "addopts=", "-q", *(["--collect-only"] if dry else []), *TEST_FILES], 150),
         Part("smollm2_steps", f"PPO and CORY steps, SmolLM2-135M shape, batch {batch}, fp32 and bf16",
              bench("smollm2_shaped", work / "smollm2_steps.json", ["no"] if dry else ["no", "bf16"]), 100,
              bench=work / "smollm2_steps.json"),
@@ -129,7 +130,7 @@ def run_part(part: Part, done: dict[str, dict], env: dict) -> dict:
     if out.returncode:
         result["tail"] = (out.stdout + out.stderr)[-1500:]
     elif part.name == "tests":
-        result["summary"] = next((line.strip("= ") for line in reversed(out.stdout.splitlines()) if " passed" in line), "")
+        result["summary"] = next((line.strip("= ") for line in reversed(out.stdout.splitlines()) if " passed" in line or " collected" in line), "")
     if part.bench and part.bench.exists() and out.returncode == 0:
         result["metrics"] = bench_metrics(json.loads(part.bench.read_text()))
     return result

@@ -17,7 +17,7 @@ def test_gpu_check_dry_run_passes_and_reports_every_part(tmp_path):
     assert status == {"tests": "ok", "smollm2_steps": "ok", "training_loop": "ok", "lora_4bit": "skipped",
                       "deepspeed_zero2": "skipped", "gpt2_large_steps": "ok"}
     assert report["parts"]["lora_4bit"]["reason"] == "skipped: no CUDA"
-    assert " passed" in report["parts"]["tests"]["summary"]
+    assert "tests collected" in report["parts"]["tests"]["summary"]  # a dry run collects the GPU tests; make test runs them
     steps = report["parts"]["smollm2_steps"]["metrics"]
     assert set(steps) == {"ppo_fp32", "cory_fp32"} and all(m["s_per_step"] > 0 and m["peak_memory_mb"] > 0 for m in steps.values())
     assert "| gpt2_large_steps |" in (tmp_path / "gpu_check.md").read_text()
