@@ -323,8 +323,8 @@ def main(argv=None) -> None:
             "machine": machines(out, jobs), "git_commit": ", ".join(c[:10] for c in study["training_commits"]),
             "missing": [f"{s}/{a}-seed{seed}" for s, a, seed in jobs if (s, a, seed) not in entries]}
     addendum = read_json(out / ADDENDUM) if (out / ADDENDUM).exists() else None
-    budget = budget_table(study) if addendum else None
-    write_report(out, meta, jobs, walls, addendum, budget, decoder(study) if addendum else None)
+    rereads = addendum or study.get("frontier")
+    write_report(out, meta, jobs, walls, addendum, budget_table(study) if rereads else None, decoder(study) if rereads else None)
     print(f"tables and plots in {out}")
 
 

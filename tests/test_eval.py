@@ -229,3 +229,32 @@ def test_a_summary_says_complete_or_names_the_runs_it_still_lacks():
     assert completeness(["kl0/cory-seed7"]) == "1 run(s) missing (kl0/cory-seed7)"  # no '...' after the only one
     five = [f"default/ppo-seed{s}" for s in range(5)]
     assert completeness(five) == "5 run(s) missing (" + ", ".join(five[:4]) + ", ...)"
+
+
+def test_a_study_with_arms_reports_its_pre_registered_frontier_per_setting(tmp_path):
+    """Three arms (two PPO baselines) and two settings: the frontier section compares each CORY agent with each
+    baseline in each setting, collapse counts get a Fisher test against each baseline, and no old-rule verdict shows."""
+    arms = {"cory": {"algorithm": "cory", "name": "CORY"}, "ppo": {"algorithm": "ppo", "name": "PPO"},
+            "ppo-system": {"algorithm": "ppo", "args": ["--batch_size", "64"], "name": "PPO per-system"}}
+    jobs = [(setting, arm, seed) for setting in ("default", "lr10x") for arm in arms for seed in range(5)]
+    for setting, arm, seed in jobs:
+        agents = ("policy",) if arm != "cory" else ("agent_a", "agent_b")
+        slope = {"cory": 1.0, "ppo": 0.5, "ppo-system": 0.25}[arm]  # reward per unit KL: CORY's frontier lies higher
+        rows = [row for agent in agents for row in
+                _eval_rows(agent, "alone", {0: 1.0, 5: 1.0 + slope * 5 * (1 + seed / 10), 10: 1.0 + slope * 10 * (1 + seed / 10)},
+                           "a fine film")]
+        write_entry(entry_path(tmp_path, setting, arm, seed), {"config": {}, "evals": [compact_eval(r, judge) for r in rows]})
+    meta = {"steps": 10, "arms": arms, "baseline": "ppo", "decision_rule": "seed-level",
+            "frontier": {"kl_levels": [3.0, 7.0], "baselines": ["ppo", "ppo-system"]},
+            "endpoints": {"claim 1 (pre-registered as frontier)": "reward at KL 3 and 7"}}
+    tables = write_report(tmp_path, meta, jobs, {})
+    default = tables["frontier"]["default"]["frontier"]
+    at3 = default["reward at kl: CORY agent A - PPO"][0]  # KL = step, so KL 3 is 3/5 of the way to step 5
+    assert at3["reached"] == 5 and at3["diff"] == pytest.approx(0.5 * 3 * 1.2, rel=1e-6) and at3["label"] == "above 0"
+    assert set(default) == {f"reward at kl: CORY agent {x} - {b}" for x in "AB" for b in ("PPO", "PPO per-system")}
+    assert "lr10x" in tables["frontier"]
+    text = (tmp_path / "summary.md").read_text()
+    assert text.startswith("# CORY vs PPO vs PPO per-system on IMDB")
+    assert "## Pre-registered frontier endpoints: setting lr10x" in text and "| lr10x | CORY agent A | 0/5 |" in text
+    assert "Claim 1 (default setting)" not in text  # the old rule's verdict table belongs to the studies that registered it
+    assert (tmp_path / "frontier.png").exists() and (tmp_path / "frontier-lr10x.png").exists()

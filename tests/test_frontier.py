@@ -164,7 +164,7 @@ def test_the_addendum_reads_the_committed_critic_free_ledger():
     names = arm_names(s)
     runs = load(out, [("default", a, seed) for seed in (0, 1, 2) for a in ("ppo", "cory")], study_arms(s))["default"]
     spec = json.loads((out / "addendum.json").read_text())
-    lines, numbers = build(runs, "GRPO", spec, None, names, evals_of, agent_of)
+    lines, numbers = build(runs, ["GRPO"], spec, None, names, evals_of, agent_of)
     matched = numbers["matched_updates"]
     assert matched["CORY-GRPO agent A - GRPO"]["reward_mean"]["diff"] == pytest.approx(-0.230, abs=1e-3)
     assert matched["CORY-GRPO agent B - GRPO"]["reward_mean"]["diff"] == pytest.approx(-0.283, abs=1e-3)

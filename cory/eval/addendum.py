@@ -71,28 +71,22 @@ def _text(ids: tuple, decode: Callable | None) -> str:
     return repr(decode(list(ids))) if decode else f"ids {list(ids)}"
 
 
-def build(runs: dict, baseline: str, spec: dict, table: dict | None, names: dict, evals_of: Callable, agent_of: Callable,
-          decode: Callable | None = None, out: Path | None = None) -> tuple[list[str], dict]:
-    """The addendum's markdown lines and its numbers, from one setting's runs (curve -> seed -> ledger rows)."""
+def build(runs: dict, baselines: list[str], spec: dict, table: dict | None, names: dict, evals_of: Callable, agent_of: Callable,
+          decode: Callable | None = None, plot_path: Path | None = None) -> tuple[list[str], dict]:
+    """The section's markdown lines (after its heading) and its numbers, from one setting's runs (curve -> seed ->
+    ledger rows): every curve that is not a baseline is compared with each baseline curve present."""
     trajectories = agent_runs(runs, evals_of, agent_of)
-    others = [label for label in trajectories if label != baseline]
+    baselines = [b for b in baselines if b in trajectories]
+    others = [label for label in trajectories if label not in baselines]
     kl_levels, reward_levels = spec.get("kl_levels", []), spec.get("reward_levels", [])
-    lines = [f"## Addendum, {spec['written']} ({spec['post_hoc']})", "", spec.get("why", ""), "",
-             f"Rules: decisions take seeds as the unit: the decision interval is the wider of a t-interval over the per-seed "
+    lines = [f"Rules: decisions take seeds as the unit: the decision interval is the wider of a t-interval over the per-seed "
              f"means and the crossed seeds x prompts bootstrap ({N_BOOT:,} replicates, fixed generator); nothing is decided on "
              f"fewer than {MIN_DECISION_SEEDS} seeds; a bootstrap CI end within its Monte-Carlo error of 0 is 'borderline'. "
              "Frontier values are read by linear interpolation at the first crossing of each level along each seed's held-out "
              "trajectory (`cory/eval/frontier.py`).", ""]
     numbers: dict = {"spec": spec}
     if table is not None:
-        lines += ["### Budgets, computed from the settings (`cory/eval/budget.py`)", "", *budgets.markdown_rows(table, names), ""]
-        numbers["budget"] = {"table": table, "claims": []}
-        for claim in spec.get("budget_claims", []):
-            problems = budgets.check(table, claim, names)
-            numbers["budget"]["claims"].append({**claim, "problems": problems})
-            verdict = "holds" if not problems else "does NOT hold: " + "; ".join(problems)
-            lines.append(f"- {claim.get('as', '')}: {claim['match']}, equal {', '.join(claim['equal'])}: **{verdict}**")
-        lines.append("")
+        lines += budget_lines(table, spec.get("budget_claims", []), names, numbers)
     travelled = {label: travel(runs_, kl_levels) for label, runs_ in trajectories.items()}
     numbers["travel"] = travelled
     lines += ["### How far each arm travelled (mean over seeds; KL levels: seeds that reach it, median step)", "",
@@ -103,34 +97,34 @@ def build(runs: dict, baseline: str, spec: dict, table: dict | None, names: dict
                  for v in t["levels"].values()]
         lines.append(f"| {label} | {t['seeds']} | {t['final_kl']:.2f} | {t['final_reward']:.3f} | " + " | ".join(cells) + " |")
     lines.append("")
-    numbers["frontier"] = {}
+    numbers["frontier"], numbers["final"] = {}, {}
+    pairs = [(label, base) for base in baselines for label in others]
     for along, read, levels, bound, head in (("kl", "reward", kl_levels, BOUNDS["reward_mean"], "Reward at matched KL"),
                                              ("reward", "kl", reward_levels, BOUNDS["kl_exact"], "KL at matched reward")):
-        if not levels:
+        if not levels or not pairs:
             continue
-        lines += [f"### {head} (arm - {baseline}; 'bounded' means within +-{bound:g})", "",
+        lines += [f"### {head} (arm - baseline; 'bounded' means within +-{bound:g})", "",
                   "| comparison | level | seeds reaching it in both | difference [95% decision interval] (which interval, seeds): label | not reached |",
                   "| --- | --- | --- | --- | --- |"]
-        for label in others:
-            rows = compare_at_levels(trajectories[baseline], trajectories[label], levels, bound, along, read, (baseline, label))
-            numbers["frontier"][f"{read} at {along}: {label} - {baseline}"] = rows
-            lines += [f"| {label} - {baseline} | {along} {r['level']:g} | {r['reached']}/{r['seeds']} | {show(r)} | "
+        for label, base in pairs:
+            rows = compare_at_levels(trajectories[base], trajectories[label], levels, bound, along, read, (base, label))
+            numbers["frontier"][f"{read} at {along}: {label} - {base}"] = rows
+            lines += [f"| {label} - {base} | {along} {r['level']:g} | {r['reached']}/{r['seeds']} | {show(r)} | "
                       f"{', '.join(r['not_reached']) or '-'} |" for r in rows]
         lines.append("")
-    lines += [f"### The final-point endpoints, re-decided at the seed level (arm - {baseline})", "",
-              "| comparison | " + " | ".join(FINAL_METRICS.values()) + " |", "|" + " --- |" * (1 + len(FINAL_METRICS))]
-    numbers["final"] = {}
-    for label in others:
-        seeds = sorted(set(trajectories[label]) & set(trajectories[baseline]))
-        cells = {}
-        for metric in FINAL_METRICS:
-            cells[metric] = seed_level(final_matrix(trajectories[baseline], seeds, metric),
-                                       final_matrix(trajectories[label], seeds, metric), BOUNDS[metric])
-        numbers["final"][f"{label} - {baseline}"] = cells
-        lines.append(f"| {label} - {baseline} | " + " | ".join(show(c) for c in cells.values()) + " |")
+    if pairs:
+        lines += ["### The final-point endpoints at the seed level (arm - baseline)", "",
+                  "| comparison | " + " | ".join(FINAL_METRICS.values()) + " |", "|" + " --- |" * (1 + len(FINAL_METRICS))]
+    for label, base in pairs:
+        seeds = sorted(set(trajectories[label]) & set(trajectories[base]))
+        cells = {metric: seed_level(final_matrix(trajectories[base], seeds, metric), final_matrix(trajectories[label], seeds, metric),
+                                    BOUNDS[metric]) for metric in FINAL_METRICS} if len(seeds) >= 2 else {}
+        numbers["final"][f"{label} - {base}"] = cells
+        lines.append(f"| {label} - {base} | " + " | ".join(show(c) for c in cells.values()) + " |" if cells else
+                     f"| {label} - {base} | " + " | ".join(["fewer than 2 paired seeds"] * len(FINAL_METRICS)) + " |")
     lines.append("")
     if spec.get("matched_updates"):
-        lines += matched_updates(trajectories, baseline, others, spec["matched_updates"], numbers)
+        lines += matched_updates(trajectories, baselines[0], others, spec["matched_updates"], numbers)
     if spec.get("degeneration"):
         lines += ["### Degeneration by step (mean over seeds; 'ended early': shorter than the evaluation's length)", ""]
         numbers["degeneration"] = {}
@@ -141,14 +135,25 @@ def build(runs: dict, baseline: str, spec: dict, table: dict | None, names: dict
                       "| --- | --- | --- | --- | --- |"]
             lines += [f"| {r['step']} | {r['length']:.1f} | {r['ended_early']:.0%} | {r['distinct_2_vs_step_0']:.2f} | {r['commonest']} |"
                       for r in rows] + [""]
-    if out is not None:
+    if plot_path is not None and trajectories:
         paths = {label: {s: (np.nanmean(r["kl"], 1).tolist(), np.nanmean(r["reward"], 1).tolist()) for s, r in runs_.items()}
                  for label, runs_ in trajectories.items()}
-        plot_frontier(paths, {label: mean_path(r) for label, r in trajectories.items()}, out / "frontier.png",
+        plot_frontier(paths, {label: mean_path(r) for label, r in trajectories.items()}, plot_path,
                       title="held-out reward vs KL, each seed thin, the mean bold")
-        lines += ["![frontier](frontier.png)", ""]
-    lines += ["### What this study can and cannot say", "", spec.get("reading", ""), ""]
+        lines += [f"![frontier]({plot_path.name})", ""]
     return lines, numbers
+
+
+def budget_lines(table: dict, claims: list[dict], names: dict, numbers: dict) -> list[str]:
+    """The budget table and each claim, checked."""
+    lines = ["### Budgets, computed from the settings (`cory/eval/budget.py`)", "", *budgets.markdown_rows(table, names), ""]
+    numbers["budget"] = {"table": table, "claims": []}
+    for claim in claims:
+        problems = budgets.check(table, claim, names)
+        numbers["budget"]["claims"].append({**claim, "problems": problems})
+        verdict = "holds" if not problems else "does NOT hold: " + "; ".join(problems)
+        lines.append(f"- {claim.get('as', '')}: {claim['match']}, equal {', '.join(claim['equal'])}: **{verdict}**")
+    return lines + [""]
 
 
 def matched_updates(trajectories: dict, baseline: str, others: list[str], steps: dict[str, int], numbers: dict) -> list[str]:

@@ -16,7 +16,7 @@ import numpy as np
 from cory.eval.addendum import build as build_addendum
 from cory.eval.arms import arm_names, baseline_arm, study_arms
 from cory.eval.bootstrap import paired_difference_ci
-from cory.eval.endpoints import MIN_SEEDS, claim_1, claim_2, mean_per_seed, seed_view, verdict
+from cory.eval.endpoints import MIN_SEEDS, claim_1, claim_2, fisher_exact, mean_per_seed, seed_view, verdict
 from cory.eval.heldout import ETAS, distinct_n
 from cory.eval.ledger import entry_path, read_entry
 from cory.paths import atomic_file
@@ -212,19 +212,21 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def endpoint_lines(tables: dict, endpoints: dict, baseline: str, cory_name: str) -> list[str]:
-    """The pre-registered endpoints (study.json), each decided or undecided, and the seed-level view. The verdict
+def endpoint_lines(tables: dict, endpoints: dict, baseline: str, cory_name: str, decided_the_old_way: bool = True) -> list[str]:
+    """The pre-registered endpoints (study.json), each decided or undecided by the rule of the studies before
+    2026-12-07 (`decided_the_old_way`; later studies register the seed-level rule and `frontier_sections` decides
+    them), and the seed-level view. The verdict
     of claim 1's rule is shown only where the study registered claim 1 (another study's endpoints are its own)."""
     metrics = {"reward_mean": "reward", "kl_exact": "KL", "combined_eta0.05": "r-0.05KL"}
     lines = ["## Pre-registered endpoints", "", *[f"- {k}: {v}" for k, v in endpoints.items()], ""]
-    if tables["claim_1"]:
+    if tables["claim_1"] and decided_the_old_way:
         if any(key.startswith("claim 1") for key in endpoints):
             lines += ["Claim 1 (default setting): " + ", ".join(
                 f"{r['comparison']}: {'holds' if r['holds'] else 'not shown' if r['kl_exact']['seeds'] < MIN_SEEDS else 'does not hold'}"
                 for r in tables["claim_1"]), ""]
         lines += markdown([{"comparison": r["comparison"], **{metrics[m]: verdict(r[m]) for m in metrics}} for r in tables["claim_1"]],
                           ["comparison", *metrics.values()]).splitlines() + [""]
-    if tables["claim_2"]:
+    if tables["claim_2"] and decided_the_old_way:
         lines += [f"Claim 2 (fixed KL coefficient 0): collapsed seeds ({cory_name} agent vs {baseline}), two-sided "
                   "Fisher exact p, r - 0.05 KL", ""]
         lines += markdown([{**r, "r-0.05KL": verdict(r["combined_eta0.05"])} for r in tables["claim_2"]],
@@ -238,6 +240,29 @@ def endpoint_lines(tables: dict, endpoints: dict, baseline: str, cory_name: str)
         lines += ["Seed-level view (one difference per seed, mean over the prompts; seeds in order):", "",
                   markdown(views, ["setting", "comparison", "metric", "per-seed difference", "seeds above / below 0"]), ""]
     return lines
+
+
+def frontier_sections(runs: dict, meta: dict, budget: dict | None, names: dict, decode, out: Path, tables: dict) -> list[str]:
+    """The pre-registered frontier endpoints of each setting (`cory.eval.addendum.build`), and the collapsed seeds
+    of each arm, each CORY agent against each baseline by Fisher's exact test."""
+    spec = {**meta["frontier"], "budget_claims": meta.get("budget", [])}
+    baselines = [names[b] for b in spec.get("baselines", [baseline_arm(meta)])]
+    parts, tables["frontier"] = ["## Collapsed seeds per setting (final evaluation; the collapse definition above)", "",
+                                 "| setting | arm | collapsed | hacked | degenerate | vs " + " / ".join(baselines) + " (Fisher exact p) |",
+                                 "| --- | --- | --- | --- | --- | --- |"], {}
+    for row in tables["sweep"]:
+        by_curve = {r["curve"]: r for r in tables["sweep"] if r["setting"] == row["setting"]}
+        tests = [f"{fisher_exact(row['collapsed'], row['seeds'], b['collapsed'], b['seeds']):.3f}" for b in
+                 (by_curve.get(name) for name in baselines) if b is not None and row["curve"] not in baselines]
+        parts.append(f"| {row['setting']} | {row['curve']} | {row['collapsed']}/{row['seeds']} | {row['hacked']} | {row['degenerate']} | "
+                     f"{' / '.join(tests) or '-'} |")
+    parts.append("")
+    for setting, by_curve in runs.items():
+        plot_path = out / ("frontier.png" if setting == "default" else f"frontier-{setting}.png")
+        lines, tables["frontier"][setting] = build_addendum(by_curve, baselines, spec, budget if setting == "default" else None,
+                                                            names, evals_of, agent_of, decode, plot_path)
+        parts += [f"## Pre-registered frontier endpoints: setting {setting}", "", *lines]
+    return parts
 
 
 def completeness(missing: list) -> str:
@@ -280,13 +305,16 @@ def write_report(out: Path, meta: dict, jobs: list[tuple[str, str, int]], walls:
              "- metrics: held-out task reward, exact KL(pi || pi_ref) summed over the response, r - eta KL, distinct-1/2, "
              "response length (tokens), and for IMDB the VADER compound of the response (an independent judge; NaN elsewhere)", ""]
     if meta.get("endpoints"):
-        parts += endpoint_lines(tables, meta["endpoints"], baseline, cory_name)
+        parts += endpoint_lines(tables, meta["endpoints"], baseline, cory_name, meta.get("decision_rule") != "seed-level")
+    if meta.get("frontier"):  # a study that pre-registered frontier endpoints (seed-level rules): one section per setting
+        parts += frontier_sections(runs, meta, budget, names, decode, out, tables)
     if addendum:
         parts.insert(2, f"**Read the addendum of {addendum['written']} below the pre-registered endpoints first**: "
                         f"{addendum['headline']}")
         parts.insert(3, "")
-        lines, tables["addendum"] = build_addendum(default, baseline, addendum, budget, names, evals_of, agent_of, decode, out)
-        parts += lines
+        lines, tables["addendum"] = build_addendum(default, [baseline], addendum, budget, names, evals_of, agent_of, decode, out / "frontier.png")
+        parts += [f"## Addendum, {addendum['written']} ({addendum['post_hoc']})", "", addendum.get("why", ""), "", *lines,
+                  "### What this study can and cannot say", "", addendum.get("reading", ""), ""]
     parts += ["## Final held-out evaluation, per seed and mean ± std", "",
               markdown(tables["final"], ["curve", "seed", "step", *METRICS], columns), "",
               f"## Paired difference to {baseline} (same seeds, same prompts), 95% bootstrap CI over seeds and prompts "
