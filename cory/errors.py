@@ -27,9 +27,12 @@ class RunStopped(RuntimeError):
     """A guard stopped the run; the last good checkpoint is kept."""
 
 
-def run_script(main, argv: list[str] | None = None) -> None:
+INTERRUPTED = "interrupted; checkpoints already written are whole (continue with --resume_from auto)"
+
+
+def run_script(main, argv: list[str] | None = None, interrupted: str = INTERRUPTED) -> None:
     """Call `main(argv)`; print `script: error: message` and exit 2 (UsageError), 1 (RunStopped, disk full) or
-    130 (Ctrl-C)."""
+    130 (Ctrl-C, with the line `interrupted`)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
@@ -43,8 +46,7 @@ def run_script(main, argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         if debug:
             raise
-        print(f"{Path(sys.argv[0]).name}: interrupted; checkpoints already written are whole (continue with "
-              "--resume_from auto)", file=sys.stderr)
+        print(f"{Path(sys.argv[0]).name}: {interrupted}", file=sys.stderr)
         sys.exit(130)
     except OSError as error:
         if debug or error.errno != errno.ENOSPC:

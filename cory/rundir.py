@@ -29,8 +29,9 @@ class RunDirLock:
     message a second run gets; it is never deleted (deleting a lock file others may have open lets two own it).
     """
 
-    def __init__(self, run_dir: Path, log=print):
+    def __init__(self, run_dir: Path, log=print, what: str = "run directory", advice: str = "wait for it, or choose another --run_name"):
         self.path, self.log, self.fd = Path(run_dir) / LOCK, log, None
+        self.what, self.advice = what, advice
 
     @property
     def held(self) -> bool:
@@ -48,8 +49,8 @@ class RunDirLock:
         except BlockingIOError:
             os.close(fd)
             owner = self._owner() or {}
-            raise UsageError(f"run directory {self.path.parent} is in use by process {owner.get('pid', '(starting)')} on "
-                             f"{owner.get('host', 'this host')}; wait for it, or choose another --run_name") from None
+            raise UsageError(f"{self.what} {self.path.parent} is in use by process {owner.get('pid', '(starting)')} on "
+                             f"{owner.get('host', 'this host')}; {self.advice}") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode(), 0)
         self.fd = fd

@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -36,11 +37,12 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from cory.checkpoint import complete_checkpoints  # noqa: E402
-from cory.errors import UsageError  # noqa: E402
+from cory.errors import RunStopped, UsageError, run_script  # noqa: E402
 from cory.eval.ledger import (check_same_setting, commit_entry, entry_path, git_commit, make_entry, read_entry,  # noqa: E402
                               read_study, training_code_dirty, write_entry, write_study)
 from cory.eval.arms import arm_flags, arm_names, budget_table, resolved_config, study_arms  # noqa: E402
 from cory.eval.budget import MATCHES, QUANTITIES, require  # noqa: E402
+from cory.eval.ledger_checks import lock_study, tidy, uncommitted, verified  # noqa: E402
 from cory.eval.report import judge, write_report  # noqa: E402
 from cory.paths import atomic_file, read_json  # noqa: E402
 from cory.rundir import RunDirLock  # noqa: E402
@@ -143,29 +145,37 @@ def run_command(study: dict, setting: str, arm: str, seed: int, directory: Path)
             "--log_samples_every", "0", "--eval_roles", "true", *arm_flags(study, setting, arm)]
 
 
-def train_missing(out: Path, study: dict, jobs: list, n_parallel: int, keep_checkpoints: bool, commit: bool, code: str) -> None:
-    """Run (or finish) every job without a ledger entry, `n_parallel` at a time; each finished run becomes its
-    entry at once (committed with `commit`)."""
+def train_missing(out: Path, study: dict, todo: list, n_parallel: int, keep_checkpoints: bool, commit: bool, code: str,
+                  n_jobs: int) -> None:
+    """Run (or finish) each job of `todo`, `n_parallel` at a time; each finished run becomes its entry at once
+    (committed with `commit`)."""
     walls_path = out / "runs" / "wall_seconds.json"
     walls_path.parent.mkdir(parents=True, exist_ok=True)
     walls = json.loads(walls_path.read_text()) if walls_path.exists() else {}
-    todo = [job for job in jobs if not entry_path(out, *job).exists()]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1  # taskset; macOS has none
     threads = str(max(1, cores // n_parallel))
-    lock = threading.Lock()
-    bar = tqdm(total=len(todo) * study["steps"], desc=f"{out.name}: {len(todo)} of {len(jobs)} runs to do", unit="step")
+    lock, stop, live = threading.Lock(), threading.Event(), {}
+    steps = {job: resolved_steps(study, job) for job in todo}
+    bar = tqdm(total=sum(steps.values()), desc=f"{out.name}: {len(todo)} of {n_jobs} runs to do", unit="step")
 
     def one(job) -> None:
-        setting, algorithm, seed = job
+        if stop.is_set():  # Ctrl-C: no new run starts
+            return
+        setting, arm, seed = job
         directory = run_dir(out, *job)
         directory.parent.mkdir(parents=True, exist_ok=True)
-        cmd = run_command(study, setting, algorithm, seed, directory)
+        cmd = run_command(study, setting, arm, seed, directory)
         env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
         t0 = time.time()
         with open(directory.parent / f"{directory.name}.log", "a") as log:
-            done = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        if done.returncode != 0:
-            raise RuntimeError(f"{directory} failed (exit {done.returncode}); see {directory}.log")
+            live[job] = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            code_ = live[job].wait()
+            del live[job]
+        if stop.is_set():
+            return
+        if code_ != 0:
+            raise RunStopped(f"{directory} failed (exit {code_}); see {directory}.log (the study continues from its "
+                             "checkpoints when run again)")
         key = f"{setting}/{directory.name}"
         with lock:
             walls[key] = walls.get(key, 0.0) + time.time() - t0
@@ -174,15 +184,28 @@ def train_missing(out: Path, study: dict, jobs: list, n_parallel: int, keep_chec
         if not keep_checkpoints:
             shutil.rmtree(directory / "checkpoints", ignore_errors=True)
 
-    with ThreadPoolExecutor(n_parallel) as pool:
+    with ThreadPoolExecutor(n_parallel) as pool, bar:
         futures = [pool.submit(one, job) for job in todo]
-        while not all(f.done() for f in futures):
-            time.sleep(5)
-            bar.n = sum(steps_logged(run_dir(out, *job)) for job in todo)
-            bar.refresh()
+        try:
+            while not all(f.done() for f in futures):
+                time.sleep(1)
+                bar.n = sum(steps_logged(run_dir(out, *job)) for job in todo)
+                bar.refresh()
+        except KeyboardInterrupt:
+            stop.set()
+            for future in futures:
+                future.cancel()
+            for proc in list(live.values()):
+                proc.send_signal(signal.SIGINT)  # each run writes nothing half: it stops at a step's edge
+            raise
         for future in futures:
             future.result()  # re-raise the first failure
-    bar.close()
+
+
+def resolved_steps(study: dict, job: tuple[str, str, int]) -> int:
+    """The run length of a job's arm (an arm may run longer than the study's `steps`)."""
+    flags = arm_flags(study, job[0], job[1])
+    return int([v for f, v in zip(flags[::2], flags[1::2]) if f == "--steps"][-1])
 
 
 def clear_unresumable(out: Path, jobs: list) -> list[Path]:
@@ -212,6 +235,7 @@ def record(out: Path, study: dict, job: tuple[str, str, int], directory: Path, w
     entry = make_entry(directory, setting, study_arms(study)[arm]["algorithm"], seed, wall, code, JUDGES.get(study.get("task", "imdb")), ROOT)
     if arm != entry["algorithm"]:
         entry["arm"] = arm
+    entry["study_flags"] = arm_flags(study, setting, arm)  # what study.json gave this run: an edit later is caught
     if study["mixed_precision"] and entry["config"]["mixed_precision"] != study["mixed_precision"]:
         raise UsageError(f"{directory} ran in {entry['config']['mixed_precision']}, the study fixes {study['mixed_precision']}")
     for other_seed in study["settings"][setting]["seeds"]:
@@ -230,15 +254,13 @@ def steps_logged(directory: Path) -> int:
     return sum(1 for _ in open(path)) if path.exists() else 0
 
 
-def machines(out: Path, jobs: list) -> str:
+def machines(entries: dict) -> str:
     """Which machine kinds contributed which seeds."""
     seeds: dict[str, set] = {}
-    for job in jobs:
-        if entry_path(out, *job).exists():
-            entry = read_entry(entry_path(out, *job))
-            machine, reward = entry["machine"], entry.get("model_fingerprints", {}).get("reward_model", "not recorded")
-            kind = f"{machine['cpu']} ({machine['cores']} cores, {'bf16' if machine['bf16_native'] else 'no bf16'}; classifier {reward})"
-            seeds.setdefault(kind, set()).add(job[2])
+    for job, entry in entries.items():
+        machine, reward = entry["machine"], entry.get("model_fingerprints", {}).get("reward_model", "not recorded")
+        kind = f"{machine['cpu']} ({machine['cores']} cores, {'bf16' if machine['bf16_native'] else 'no bf16'}; classifier {reward})"
+        seeds.setdefault(kind, set()).add(job[2])
     return "; ".join(f"{kind}: seeds {sorted(s)}" for kind, s in seeds.items()) or "none yet"
 
 
@@ -264,6 +286,7 @@ def main(argv=None) -> None:
     parser.add_argument("--budget", default="per model:responses_per_step,optimizer_steps", metavar="MATCH:QUANTITY[,...]",
                         help="what a new study matches between its arms, checked against the budgets its settings give "
                              "(default: per model, responses learnt from and optimizer steps); e.g. 'per system:responses_per_step'")
+    parser.add_argument("--wait", action="store_true", help="if another process is running this study, wait for it (default: refuse)")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time, each with cores/jobs threads (default 2)")
     parser.add_argument("--keep_run_checkpoints", action="store_true", help="keep each finished run's checkpoints")
     parser.add_argument("--commit", action="store_true", help="git-commit each run's ledger entry as soon as it is written")
@@ -301,30 +324,75 @@ def main(argv=None) -> None:
         given.update({key: value for key, value in (("extra_args", extra), ("names", names), ("algorithm_args", algorithm_args)) if value})
         check_against_study(study, given)
     jobs = study_jobs(study)
-    if args.clear_unresumable:
-        clear_unresumable(out, jobs)
+    if args.report_only:
+        report(out, study, name, jobs)
         return
-    if not args.report_only:
-        commit, dirty = git_commit(ROOT), training_code_dirty(ROOT)
-        if commit not in study["training_commits"] or (dirty and not args.allow_uncommitted):
-            raise SystemExit(f"this checkout ({commit[:10]}{', with uncommitted changes to ' + ', '.join(dirty) if dirty else ''}) is not "
-                             f"the study's training code {[c[:10] for c in study['training_commits']]}: run from `git worktree add "
-                             f"<dir> {study['training_commits'][0][:10]}` with --results_dir pointing here")
-        code = commit + ("+uncommitted" if dirty else "")
-        if any(not entry_path(out, *job).exists() for job in jobs):  # runs to do: only at the budgets the study states
-            require(budget_table(study), study.get("budget", []), arm_names(study))
-        train_missing(out, study, jobs, args.jobs, args.keep_run_checkpoints, args.commit, code)
-    entries = {job: read_entry(entry_path(out, *job)) for job in jobs if entry_path(out, *job).exists()}
+    lock = lock_study(out, args.wait, tqdm.write)  # one process trains a study at a time
+    try:
+        if args.clear_unresumable:
+            clear_unresumable(out, jobs)
+            return
+        train_study(out, study, jobs, args)
+    finally:
+        lock.release()
+    report(out, study, name, jobs)
+
+
+def train_study(out: Path, study: dict, jobs: list, args) -> None:
+    """Under the study's lock: tidy and check the ledger, recover entries a kill left uncommitted, then run what is missing."""
+    commit, dirty = git_commit(ROOT), training_code_dirty(ROOT)
+    if commit not in study["training_commits"] or (dirty and not args.allow_uncommitted):
+        raise UsageError(f"this checkout ({commit[:10]}{', with uncommitted changes to ' + ', '.join(dirty) if dirty else ''}) is not "
+                         f"the study's training code {[c[:10] for c in study['training_commits']]}: run from `git worktree add "
+                         f"<dir> {study['training_commits'][0][:10]}` with --results_dir pointing here")
+    for line in tidy(out):
+        print(line)
+    good, refused = verified(out, study, jobs)
+    strays = stray_entries(out, jobs)
+    if refused or strays:  # an edited study.json, or an entry filed under the wrong name: nothing runs
+        what = {**refused, **{str(p): "not a run of study.json (its setting, arm or seed is not in it)" for p in strays}}
+        first = next(iter(what))
+        raise UsageError(f"{first}: {what[first]}" + (f" (and {len(what) - 1} more entries)" if len(what) > 1 else "")
+                         + "; restore study.json and the ledger with git, or start another --name")
+    for path in uncommitted(out, list(good)):
+        if args.commit:
+            commit_entry(path, f"ledger {out.name}: {path.parent.name}/{path.name.removesuffix('.json.gz')} (recovered: written, not committed)")
+            print(f"{path}: committed (a kill had left it written but not committed)")
+        else:
+            print(f"{path}: written but not committed (commit it, or run with --commit)")
+    if not args.keep_run_checkpoints:
+        for job in good:
+            shutil.rmtree(run_dir(out, *job) / "checkpoints", ignore_errors=True)  # its entry is whole
+    if len(good) < len(jobs):  # runs to do: only at the budgets the study states
+        require(budget_table(study), study.get("budget", []), arm_names(study))
+    code = commit + ("+uncommitted" if dirty else "")
+    train_missing(out, study, [job for job in jobs if job not in good], args.jobs, args.keep_run_checkpoints, args.commit, code, len(jobs))
+
+
+def stray_entries(out: Path, jobs: list) -> list[Path]:
+    """Entries in the ledger that no job of study.json names (a seed removed from it, a misnamed file)."""
+    named = {entry_path(out, *job) for job in jobs}
+    return sorted(p for p in (out / "ledger").glob("*/*.json.gz") if p not in named) if (out / "ledger").is_dir() else []
+
+
+def report(out: Path, study: dict, name: str, jobs: list) -> None:
+    """summary.md and plots from the verified entries; a refused entry is named and its run counted missing."""
+    entries, refused = verified(out, study, jobs)
+    for path, why in refused.items():
+        print(f"{path}: refused: {why}")
     walls = {f"{s}/{a}-seed{seed}": e["wall_seconds"] for (s, a, seed), e in entries.items()}
     # the command that rebuilds this report from the committed ledger alone (not this run's, which may name this
     # machine's paths)
     meta = {**study, "seeds": {k: v["seeds"] for k, v in study["settings"].items()},
             "command": f"python scripts/compare.py --name {name} --report_only",
-            "machine": machines(out, jobs), "git_commit": ", ".join(c[:10] for c in study["training_commits"]),
-            "missing": [f"{s}/{a}-seed{seed}" for s, a, seed in jobs if (s, a, seed) not in entries]}
+            "machine": machines(entries), "git_commit": ", ".join(c[:10] for c in study["training_commits"]),
+            "missing": [f"{s}/{a}-seed{seed}" + (" (refused)" if str(entry_path(out, s, a, seed)) in refused else "")
+                        for s, a, seed in jobs if (s, a, seed) not in entries],
+            "refused": {str(Path(p).relative_to(out)): why for p, why in refused.items()}}
     addendum = read_json(out / ADDENDUM) if (out / ADDENDUM).exists() else None
     rereads = addendum or study.get("frontier")
-    write_report(out, meta, jobs, walls, addendum, budget_table(study) if rereads else None, decoder(study) if rereads else None)
+    write_report(out, meta, list(entries), walls, addendum, budget_table(study) if rereads else None,
+                 decoder(study) if rereads else None)
     print(f"tables and plots in {out}")
 
 
@@ -342,4 +410,5 @@ def decoder(study: dict):
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main, interrupted="interrupted: no run starts after Ctrl-C; finished runs are in the ledger, the others "
+                                 "continue from their checkpoints when the study is run again")

@@ -1,0 +1,133 @@
+"""A study's ledger stays whole: one study process at a time, no entry lost, none trusted blindly, one line per error."""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import runpy
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cory.errors import UsageError
+from cory.eval.ledger import entry_path, write_entry
+from cory.eval.ledger_checks import lock_study, read_checked, tidy, uncommitted, verified
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPARE = runpy.run_path(str(ROOT / "scripts" / "compare.py"))
+STUDY = {"task": "imdb", "task_preset": "offline", "steps": 2, "eval_every": 1, "eval_prompts": 3, "mixed_precision": "no",
+         "settings": {"default": {"flags": [], "seeds": [0, 1, 2]}}, "algorithms": ["ppo", "cory"], "extra_args": [],
+         "training_commits": ["x"]}
+
+
+def entry(algorithm: str, seed: int, reward: float = 1.0, steps: int = 2, **config) -> dict:
+    agents = ("policy",) if algorithm == "ppo" else ("agent_a", "agent_b")
+    evals = [{"step": step, "agent": agent, "role": "alone", "per_prompt": {"reward": [reward + seed + step] * 3,
+             "kl_exact": [step] * 3, "response_len": [2] * 3, "response_ids": [[1, step]] * 3, "judge_vader": [0.1] * 3}}
+             for step in range(steps + 1) for agent in agents]
+    return {"setting": "default", "algorithm": algorithm, "seed": seed, "wall_seconds": 1.0, "machine": {"cpu": "test", "cores": 2, "bf16_native": False},
+            "config": {"seed": seed, "preset": "offline", "steps": 2, "eval_every": 1, "eval_prompts": 3, "mixed_precision": "no",
+                       "learning_rate": 5e-5, **config}, "evals": evals}
+
+
+def ledger(tmp_path: Path, entries: dict, study: dict = STUDY) -> tuple[Path, list]:
+    out = tmp_path / "study"
+    out.mkdir(exist_ok=True)
+    (out / "study.json").write_text(json.dumps(study))
+    for (algorithm, seed), value in entries.items():
+        write_entry(entry_path(out, "default", algorithm, seed), value)
+    return out, COMPARE["study_jobs"](study)
+
+
+def test_entries_that_are_not_the_run_they_are_filed_as_are_refused_by_name(tmp_path):
+    """Before: --report_only read all of these with rc 0 and no warning."""
+    ppo_as_cory = entry("ppo", 2, reward=7.0)
+    out, jobs = ledger(tmp_path, {("ppo", 0): entry("ppo", 0), ("cory", 0): entry("cory", 0),
+                                  ("ppo", 1): entry("ppo", 0),  # seed 0's run filed as seed 1 (and a duplicate)
+                                  ("cory", 1): entry("cory", 1, steps=1),  # no final evaluation
+                                  ("ppo", 2): entry("ppo", 2, learning_rate=2e-4),  # another learning rate than seed 0's
+                                  ("cory", 2): ppo_as_cory})
+    good, refused = verified(out, STUDY, jobs)
+    assert set(good) == {("default", "cory", 0)}
+    why = {Path(p).name: text for p, text in refused.items()}
+    assert "seed 0's run, filed as seed 1" in why["ppo-seed1.json.gz"] and "filed twice" in why["ppo-seed1.json.gz"]
+    assert "filed twice" in why["ppo-seed0.json.gz"]  # a duplicate refuses both: which one is the real seed 0?
+    assert "no final evaluation of agent_a (step 2)" in why["cory-seed1.json.gz"]
+    assert "learning_rate=0.0002 vs 5e-05" in why["ppo-seed2.json.gz"]
+    assert "a run of default/ppo (ppo), filed as default/cory (cory)" in why["cory-seed2.json.gz"]
+    COMPARE["report"](out, STUDY, "study", jobs)  # the report names each refused run as missing
+    assert "5 run(s) missing (default/ppo-seed0 (refused), default/ppo-seed1 (refused)" in (out / "summary.md").read_text()
+
+
+def test_an_edited_study_json_or_a_removed_seed_is_refused_before_any_run(tmp_path):
+    out, jobs = ledger(tmp_path, {("ppo", 0): entry("ppo", 0), ("cory", 0): entry("cory", 0)})
+    edited = {**STUDY, "steps": 3}
+    _, refused = verified(out, edited, COMPARE["study_jobs"](edited))
+    assert all("steps=2 where study.json gives '3'" in why for why in refused.values()) and len(refused) == 2
+    fewer = {**STUDY, "settings": {"default": {"flags": [], "seeds": [1, 2]}}}
+    assert [p.name for p in COMPARE["stray_entries"](out, COMPARE["study_jobs"](fewer))] == ["cory-seed0.json.gz", "ppo-seed0.json.gz"]
+    args = type("Args", (), {"allow_uncommitted": True, "commit": False, "keep_run_checkpoints": False, "jobs": 1})()
+    with pytest.raises(UsageError, match=r"ppo-seed0.json.gz: it ran steps=2 where study.json gives '3' \(and 1 more entries\)"):
+        COMPARE["train_study"](out, {**edited, "training_commits": [COMPARE["git_commit"](ROOT)]}, COMPARE["study_jobs"](edited), args)
+    assert not (out / "runs").exists()  # refused before any run
+
+
+@pytest.mark.parametrize("content", [b"not gzip at all", gzip.compress(b'{"evals": [', mtime=0)[:-5], gzip.compress(b"[1, 2]", mtime=0),
+                                     json.dumps({"setting": "default"}).encode()], ids=["garbage", "truncated", "not-an-entry", "plain-json"])
+def test_a_corrupt_entry_is_one_line_naming_the_file(tmp_path, content):
+    path = tmp_path / "ppo-seed0.json.gz"
+    path.write_bytes(content)
+    with pytest.raises(UsageError, match=r"ppo-seed0.json.gz: not a (readable )?ledger entry"):
+        read_checked(path)
+
+
+def test_a_second_study_process_refuses_in_one_line_naming_the_holder(tmp_path):
+    """Before: a second compare.py on one study re-ran finished runs (16 of 16 with --jobs 2)."""
+    out, _ = ledger(tmp_path, {})
+    holder = lock_study(out, wait=False)
+    try:
+        with pytest.raises(UsageError, match=rf"study {out} is in use by process {os.getpid()} .*pass --wait"):
+            COMPARE["main"](["--results_dir", str(tmp_path), "--name", "study", "--allow_uncommitted"])
+    finally:
+        holder.release()
+
+
+def test_leftovers_are_tidied_and_an_uncommitted_entry_is_found(tmp_path):
+    """A kill mid-write leaves `.x.json.gz.tmp-*`; a kill after writing and before `git commit` leaves the entry
+    untracked: both are seen at the next start (and the entry committed with --commit)."""
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    out, jobs = ledger(tmp_path, {("ppo", 0): entry("ppo", 0)})
+    stale = out / "ledger" / "default" / ".ppo-seed1.json.gz.tmp-abc"
+    stale.write_bytes(b"half")
+    assert tidy(out) == [f"removed {stale}, left by an interrupted write"] and not stale.exists()
+    assert uncommitted(out, jobs) == [entry_path(out, "default", "ppo", 0)]
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    subprocess.run(["git", "add", "-A"], cwd=tmp_path, check=True)
+    subprocess.run(["git", "commit", "-qm", "x"], cwd=tmp_path, check=True, env=env)
+    assert uncommitted(out, jobs) == []
+
+
+def test_ctrl_c_stops_the_study_queue_with_exit_130_and_one_line(assets, tmp_path):
+    """Before: after the signal, compare.py trained and committed three more runs, then died with a traceback."""
+    from tests.test_scripts import COMMON, task_args
+
+    argv = [sys.executable, str(ROOT / "scripts" / "compare.py"), "--results_dir", str(tmp_path), "--name", "tiny", "--seeds", "0", "1",
+            "--steps", "2", "--eval_every", "1", "--eval_prompts", "3", "--jobs", "1", "--mixed_precision", "no", "--allow_uncommitted",
+            "--model_name", str(assets / "lm"), "--eval_dataset_path", str(assets / "reviews.jsonl"), *COMMON[2:-4], *task_args("imdb", assets)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = tmp_path / "tiny" / "runs" / "default" / "ppo-seed0" / "config.json"
+    deadline = time.time() + 300
+    while not first.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)  # to compare.py alone, as `kill -INT` would
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-2000:]
+    assert err.strip().splitlines()[-1] == ("compare.py: interrupted: no run starts after Ctrl-C; finished runs are in the "
+                                            "ledger, the others continue from their checkpoints when the study is run again")
+    assert sorted(p.name for p in (tmp_path / "tiny" / "runs" / "default").iterdir() if p.is_dir()) == ["ppo-seed0"]
+    assert not (tmp_path / "tiny" / "ledger").exists()
