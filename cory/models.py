@@ -12,7 +12,7 @@ from transformers.utils import logging as hf_logging
 
 from cory._trl import disable_dropout_in_model
 from cory.errors import MissingInput, UsageError
-from cory.paths import cache_dir, file_sha256, hub_offline
+from cory.paths import MANIFEST, cache_dir, file_sha256, hub_offline, manifest_problems
 
 SMOLLM2_ALIAS = "smollm2-135m-instruct"
 
@@ -48,7 +48,22 @@ def resolve_alias(alias: str) -> Path:
     if not (directory / marker).exists():
         raise MissingInput(f"the offline model {alias} is not built on this machine (in {cache_dir()}): run "
                            f"`python -m cory.assets {target}` (or `make assets`) first")
+    damage = manifest_problems(directory, hashes=False)  # sizes only: a stat per file (the hashes: `check_weights`)
+    if damage:
+        raise MissingInput(f"the offline model {alias} in {directory} is damaged ({damage[0]}): build it again with "
+                           f"`python -m cory.assets {target}`")
     return directory
+
+
+def check_weights(name: str, sha256: str) -> None:
+    """A run hashes the weights it loads anyway (its ledger fingerprint): for an offline alias, that hash must be
+    the build's, else the cached weights changed since they were built (flipped bytes, a partial copy)."""
+    if name not in ALIASES or not (alias_dir(name) / MANIFEST).is_file():
+        return
+    want = json.loads((alias_dir(name) / MANIFEST).read_text()).get("model.safetensors", {}).get("sha256")
+    if want and want != sha256:
+        raise MissingInput(f"the offline model {name}'s model.safetensors differs from its build (sha256): build it again "
+                           f"with `python -m cory.assets {ALIASES[name][1]}`")
 
 
 def resolve_model(name: str) -> str:
@@ -138,5 +153,7 @@ def weight_fingerprints(config: dict) -> dict[str, str]:
         directory = alias_dir(name) if alias_dir(name).is_dir() else Path(name)
         weights = directory / "model.safetensors"
         if weights.is_file():
-            prints[key] = file_sha256(weights)[:16]
+            digest = file_sha256(weights)
+            check_weights(name, digest)
+            prints[key] = digest[:16]
     return prints

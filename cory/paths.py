@@ -13,10 +13,15 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
+from cory.errors import UsageError
+
 
 def cache_dir() -> Path:
     """`$CORY_CACHE`, default `~/.cache/cory`."""
-    return Path(os.environ.get("CORY_CACHE", Path.home() / ".cache" / "cory")).expanduser()
+    path = Path(os.environ.get("CORY_CACHE", Path.home() / ".cache" / "cory")).expanduser()
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"CORY_CACHE {path} is a file, not a directory: point it at a directory (the built models go there)")
+    return path
 
 
 @contextmanager
@@ -59,6 +64,9 @@ def build_once(target: Path, is_built: Callable[[], bool], build: Callable[[], N
         except BlockingIOError:
             log(f"{target.name}: another process is building it; waiting for it")
             fcntl.flock(fd, fcntl.LOCK_EX)
+        for stale in target.parent.glob(f".{target.name}{TMP_TAG}*"):  # a killed build's half directory (ours only)
+            shutil.rmtree(stale, ignore_errors=True)
+            log(f"removed {stale}, left by a killed build")
         if not is_built():
             build()
     finally:
@@ -68,12 +76,46 @@ def build_once(target: Path, is_built: Callable[[], bool], build: Callable[[], N
 
 def save_model_directory(target: Path, model, tokenizer, files: dict[str, str] | None = None) -> None:
     """A model and its tokenizer (anything with `save_pretrained`) as one HF directory, all or nothing, with
-    `files` (name -> text, e.g. how it was built) beside them."""
+    `files` (name -> text, e.g. how it was built) beside them and the manifest of every file's size and hash."""
     with atomic_directory(target) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         for name, text in (files or {}).items():
             (tmp / name).write_text(text)
+        write_manifest(tmp)
+
+
+MANIFEST = "files.json"
+"""a built directory's record of its files (size and sha256 of each), written when it is built"""
+
+
+def write_manifest(directory: Path) -> None:
+    directory = Path(directory)
+    files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST)
+    manifest = {str(p.relative_to(directory)): {"size": p.stat().st_size, "sha256": file_sha256(p)} for p in files}
+    atomic_file(directory / MANIFEST, json.dumps(manifest, indent=1))
+
+
+def manifest_problems(directory: Path, hashes: bool) -> list[str] | None:
+    """How `directory` differs from its manifest (missing, resized or, with `hashes`, changed files); None if it
+    has no manifest (built before manifests existed, or not by us)."""
+    path = Path(directory) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return [f"its manifest {MANIFEST} is unreadable"]
+    problems = []
+    for name, want in manifest.items():
+        file = Path(directory) / name
+        if not file.is_file():
+            problems.append(f"{name} is missing")
+        elif file.stat().st_size != want["size"]:
+            problems.append(f"{name} has {file.stat().st_size} of {want['size']} bytes")
+        elif hashes and file_sha256(file) != want["sha256"]:
+            problems.append(f"{name} differs from the build (sha256)")
+    return problems
 
 
 TMP_TAG, OLD_TAG = ".tmp-", ".old-"

@@ -89,5 +89,73 @@ def test_classifiers_are_fp32_on_every_cpu_and_a_bf16_build_is_redone(cpu_has_bf
         for recorded, rebuilt in cases:
             builds.clear()
             (alias_dir(alias) / "accuracy.json").write_text(json.dumps({"accuracy": 0.82, **recorded}))
+            (alias_dir(alias) / "files.json").unlink(missing_ok=True)  # each case: a build from before manifests
             cory.assets.sentiment_model_dir(alias)
             assert builds == ([alias] if rebuilt else []), (alias, recorded)
+
+
+def _built(alias: str) -> "Path":
+    """A fake build of `alias` in the current CORY_CACHE: its marker, weights and a manifest, as a build writes them."""
+    from cory.models import ALIASES, alias_dir
+    from cory.paths import write_manifest
+
+    directory = alias_dir(alias)
+    directory.mkdir(parents=True)
+    (directory / ALIASES[alias][0]).write_text('{"precision": "fp32", "accuracy": 0.81}')
+    (directory / "model.safetensors").write_bytes(bytes(range(256)) * 64)
+    write_manifest(directory)
+    return directory
+
+
+def test_a_damaged_cached_model_is_one_line_naming_the_command_that_rebuilds_it(tmp_path, monkeypatch):
+    """Before: truncated SmolLM2 weights gave a SafetensorError traceback, flipped bytes trained with no warning."""
+    from cory.errors import MissingInput
+    from cory.models import check_weights, resolve_model
+    from cory.paths import file_sha256
+
+    monkeypatch.setenv("CORY_CACHE", str(tmp_path))
+    directory = _built("smollm2-135m-instruct")
+    assert resolve_model("smollm2-135m-instruct") == str(directory)
+    weights = directory / "model.safetensors"
+    flipped = bytearray(weights.read_bytes())
+    flipped[100] ^= 0xFF
+    weights.write_bytes(bytes(flipped))
+    resolve_model("smollm2-135m-instruct")  # the size check (a stat) passes: the hash the run takes anyway decides
+    with pytest.raises(MissingInput, match=r"smollm2-135m-instruct's model.safetensors differs from its build .*python -m cory.assets smollm2`"):
+        check_weights("smollm2-135m-instruct", file_sha256(weights))
+    weights.write_bytes(bytes(flipped[:1000]))  # truncated
+    with pytest.raises(MissingInput, match=r"smollm2-135m-instruct in .* is damaged \(model.safetensors has 1000 of 16384 bytes\): .*python -m cory.assets smollm2`"):
+        resolve_model("smollm2-135m-instruct")
+
+
+def test_the_builder_rebuilds_a_damaged_build_and_clears_a_killed_one(tmp_path, monkeypatch):
+    """Before: `cory.assets smollm2` reported a truncated build as built, and a killed build's 179 MB temporary
+    directory stayed forever."""
+    import cory.assets
+    from cory.models import alias_dir
+
+    monkeypatch.setenv("CORY_CACHE", str(tmp_path))
+    builds = []
+    monkeypatch.setattr(cory.assets, "_convert_smollm2", lambda target: builds.append(target.name))
+    directory = _built("smollm2-135m-instruct")
+    killed = directory.parent / ".smollm2-135m-instruct.tmp-abc123"
+    killed.mkdir()
+    cory.assets.smollm2_dir()
+    assert builds == [] and killed.exists()  # whole: nothing to do, and nothing touched
+    (directory / "model.safetensors").write_bytes(b"short")
+    cory.assets.smollm2_dir()
+    assert builds == ["smollm2-135m-instruct"] and not killed.exists()
+    (alias_dir("smollm2-135m-instruct") / "files.json").unlink()  # a build from before manifests: recorded, kept
+    builds.clear()
+    cory.assets.smollm2_dir()
+    assert builds == [] and (directory / "files.json").exists()
+
+
+def test_a_cache_that_is_a_file_is_one_line(tmp_path, monkeypatch):
+    from cory.errors import UsageError
+    from cory.models import resolve_model
+
+    (tmp_path / "cache").write_text("not a directory")
+    monkeypatch.setenv("CORY_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(UsageError, match="CORY_CACHE .*cache is a file, not a directory"):
+        resolve_model("smollm2-135m-instruct")
