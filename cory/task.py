@@ -6,6 +6,8 @@ from typing import Protocol
 
 import torch
 
+from cory.errors import RunStopped, UsageError
+
 
 @dataclass
 class Prompt:
@@ -59,6 +61,10 @@ def safe_rewards(task: Task, prompts: list[Prompt], responses: list[str]) -> tup
     the first failure as 'ExceptionType: message', or None)."""
     try:
         return torch.tensor(task.reward(prompts, responses), dtype=torch.float32), 0, None
+    except UsageError:
+        raise  # the reward broke its contract (e.g. a wrong number of scores): stop with its own line, not a retry's
+    except SystemExit as error:
+        raise RunStopped(f"the reward function called exit({error.code}); the last checkpoint is whole") from None
     except Exception:  # noqa: BLE001  a reward model may raise anything; isolate the culprit
         rewards, first_error = [], None
         for prompt, response in zip(prompts, responses):

@@ -52,12 +52,19 @@ class TextTaskConfig:
 def load_reward_fn(spec: str):
     """`module:function` -> the function, importable from the working directory or the repo root."""
     module_name, _, name = spec.partition(":")
+    if not module_name or not name or module_name.startswith("."):
+        raise UsageError(f"reward_fn {spec!r} must be module:function with an absolute module name (e.g. own_task.example_reward:upbeat)")
     for path in (str(Path.cwd()), str(Path(__file__).resolve().parent.parent)):
         if path not in sys.path:
             sys.path.append(path)
     try:
-        function = getattr(importlib.import_module(module_name), name)
-    except (ImportError, AttributeError) as error:
+        module = importlib.import_module(module_name)
+    except Exception as error:  # noqa: BLE001  a user's module may fail to import in any way (SyntaxError, its own raise)
+        where = f" ({error.filename}, line {error.lineno})" if isinstance(error, SyntaxError) else ""
+        raise UsageError(f"reward_fn {spec}: importing {module_name} failed: {type(error).__name__}: {error}{where}") from None
+    try:
+        function = getattr(module, name)
+    except AttributeError as error:
         raise UsageError(f"reward_fn {spec}: {error}") from None
     if not callable(function):
         raise UsageError(f"reward_fn {spec} is not a function")

@@ -131,3 +131,38 @@ def test_ctrl_c_stops_the_study_queue_with_exit_130_and_one_line(assets, tmp_pat
                                             "ledger, the others continue from their checkpoints when the study is run again")
     assert sorted(p.name for p in (tmp_path / "tiny" / "runs" / "default").iterdir() if p.is_dir()) == ["ppo-seed0"]
     assert not (tmp_path / "tiny" / "ledger").exists()
+
+
+@pytest.mark.parametrize("source, spec, message", [
+    ("def upbeat(:\n", "bad_syntax:upbeat", r"importing bad_syntax failed: SyntaxError: .*bad_syntax.py, line 1"),
+    ("raise RuntimeError('needs a GPU')\n", "raises_at_import:f", r"importing raises_at_import failed: RuntimeError: needs a GPU"),
+    ("", ".relative:f", r"must be module:function with an absolute module name"),
+])
+def test_a_reward_module_that_cannot_load_is_one_line(tmp_path, monkeypatch, source, spec, message):
+    """Before: a SyntaxError, a module raising at import and a relative name each gave a traceback."""
+    from cory.text_task import load_reward_fn
+
+    module = spec.split(":")[0]
+    if source:
+        (tmp_path / f"{module}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(UsageError, match=message):
+        load_reward_fn(spec)
+
+
+def test_a_reward_that_exits_or_returns_the_wrong_length_stops_in_one_line():
+    """Before: SystemExit(3) in a reward ended the run silently with rc 3; a wrong length was reported with the
+    per-sample retry's count ('0 scores for 1 responses')."""
+    from cory.errors import RunStopped
+    from cory.task import Prompt, safe_rewards
+    from cory.text_task import TextTask, TextTaskConfig
+
+    prompts = [Prompt(None, "a"), Prompt(None, "b"), Prompt(None, "c")]
+    task = TextTask.__new__(TextTask)
+    task.config = TextTaskConfig(dataset_path="p.jsonl", reward_fn="m:f")
+    task.reward_fn = lambda p, r: [1.0]
+    with pytest.raises(UsageError, match="reward_fn m:f returned 1 scores for 3 responses"):
+        safe_rewards(task, prompts, ["x", "y", "z"])
+    task.reward_fn = lambda p, r: exit(3)
+    with pytest.raises(RunStopped, match=r"the reward function called exit\(3\)"):
+        safe_rewards(task, prompts, ["x", "y", "z"])
