@@ -20,15 +20,17 @@ def check_local_file(path: str) -> None:
         raise MissingInput(f"dataset file {path} does not exist")
 
 
-def read_records(path: str, columns: dict[str, type], split: str = "train", hub_config: str | None = None) -> list[dict]:
+def read_records(path: str, columns: dict[str, type], split: str = "train", hub_config: str | None = None,
+                 keep_others: bool = False) -> list[dict]:
     """Rows holding `columns` (name -> type) from a local file or a hub dataset id; a malformed row, a value
-    of the wrong type (a null, a number where text belongs) or bytes that are not UTF-8 name the file and row."""
+    of the wrong type (a null, a number where text belongs) or bytes that are not UTF-8 name the file and row.
+    With `keep_others` a row keeps its other columns too, unchecked (a reward may read them)."""
     local = Path(path).expanduser()
     if local.suffix in LOCAL_SUFFIXES or local.exists() or path.startswith((".", "/", "~")):
         check_local_file(path)
-        rows = _read_jsonl(local, columns) if local.suffix == ".jsonl" else _read_table(local, columns)
+        rows = _read_jsonl(local, columns, keep_others) if local.suffix == ".jsonl" else _read_table(local, columns, keep_others)
     else:
-        rows = _read_hub(path, columns, split, hub_config)
+        rows = _read_hub(path, columns, split, hub_config, keep_others)
     if not rows:
         raise UsageError(f"dataset {path} has no rows")
     return rows
@@ -38,14 +40,14 @@ KINDS = {str: (str,), int: (numbers.Integral,)}
 """what a column's values may be (numpy integers from parquet count as int)"""
 
 
-def _checked(row: dict, columns: dict[str, type], where: str) -> dict:
+def _checked(row: dict, columns: dict[str, type], where: str, keep_others: bool = False) -> dict:
     for name, kind in columns.items():
         if not isinstance(row[name], KINDS[kind]) or isinstance(row[name], bool):
             raise UsageError(f"{where}: column {name!r} must be {kind.__name__}, got {row[name]!r}")
-    return {name: row[name] for name in columns}
+    return dict(row) if keep_others else {name: row[name] for name in columns}
 
 
-def _read_jsonl(path: Path, columns) -> list[dict]:
+def _read_jsonl(path: Path, columns, keep_others: bool = False) -> list[dict]:
     rows = []
     with open(path, "rb") as f:
         for line_no, raw in enumerate(f, 1):
@@ -64,11 +66,11 @@ def _read_jsonl(path: Path, columns) -> list[dict]:
             missing = [c for c in columns if c not in row]
             if missing:
                 raise UsageError(f"{path}:{line_no}: row lacks column(s) {missing}")
-            rows.append(_checked(row, columns, f"{path}:{line_no}"))
+            rows.append(_checked(row, columns, f"{path}:{line_no}", keep_others))
     return rows
 
 
-def _read_table(path: Path, columns) -> list[dict]:
+def _read_table(path: Path, columns, keep_others: bool = False) -> list[dict]:
     import pandas as pd
 
     readers = {".parquet": pd.read_parquet, ".csv": pd.read_csv, ".json": pd.read_json}
@@ -81,10 +83,11 @@ def _read_table(path: Path, columns) -> list[dict]:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise UsageError(f"dataset file {path} lacks column(s) {missing}; it has {list(frame.columns)}")
-    return [_checked(row, columns, f"{path} row {i}") for i, row in enumerate(frame[list(columns)].to_dict("records"), 1)]
+    frame = frame if keep_others else frame[list(columns)]
+    return [_checked(row, columns, f"{path} row {i}", keep_others) for i, row in enumerate(frame.to_dict("records"), 1)]
 
 
-def _read_hub(name: str, columns, split: str, hub_config: str | None) -> list[dict]:
+def _read_hub(name: str, columns, split: str, hub_config: str | None, keep_others: bool = False) -> list[dict]:
     if hub_offline():
         raise MissingInput(
             f"dataset {name!r} is a hub id and HF_HUB_OFFLINE=1 forbids the hub; pass --dataset_path (training) or "
@@ -96,7 +99,7 @@ def _read_hub(name: str, columns, split: str, hub_config: str | None) -> list[di
         ds = load_dataset(name, hub_config, split=split)
     except Exception as e:  # noqa: BLE001
         raise MissingInput(f"dataset {name!r} could not be loaded from the hub ({e}); pass a local file") from None
-    return [_checked(row, columns, f"{name} ({split}) row {i}") for i, row in enumerate(ds, 1)]
+    return [_checked(row, columns, f"{name} ({split}) row {i}", keep_others) for i, row in enumerate(ds, 1)]
 
 
 class LengthSampler:

@@ -11,7 +11,7 @@ import torch
 from cory.data import read_records
 from cory.errors import UsageError
 from cory.task import Prompt
-from cory.templates import check_template
+from cory.templates import chat_wrap, check_template
 
 ONE_SHOT = (
     "Question: Shawn has five toys. For Christmas, he got two toys each from his mom and dad. How many toys does "
@@ -108,17 +108,6 @@ def extract_answer(completion: str, mode: str = "flexible", stop_text: str = "")
 def is_correct(completion: str, answer: str, mode: str = "flexible", stop_text: str = "") -> bool:
     predicted = extract_answer(completion, mode, stop_text)
     return predicted is not None and predicted == normalise_number(answer)
-
-
-def chat_wrap(template: str, tokenizer) -> str:
-    """`template` as one user turn of the tokenizer's chat template, ready for the assistant's answer."""
-    if not getattr(tokenizer, "chat_template", None):
-        raise UsageError("use_chat_template=True but the tokenizer has no chat template")
-    marker = "\x00CORY\x00"
-    wrapped = tokenizer.apply_chat_template([{"role": "user", "content": marker}], tokenize=False, add_generation_prompt=True)
-    before, after = wrapped.split(marker)
-    escape = lambda s: s.replace("{", "{{").replace("}", "}}")  # noqa: E731  literal braces of the chat format
-    return escape(before) + template + escape(after)
 
 
 class GSM8KTask:

@@ -18,6 +18,8 @@ class Prompt:
     text: str
     fields: dict[str, str] = field(default_factory=dict)
     answer: str | None = None
+    columns: dict = field(default_factory=dict)
+    """the data row's other columns (your own task: what a reward function may take as keyword arguments)"""
 
 
 class Task(Protocol):

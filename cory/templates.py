@@ -47,3 +47,14 @@ def check_observer_template(template: str, task_fields: set[str], n_agents: int 
     if not fields & {"pioneer_response", "previous_responses"}:
         raise UsageError("observer_template lacks field {pioneer_response} (or {previous_responses})")
     return fields
+
+
+def chat_wrap(template: str, tokenizer) -> str:
+    """`template` as one user turn of the tokenizer's chat template, ready for the assistant's answer."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise UsageError("use_chat_template=True but the tokenizer has no chat template")
+    marker = "\x00CORY\x00"
+    wrapped = tokenizer.apply_chat_template([{"role": "user", "content": marker}], tokenize=False, add_generation_prompt=True)
+    before, after = wrapped.split(marker)
+    escape = lambda s: s.replace("{", "{{").replace("}", "}}")  # noqa: E731  literal braces of the chat format
+    return escape(before) + template + escape(after)

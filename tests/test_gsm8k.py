@@ -137,7 +137,7 @@ def test_solution_steps_on_the_real_files(tokenizer):
 
 
 def test_chat_template_wraps_prompts(tokenizer):
-    from cory.gsm8k import chat_wrap
+    from cory.templates import chat_wrap
 
     tok = copy.deepcopy(tokenizer)
     tok.chat_template = "{% for m in messages %}<user>{{ m['content'] }}</user>{% endfor %}<assistant>"

@@ -59,8 +59,8 @@ def test_each_make_target_exists(command):
 def test_each_training_command_parses(command):
     script, argv = script_and_args(command)
     assert (ROOT / script).exists(), script
-    if argv == ["--help"] or script.startswith("scripts/"):
-        return
+    if argv == ["--help"] or not (script.startswith(("imdb_train/", "gsm8k_train/")) or script == "own_task/train.py"):
+        return  # a helper (the study runner, the example's data writer): it exists
     folder, algorithm = Path(script).parent.name, Path(script).stem
     if folder == "own_task":
         algorithm = argv[argv.index("--algorithm") + 1]

@@ -322,11 +322,12 @@ def test_your_own_task_trains_with_a_reward_function(algorithm, assets, tmp_path
 
 def test_a_reward_function_that_does_not_exist_is_one_line(tmp_path):
     from cory.errors import UsageError
-    from cory.text_task import TextTaskConfig, load_reward_fn
+    from cory.reward_functions import load_function as load_reward_fn
+    from cory.text_task import TextTaskConfig
 
     with pytest.raises(UsageError, match="reward_fn own_task.example_reward:nothing"):
         load_reward_fn("own_task.example_reward:nothing")
-    with pytest.raises(UsageError, match="reward_fn must be 'module:function'"):
+    with pytest.raises(UsageError, match="reward_fn 'upbeat' must be module:function"):
         TextTaskConfig(dataset_path="p.jsonl", reward_fn="upbeat")
     assert load_reward_fn("own_task.example_reward:upbeat")(["x"], ["a great fun film", "bad"])[0] == pytest.approx(0.5)
 

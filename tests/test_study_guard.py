@@ -140,7 +140,7 @@ def test_ctrl_c_stops_the_study_queue_with_exit_130_and_one_line(assets, tmp_pat
 ])
 def test_a_reward_module_that_cannot_load_is_one_line(tmp_path, monkeypatch, source, spec, message):
     """Before: a SyntaxError, a module raising at import and a relative name each gave a traceback."""
-    from cory.text_task import load_reward_fn
+    from cory.reward_functions import load_function as load_reward_fn
 
     module = spec.split(":")[0]
     if source:
@@ -150,19 +150,19 @@ def test_a_reward_module_that_cannot_load_is_one_line(tmp_path, monkeypatch, sou
         load_reward_fn(spec)
 
 
-def test_a_reward_that_exits_or_returns_the_wrong_length_stops_in_one_line():
+def test_a_reward_that_exits_or_returns_the_wrong_length_stops_in_one_line(tmp_path, monkeypatch):
     """Before: SystemExit(3) in a reward ended the run silently with rc 3; a wrong length was reported with the
     per-sample retry's count ('0 scores for 1 responses')."""
     from cory.errors import RunStopped
     from cory.task import Prompt, safe_rewards
     from cory.text_task import TextTask, TextTaskConfig
 
+    (tmp_path / "bad_rewards.py").write_text("def one(prompts, responses):\n    return [1.0]\n\n"
+                                             "def leaves(prompts, responses):\n    exit(3)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
     prompts = [Prompt(None, "a"), Prompt(None, "b"), Prompt(None, "c")]
-    task = TextTask.__new__(TextTask)
-    task.config = TextTaskConfig(dataset_path="p.jsonl", reward_fn="m:f")
-    task.reward_fn = lambda p, r: [1.0]
-    with pytest.raises(UsageError, match="reward_fn m:f returned 1 scores for 3 responses"):
-        safe_rewards(task, prompts, ["x", "y", "z"])
-    task.reward_fn = lambda p, r: exit(3)
-    with pytest.raises(RunStopped, match=r"the reward function called exit\(3\)"):
-        safe_rewards(task, prompts, ["x", "y", "z"])
+    for name, error, message in (("one", UsageError, "reward_fn bad_rewards:one returned 1 scores for 3 responses"),
+                                 ("leaves", RunStopped, r"the reward function called exit\(3\)")):
+        task = TextTask(TextTaskConfig(dataset_path="p.jsonl", reward_fn=f"bad_rewards:{name}"), tokenizer=None)
+        with pytest.raises(error, match=message):
+            safe_rewards(task, prompts, ["x", "y", "z"])
