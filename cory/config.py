@@ -6,6 +6,7 @@ an unknown key or a value of the wrong type is an error before any model is load
 from __future__ import annotations
 
 import argparse
+import difflib
 import ast
 import dataclasses
 import importlib.util
@@ -135,8 +136,8 @@ def load_task_config(task: str, preset: str, algorithm: str | None = None) -> di
     spec = importlib.util.spec_from_file_location(f"configs.{task}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    if preset not in module.presets and not (preset == DEFAULT_PRESET and not module.presets):
-        raise UsageError(f"unknown preset {preset!r} for {task}; choose one of {sorted(module.presets)}")
+    if preset not in module.presets and preset != DEFAULT_PRESET:  # the default name always selects at least `defaults`
+        raise UsageError(f"unknown preset {preset!r} for {task}; choose one of {sorted({DEFAULT_PRESET, *module.presets})}")
     defaults, overrides = dict(module.defaults), dict(module.presets.get(preset, {}))
     per_algorithm = {name: {**defaults.pop(name, {}), **overrides.pop(name, {})} for name in ALGORITHMS}  # key by key
     config = {**defaults, **overrides, **per_algorithm.get(algorithm, {})}
@@ -172,13 +173,31 @@ def parse_args(task: str, description: str, sections: tuple[type, ...], argv=Non
             default = preset_values.get(f.name, f.default)
             group.add_argument(f"--{f.name}", type=_parser_for(hints[f.name]), default=argparse.SUPPRESS,
                                metavar=_metavar(hints[f.name]), help=f"{docs.get(f.name, '')} (default: {default!r})".lstrip())
-    args = vars(parser.parse_args(glue_negative_numbers(argv)))
+    args = vars(parser.parse_args(readable_flags(glue_negative_numbers(argv), parser)))
     args.pop("debug")
     args.pop("preset")
     if preset_error is not None:
         raise preset_error
     config = {**preset_values, **args}
     return preset, config
+
+
+def readable_flags(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
+    """`--learning-rate` is taken as `--learning_rate`; a flag that is no option stops here with the nearest names,
+    not argparse's bare 'unrecognized arguments'."""
+    known = {flag for action in parser._actions for flag in action.option_strings}
+    out = []
+    for arg in argv:
+        name, eq, value = arg.partition("=")
+        if name.startswith("--") and name not in known:
+            underscored = "--" + name[2:].replace("-", "_")
+            if underscored not in known:
+                near = difflib.get_close_matches(underscored, sorted(known), n=3)
+                raise UsageError(f"unknown option {name}" + (f"; did you mean {', '.join(near)}?" if near else "")
+                                 + " (--help lists every option)")
+            name = underscored
+        out.append(name + eq + value)
+    return out
 
 
 NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$", re.IGNORECASE)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,7 @@ class Experiment:
 def setup(task: str, algorithm: str, description: str, sections: tuple[type, ...], argv=None) -> Experiment:
     """Parse `configs/<task>.py` + preset + CLI into the dataclasses of `sections`: RunConfig, PPOConfig, CORYConfig
     (for CORY), then the task's section, last (all errors before any model)."""
+    refuse_cory_keys(argv, sections)
     preset, raw = parse_args(task, description, sections, argv, algorithm)
     check_known_keys(raw, sections)
     built = {cls: build(cls, raw) for cls in sections}
@@ -86,6 +88,17 @@ def setup(task: str, algorithm: str, description: str, sections: tuple[type, ...
     set_seed(run.seed, device_specific=True)  # each process samples its own noise (process 0: plain seed)
     config = {"preset": preset, "algorithm": algorithm, **{k: v for cls in sections for k, v in dataclasses.asdict(built[cls]).items()}}
     return Experiment(preset, config, built, run_dir, accelerator, load_tokenizer(run.model_name))
+
+
+def refuse_cory_keys(argv: list[str] | None, sections: tuple[type, ...]) -> None:
+    """A CORY setting given to a PPO script: say that is why it is unknown (not just 'unknown option')."""
+    if CORYConfig in sections:
+        return
+    cory_only = {f.name for f in dataclasses.fields(CORYConfig)} - {f.name for cls in sections for f in dataclasses.fields(cls)}
+    for arg in sys.argv[1:] if argv is None else argv:
+        key = arg.partition("=")[0][2:].replace("-", "_") if arg.startswith("--") else ""
+        if key in cory_only:
+            raise UsageError(f"--{key} is a CORY setting (CORYConfig); this script trains PPO alone: use its cory.py")
 
 
 def check_across_sections(built: dict[type, object]) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from cory.config import RunConfig, build, check_known_keys, load_task_config, parse_args
+from cory.errors import UsageError
 from cory.cory import CORYConfig
 from cory.gsm8k import GSM8KConfig
 from cory.imdb import IMDBConfig
@@ -83,3 +84,26 @@ def test_the_preset_recipe_adds_a_preset(tmp_path, monkeypatch):
     config = load_task_config("imdb", "small-lr", "cory")
     assert config["learning_rate"] == 1e-5 and config["swap_freq"] == 10 and config["batch_size"] == 32
     assert "swap_freq" not in load_task_config("imdb", "small-lr", "ppo")  # the CORY-only key stays out of PPO
+
+
+def test_presets_in_a_task_file_never_break_the_run_without_preset(tmp_path, monkeypatch):
+    """Before: adding presets to configs/text.py, as the README suggests, broke every run without --preset."""
+    (tmp_path / "text.py").write_text((ROOT / "configs" / "text.py").read_text() + "\npresets['fast'] = {'steps': 5}\n")
+    monkeypatch.setattr("cory.config.CONFIG_DIR", tmp_path)
+    assert load_task_config("text", "offline")["steps"] == 30 and load_task_config("text", "fast")["steps"] == 5
+    with pytest.raises(UsageError, match=r"unknown preset 'fst' for text; choose one of \['fast', 'offline'\]"):
+        load_task_config("text", "fst")
+
+
+def test_hyphens_misspellings_and_cory_keys_on_a_ppo_script_are_told_apart():
+    """Before: `--learning-rate` and misspelled flags got argparse's bare 'unrecognized arguments'."""
+    from cory.runner import refuse_cory_keys
+
+    sections = (RunConfig, PPOConfig, IMDBConfig)
+    _, raw = parse_args("imdb", "", sections, ["--learning-rate", "1e-4", "--mini-batch-size=8"], "ppo")
+    assert raw["learning_rate"] == 1e-4 and raw["mini_batch_size"] == 8
+    with pytest.raises(UsageError, match=r"unknown option --learning_rat; did you mean --learning_rate\?"):
+        parse_args("imdb", "", sections, ["--learning_rat", "1e-4"], "ppo")
+    with pytest.raises(UsageError, match="--swap_freq is a CORY setting .*trains PPO alone"):
+        refuse_cory_keys(["--swap-freq", "3"], sections)
+    refuse_cory_keys(["--swap_freq", "3"], (*sections, CORYConfig))  # the CORY script takes it
