@@ -47,7 +47,7 @@ gsm8k-results: eval-gsm8k  ## PPO vs CORY from the SFT warm start (offline prese
 		"CORY agent A=runs/gsm8k/eval-cory-a.json" "CORY agent B=runs/gsm8k/eval-cory-b.json" --paired_to "SFT warm start (before RL)" PPO
 
 gsm8k-grpo: venv  ## GSM8K, GRPO vs CORY-GRPO (k 4, 10 steps, one seed) from the SFT warm start, as results/gsm8k-grpo/plan.md fixes it; pass@k before/after: results/gsm8k-grpo/
-	scripts/gsm8k_grpo.sh all
+	results/gsm8k-grpo/reproduce.sh all
 
 compare: assets  ## a quick PPO vs CORY comparison of your own (3 seeds x 60 steps, offline preset, resumable): results/imdb-mine/
 	$(PY) scripts/compare.py --preset offline --name imdb-mine --allow_uncommitted
@@ -75,12 +75,12 @@ variants: assets  ## beyond the paper, seed 0, 30 steps, two runs at a time on o
 CF_SEED ?= 0
 
 critic-free: venv  ## critic-free CORY evidence for seed CF_SEED (fp32, from a worktree at the commit results/critic-free states; resumable): GRPO, CORY-GRPO by query / by prompt / downstream credit
-	scripts/run_critic_free.sh $(CF_SEED)
+	results/critic-free/reproduce.sh $(CF_SEED)
 
 LORA_SEEDS ?= 0 1
 
 lora: venv  ## LoRA (r 16, lr 5e-4) vs full fine-tuning for the offline preset: CORY seeds LORA_SEEDS, 30 steps, fp32, from the study's worktree (resumable); then results/lora/
-	scripts/run_lora.sh $(LORA_SEEDS)
+	results/lora/reproduce.sh $(LORA_SEEDS)
 
 bench: assets  ## step-time benchmark (CPU offline preset): fp32, and bf16 where native; per phase GFLOP/s and fraction of the GEMM peak; full fine-tuning and LoRA; JSON per CPU kind in benchmarks/results
 	$(PY) benchmarks/step_time.py

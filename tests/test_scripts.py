@@ -284,7 +284,7 @@ def test_variants_report_pairs_several_seeds_by_seed_not_by_order():
 
 
 def test_tied_group_stats_by_hand():
-    tied_groups = runpy.run_path(str(ROOT / "scripts" / "grpo_tied_groups.py"))["tied_group_stats"]
+    tied_groups = runpy.run_path(str(ROOT / "results" / "critic-free" / "grpo_tied_groups.py"))["tied_group_stats"]
     # groups of 2: (1, 1) tied right, (0, 0) tied wrong, (0, 1) not tied
     stats = tied_groups([1.0, 1.0, 0.0, 0.0, 0.0, 1.0], [0.2, -0.2, 0.1, -0.3, -0.7, 0.7], 2)
     assert stats["groups"] == 3 and stats["tied_share"] == pytest.approx(2 / 3) and stats["tied_all_right_share"] == pytest.approx(1 / 3)
@@ -297,12 +297,12 @@ def test_tied_group_recorder_runs_a_code_version_and_reports(assets, tmp_path):
     out = tmp_path / "rows.jsonl"
     flags = ["--model_name", str(assets / "lm"), "--output_dir", str(tmp_path), *COMMON, *task_args("gsm8k", assets, cory=False),
              "--advantage_estimator", "grpo", "--samples_per_prompt", "2"]
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "grpo_tied_groups.py"), "run", str(ROOT), str(out), "--", *flags],
+    subprocess.run([sys.executable, str(ROOT / "results" / "critic-free" / "grpo_tied_groups.py"), "run", str(ROOT), str(out), "--", *flags],
                    check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 1] and all(r["groups"] == 2 for r in rows)
     assert all(r["tied_share"] in (0.0, 0.5, 1.0) and r["response_len_mean"] > 0 for r in rows)
-    report = runpy.run_path(str(ROOT / "scripts" / "grpo_tied_groups.py"))["report"]
+    report = runpy.run_path(str(ROOT / "results" / "critic-free" / "grpo_tied_groups.py"))["report"]
     report({"this": out}, tmp_path / "fix1")
     assert "| this | 2 |" in (tmp_path / "fix1.md").read_text() and (tmp_path / "fix1.png").stat().st_size > 0
 

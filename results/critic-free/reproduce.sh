@@ -2,12 +2,12 @@
 # The critic-free evidence (results/critic-free) for one or more seeds, from a git worktree pinned at the commit
 # whose settings the summary states, so later work on this checkout never mixes code versions into it. Resumable:
 # a finished run (its step-30 evaluation logged) is skipped, a stopped one continues from its checkpoint.
-#   usage: scripts/run_critic_free.sh SEED [SEED ...]     e.g. taskset -c 0 nohup scripts/run_critic_free.sh 1 &
+#   usage: results/critic-free/reproduce.sh SEED [SEED ...]     e.g. taskset -c 0 nohup results/critic-free/reproduce.sh 1 &
 set -euo pipefail
 {  # bash reads a script as it runs: a block is parsed whole first, so editing this file mid-run is safe
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."  # the repository root
 COMMIT=5372ab1  # the critic-free fixes, as run for seed 0
-[ $# -ge 1 ] || { echo "usage: scripts/run_critic_free.sh SEED [SEED ...]"; exit 2; }
+[ $# -ge 1 ] || { echo "usage: results/critic-free/reproduce.sh SEED [SEED ...]"; exit 2; }
 tree=../cory-cf
 source scripts/pinned_worktree.sh
 pinned_worktree "$tree" "$COMMIT"

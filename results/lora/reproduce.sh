@@ -5,11 +5,11 @@
 # Fixed before the runs: r 16, alpha 32, every linear layer, learning rate 5e-4 = 10x full fine-tuning's (LoRA's
 # best learning rate sits about 10x above full fine-tuning's), everything else the study's. Resumable; a finished
 # run (its step-30 evaluation logged) is skipped.
-#   usage: scripts/run_lora.sh SEED [SEED ...]     e.g. taskset -c 0 nohup scripts/run_lora.sh 0 1 &
+#   usage: results/lora/reproduce.sh SEED [SEED ...]     e.g. taskset -c 0 nohup results/lora/reproduce.sh 0 1 &
 set -euo pipefail
 {  # bash reads a script as it runs: a block is parsed whole first, so editing this file mid-run is safe
-cd "$(dirname "$0")/.."
-[ $# -ge 1 ] || { echo "usage: scripts/run_lora.sh SEED [SEED ...]"; exit 2; }
+cd "$(dirname "$0")/../.."  # the repository root
+[ $# -ge 1 ] || { echo "usage: results/lora/reproduce.sh SEED [SEED ...]"; exit 2; }
 commit=$(.venv/bin/python -c "import json; print(json.load(open('results/imdb-claims/study.json'))['training_commits'][0])")
 tree=../cory-study-imdb-claims
 source scripts/pinned_worktree.sh

@@ -9,8 +9,8 @@ tied groups (all 0 / all 1), the mean |advantage| in tied and in untied groups, 
 reward and the sampled KL. The same recorder serves both versions: it reads only the step's arguments and the
 advantages `group_advantages` returns.
 
-    python scripts/grpo_tied_groups.py run ../cory-before runs/fix1/before.jsonl -- --advantage_estimator grpo --samples_per_prompt 4 ...
-    python scripts/grpo_tied_groups.py report "before=runs/fix1/before.jsonl" "after=runs/fix1/after.jsonl" --out results/critic-free/gsm8k-fix1
+    python results/critic-free/grpo_tied_groups.py run ../cory-before runs/fix1/before.jsonl -- --advantage_estimator grpo --samples_per_prompt 4 ...
+    python results/critic-free/grpo_tied_groups.py report "before=runs/fix1/before.jsonl" "after=runs/fix1/after.jsonl" --out results/critic-free/gsm8k-fix1
 """
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ def report(runs: dict[str, Path], out: Path, title: str = "GRPO's advantages in 
     mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")  # noqa: E731
     keys = ("tied_share", "tied_all_right_share", "tied_adv_abs_mean", "untied_adv_abs_mean", "reward_mean", "response_len_mean", "kl_sampled")
     lines = [f"# {title}", "", "Per step, from each code version's own `PPOTrainer.step` and `group_advantages` "
-             "(scripts/grpo_tied_groups.py): the share of groups whose k task scores tie (all right: tied_all_right_share), "
+             "(results/critic-free/grpo_tied_groups.py): the share of groups whose k task scores tie (all right: tied_all_right_share), "
              "the mean |advantage| in tied and in untied groups, the task reward, response length (tokens) and sampled KL; "
              "the first table averages over the steps.", "",
              "| code | steps | " + " | ".join(keys) + " |", "| --- " * (len(keys) + 2) + "|"]

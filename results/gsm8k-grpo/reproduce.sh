@@ -2,7 +2,7 @@
 # GSM8K: GRPO vs CORY-GRPO from the SFT warm start, as results/gsm8k-grpo/plan.md fixes it (settings, endpoints),
 # run from a git worktree pinned at results/gsm8k-grpo/training_commit. Each part is resumable and skipped once
 # done, so two cores can share the parts (one process per part, `taskset` one core each):
-#   scripts/gsm8k_grpo.sh warm-start|grpo|cory|eval-warm-start|eval-grpo|eval-cory|report|all
+#   results/gsm8k-grpo/reproduce.sh warm-start|grpo|cory|eval-warm-start|eval-grpo|eval-cory|report|all
 # and the plan's declared extension, after the 10-step evaluations: extend-grpo|extend-cory (the same runs on to 20
 # steps from their checkpoints, then evaluated the same way as *-step20); eval-cory-step20 lets a second core take
 # one of the two CORY-GRPO evaluations.
@@ -10,8 +10,8 @@
 # the sampled texts, which the report does not read).
 set -euo pipefail
 {  # parsed whole before it runs: editing this file mid-run is safe
-cd "$(dirname "$0")/.."
-part=${1:?usage: scripts/gsm8k_grpo.sh warm-start|grpo|cory|eval-warm-start|eval-grpo|eval-cory|extend-grpo|extend-cory|eval-cory-step20|report|all}
+cd "$(dirname "$0")/../.."  # the repository root
+part=${1:?usage: results/gsm8k-grpo/reproduce.sh warm-start|grpo|cory|eval-warm-start|eval-grpo|eval-cory|extend-grpo|extend-cory|eval-cory-step20|report|all}
 here=$PWD
 out=$here/results/gsm8k-grpo
 runs=$here/runs/gsm8k-grpo
