@@ -17,16 +17,22 @@ import numpy as np
 
 
 def paired_difference_ci(a: Sequence[Sequence], b: Sequence[Sequence], statistic: Callable[[list], float] = np.mean,
-                         n_boot: int = 2000, level: float = 0.95, seed: int = 0, resample_prompts: bool = True) -> dict[str, float]:
+                         n_boot: int = 2000, level: float = 0.95, seed: int = 0, resample_prompts: bool = True,
+                         nan_mean: bool = False) -> dict[str, float]:
     """Point estimate and percentile CI of statistic(b) - statistic(a), each the mean over seeds of the statistic
     of that seed's prompts; a and b are [seeds][prompts] of per-prompt values (numbers for a mean, any object
-    for another statistic, e.g. response ids for distinct-n)."""
+    for another statistic, e.g. response ids for distinct-n). `nan_mean`: the statistic is the mean of the
+    finite values (NaN where none is), computed on arrays, with the same draws (the same CI, ~50x faster)."""
     a, b = _matrix(a), _matrix(b)
     if a.shape != b.shape:
         raise ValueError(f"paired values need the same seeds x prompts, got {a.shape} and {b.shape}")
     n_seeds, n_prompts = a.shape
     rng = np.random.default_rng(seed)
-    per_seed = lambda m, rows, cols: float(np.mean([statistic(list(m[r, cols])) for r in rows]))  # noqa: E731
+    if nan_mean:
+        a, b = a.astype(float), b.astype(float)
+        per_seed = lambda m, rows, cols: float(np.mean(_nan_means(m[np.ix_(rows, cols)])))  # noqa: E731
+    else:
+        per_seed = lambda m, rows, cols: float(np.mean([statistic(list(m[r, cols])) for r in rows]))  # noqa: E731
     everything = np.arange(n_prompts)
     diffs = np.empty(n_boot)
     for k in range(n_boot):
@@ -37,6 +43,13 @@ def paired_difference_ci(a: Sequence[Sequence], b: Sequence[Sequence], statistic
     low, high = np.quantile(diffs, [alpha, 1 - alpha])
     seeds = np.arange(n_seeds)
     return {"diff": per_seed(b, seeds, everything) - per_seed(a, seeds, everything), "low": float(low), "high": float(high)}
+
+
+def _nan_means(rows: np.ndarray) -> np.ndarray:
+    """Each row's mean over its non-NaN values, NaN for a row with no finite value (the report's mean, per seed)."""
+    kept = ~np.isnan(rows)
+    sums = np.where(kept, rows, 0.0).sum(1)
+    return np.where(np.isfinite(rows).any(1), sums / np.maximum(kept.sum(1), 1), np.nan)
 
 
 def _matrix(values) -> np.ndarray:

@@ -143,7 +143,7 @@ def paired_table(by_curve: dict, baseline: str, n_boot: int = 2000) -> list[dict
         for m in METRICS:
             corpus = m in ("distinct_1", "distinct_2")  # a corpus statistic: seeds resampled, prompts kept whole
             row[m] = paired_difference_ci([per_prompt(r, m) for r in base], [per_prompt(r, m) for r in mine], statistic(m),
-                                          n_boot // 4 if corpus else n_boot, resample_prompts=not corpus)
+                                          n_boot // 4 if corpus else n_boot, resample_prompts=not corpus, nan_mean=not corpus)
         table.append(row)
     return table
 
