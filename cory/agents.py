@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM
 from cory.config import RunConfig
 from cory.errors import MissingInput
 from cory.lora import load_adapter, lora_config, with_lora
-from cory.models import load_causal_lm
+from cory.models import load_causal_lm, readable_weights
 from cory.paths import atomic_directory, save_model_directory
 from cory.policy import FrozenReference, ValueHeadPolicy
 from cory.precision import low_precision_dtype
@@ -93,7 +93,8 @@ def load_policy_weights(policy: ValueHeadPolicy, directory: Path) -> None:
     """Copy weights written by `write_policy` into an existing policy, in place (its optimizer keeps pointing at them)."""
     directory = Path(directory)
     if policy.adapter_name is None:
-        saved = AutoModelForCausalLM.from_pretrained(directory, dtype=policy.lm.dtype)
+        with readable_weights(f"checkpoint {directory}"):
+            saved = AutoModelForCausalLM.from_pretrained(directory, dtype=policy.lm.dtype)
         policy.lm.load_state_dict(saved.state_dict())
     else:
         from peft import set_peft_model_state_dict

@@ -17,7 +17,8 @@ def check_local_file(path: str) -> None:
     """A path that names a local file must exist (checked before any model loads; hub ids pass)."""
     local = Path(path).expanduser()
     if (local.suffix in LOCAL_SUFFIXES or path.startswith((".", "/", "~"))) and not local.is_file():
-        raise MissingInput(f"dataset file {path} does not exist")
+        what = "is a directory" if local.is_dir() else "is not a regular file (a pipe or device)" if local.exists() else "does not exist"
+        raise MissingInput(f"dataset file {path} {what}")
 
 
 def read_records(path: str, columns: dict[str, type], split: str = "train", hub_config: str | None = None,

@@ -4,9 +4,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import pickle
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
@@ -129,16 +131,27 @@ def load_causal_lm(name: str, dtype: str = "float32", device: str | torch.device
     if Path(path).exists() and not any(Path(path).glob("*.safetensors")) and not any(Path(path).glob("*.bin")):
         raise MissingInput(f"model directory {path} has no weights (*.safetensors or *.bin)")
     check_generative(path)
-    try:
+    with readable_weights(f"model {path}"):
         if quantization is not None:
             model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], quantization_config=quantization, device_map={"": device})
         else:
             model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype]).to(device)
-    except pickle.UnpicklingError:  # torch.load(weights_only=True) met something that is not a tensor
-        raise UsageError(f"model {path}: its pytorch_model.bin holds more than weights (pickled objects, possibly code) and "
-                         "is refused unread; use a *.safetensors copy of the weights") from None
     disable_dropout_in_model(model)
     return model.eval()
+
+
+@contextmanager
+def readable_weights(what: str):
+    """Weights that cannot be read become one line naming them: pickled objects in a pytorch_model.bin (refused
+    unread by torch.load(weights_only=True)) or a corrupt safetensors file."""
+    try:
+        yield
+    except pickle.UnpicklingError:
+        raise UsageError(f"{what}: its pytorch_model.bin holds more than weights (pickled objects, possibly code) and is "
+                         "refused unread; use a *.safetensors copy of the weights") from None
+    except SafetensorError as error:
+        raise UsageError(f"{what}: its weights cannot be read (safetensors: {error}); the file is damaged or not "
+                         "safetensors") from None
 
 
 def weight_fingerprints(config: dict) -> dict[str, str]:

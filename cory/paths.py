@@ -1,6 +1,7 @@
 """Where built offline assets live, and atomic file and directory writes."""
 from __future__ import annotations
 
+import errno
 import fcntl
 import gzip
 import hashlib
@@ -35,7 +36,12 @@ def atomic_directory(target: Path):
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}{TMP_TAG}", dir=target.parent))
     tmp.chmod(0o755)
     try:
-        yield tmp
+        try:
+            yield tmp
+        except Exception as error:
+            if not isinstance(error, OSError) and "No space left on device" in str(error):  # safetensors' Rust IO error
+                raise OSError(errno.ENOSPC, "No space left on device", str(target)) from None
+            raise
         if target.exists():  # move the old copy aside before the new one takes its name: never zero copies
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}{OLD_TAG}", dir=target.parent))
             os.replace(target, old)

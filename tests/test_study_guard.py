@@ -166,3 +166,27 @@ def test_a_reward_that_exits_or_returns_the_wrong_length_stops_in_one_line(tmp_p
         task = TextTask(TextTaskConfig(dataset_path="p.jsonl", reward_fn=f"bad_rewards:{name}"), tokenizer=None)
         with pytest.raises(error, match=message):
             safe_rewards(task, prompts, ["x", "y", "z"])
+
+
+def test_unreadable_weights_a_dataset_directory_and_a_full_disk_are_one_line(tmp_path):
+    """Before: garbage weights gave a SafetensorError traceback, a dataset path that is a directory was reported as
+    missing, and a full disk at the first checkpoint surfaced as `Exception: No space left on device`."""
+    import errno
+
+    from cory.data import check_local_file
+    from cory.models import load_causal_lm
+    from cory.paths import atomic_directory
+    from tests.tiny import tiny_gpt2
+
+    model_dir = tmp_path / "lm"
+    tiny_gpt2(16).save_pretrained(model_dir)
+    (model_dir / "model.safetensors").write_bytes(b"garbage, not safetensors")
+    with pytest.raises(UsageError, match=r"model .*lm: its weights cannot be read \(safetensors: "):
+        load_causal_lm(str(model_dir))
+    (tmp_path / "data.jsonl").mkdir()
+    with pytest.raises(UsageError, match=r"data.jsonl is a directory"):
+        check_local_file(str(tmp_path / "data.jsonl"))
+    with pytest.raises(OSError) as full:
+        with atomic_directory(tmp_path / "checkpoint"):
+            raise Exception("Error while serializing: IoError(No space left on device (os error 28))")
+    assert full.value.errno == errno.ENOSPC and not (tmp_path / "checkpoint").exists()
