@@ -267,16 +267,17 @@ def test_critic_free_ppo_learns_to_emit_a_target_token(tokenizer, accelerator, e
     assert np.mean(rewards[-3:]) > 0.5, rewards
 
 
-@pytest.mark.parametrize("estimator, k, cory_settings", [
-    ("rloo", 4, {}), ("grpo", 4, {}),
-    ("grpo", 2, dict(group_by="prompt", observer_samples=2, credit="downstream")),  # 16 prompts x 2 x 2: 32 observer rows
+@pytest.mark.parametrize("estimator, k, steps, cory_settings", [
+    ("rloo", 4, 30, {}), ("grpo", 4, 30, {}),  # at 30 steps the lowest of 12 agent-seeds reached 0.98 (AVX-512 Xeon, no bf16)
+    # 16 prompts x 2 x 2: 32 observer rows; at 30 steps one agent of 12 agent-seeds stayed at 0.43, at 45 the lowest is 0.99
+    ("grpo", 2, 45, dict(group_by="prompt", observer_samples=2, credit="downstream")),
 ])
-def test_critic_free_cory_agents_both_learn(tokenizer, accelerator, estimator, k, cory_settings):
+def test_critic_free_cory_agents_both_learn(tokenizer, accelerator, estimator, k, steps, cory_settings):
     """Each agent's stand-alone share of the target token rises; the observer answers each of the pioneer's k responses
     (group_by prompt: m times each)."""
     agents = target_token_agents(tokenizer, accelerator, 2, advantage_estimator=estimator, samples_per_prompt=k,
                                  batch_size=32 // cory_settings.get("observer_samples", 1))
-    start, end = cory_learns(agents, **cory_settings)
+    start, end = cory_learns(agents, steps=steps, **cory_settings)
     assert max(start) < 0.3
     assert min(end) > 0.5, (start, end)
 
