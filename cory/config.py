@@ -147,9 +147,11 @@ def load_task_config(task: str, preset: str, algorithm: str | None = None) -> di
     return config
 
 
-def parse_args(task: str, description: str, sections: tuple[type, ...], argv=None, algorithm: str | None = None) -> tuple[str, dict]:
+def parse_args(task: str, description: str, sections: tuple[type, ...], argv=None, algorithm: str | None = None,
+               script_options: tuple[tuple[str, str], ...] = ()) -> tuple[str, dict]:
     """CLI: `--preset NAME` plus `--key value` for any field of `sections`. Returns (preset, merged dict).
-    `--help` lists every key by section with its one-line doc and its value in the chosen preset."""
+    `--help` lists every key by section with its one-line doc and its value in the chosen preset, and the
+    script's own options (`script_options`: (flag, help), parsed by the script itself) first."""
     owners: dict[str, str] = {}
     for cls in sections:  # a flat --key is routed by name: two sections may not both own one
         for f in dataclasses.fields(cls):
@@ -166,6 +168,8 @@ def parse_args(task: str, description: str, sections: tuple[type, ...], argv=Non
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default=DEFAULT_PRESET, help=f"a preset of configs/{task}.py (default: {DEFAULT_PRESET})")
     parser.add_argument("--debug", action="store_true", help="show the traceback of a configuration or input error")
+    for flag, text in script_options:
+        parser.add_argument(flag, default=argparse.SUPPRESS, help=text)
     for cls in sections:
         group = parser.add_argument_group(cls.__name__, (cls.__doc__ or "").strip().splitlines()[0])
         hints, docs = typing.get_type_hints(cls), field_docs(cls)

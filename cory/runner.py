@@ -72,11 +72,12 @@ class Experiment:
         return list(self.sections.values())[-1]
 
 
-def setup(task: str, algorithm: str, description: str, sections: tuple[type, ...], argv=None) -> Experiment:
+def setup(task: str, algorithm: str, description: str, sections: tuple[type, ...], argv=None,
+          script_options: tuple[tuple[str, str], ...] = ()) -> Experiment:
     """Parse `configs/<task>.py` + preset + CLI into the dataclasses of `sections`: RunConfig, PPOConfig, CORYConfig
     (for CORY), then the task's section, last (all errors before any model)."""
     refuse_cory_keys(argv, sections)
-    preset, raw = parse_args(task, description, sections, argv, algorithm)
+    preset, raw = parse_args(task, description, sections, argv, algorithm, script_options)
     check_known_keys(raw, sections)
     built = {cls: build(cls, raw) for cls in sections}
     check_across_sections(built)

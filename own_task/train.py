@@ -31,7 +31,8 @@ def main(argv=None) -> dict:
     picked.add_argument("--algorithm", choices=("ppo", "cory"), default="cory")
     args, rest = picked.parse_known_args(argv)
     sections = (RunConfig, PPOConfig, *((CORYConfig,) if args.algorithm == "cory" else ()), TextTaskConfig)
-    exp = setup("text", args.algorithm, __doc__, sections, rest)
+    exp = setup("text", args.algorithm, __doc__, sections, rest,
+                (("--algorithm", "ppo or cory: which to train (default: cory); CORY's settings below apply to cory only"),))
     task = TextTask.from_config(exp.task, exp.tokenizer, exp.run.seed, exp.accelerator.device)
     if args.algorithm == "ppo":
         [trainer] = build_agents(exp, 1)

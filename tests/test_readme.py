@@ -107,3 +107,12 @@ def test_hyphens_misspellings_and_cory_keys_on_a_ppo_script_are_told_apart():
     with pytest.raises(UsageError, match="--swap_freq is a CORY setting .*trains PPO alone"):
         refuse_cory_keys(["--swap-freq", "3"], sections)
     refuse_cory_keys(["--swap_freq", "3"], (*sections, CORYConfig))  # the CORY script takes it
+
+
+def test_own_task_help_lists_the_algorithm_option(capsys):
+    """Before: own_task/train.py --help did not list --algorithm, which only that script takes."""
+    import runpy
+
+    with pytest.raises(SystemExit):
+        runpy.run_path(str(ROOT / "own_task" / "train.py"))["main"](["--help"])
+    assert "--algorithm ALGORITHM" in capsys.readouterr().out
