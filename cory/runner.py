@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -132,11 +133,16 @@ def build_agents(exp: Experiment, n: int) -> list[PPOTrainer]:
 def train(exp: Experiment, algorithm: Algorithm, task: Task, batch_size: int, plots: dict[str, list[str]], console: dict[str, str]) -> dict:
     """Run `exp.run.steps` steps of `algorithm` on `task` (resuming if asked), holding the run directory's
     lock throughout; returns the last step's stats."""
+    new_directory = not exp.run_dir.exists()
     lock = RunDirLock(exp.run_dir, tqdm.write)
     if exp.accelerator.is_main_process:
         lock.acquire()
     try:
         return _train(exp, algorithm, task, batch_size, plots, console)
+    except UsageError:
+        if lock.held and new_directory and not earlier_outputs(exp.run_dir):  # refused before it wrote anything (its
+            shutil.rmtree(exp.run_dir, ignore_errors=True)  # data, say): it leaves no directory and no lock behind
+        raise
     finally:
         lock.release()
 

@@ -190,3 +190,16 @@ def test_unreadable_weights_a_dataset_directory_and_a_full_disk_are_one_line(tmp
         with atomic_directory(tmp_path / "checkpoint"):
             raise Exception("Error while serializing: IoError(No space left on device (os error 28))")
     assert full.value.errno == errno.ENOSPC and not (tmp_path / "checkpoint").exists()
+
+
+def test_a_run_refused_on_its_data_leaves_no_directory_or_lock(assets, tmp_path):
+    """Before: a run that failed on its data left its .lock file (and an empty run directory) behind."""
+    from tests.test_scripts import COMMON, run_script
+
+    data = tmp_path / "prompts.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"question {i}"}) + "\n" for i in range(30)) + '{"text": "no prompt column"}\n')
+    argv = ["--algorithm", "ppo", "--model_name", str(assets / "lm"), "--output_dir", str(tmp_path / "runs"), *COMMON,
+            "--dataset_path", str(data), "--reward_fn", "own_task.example_reward:upbeat"]
+    with pytest.raises(UsageError, match=r"prompts.jsonl:31: row lacks column\(s\) \['prompt'\]"):
+        run_script("own_task/train.py", argv)
+    assert not (tmp_path / "runs" / "run").exists()
