@@ -113,6 +113,8 @@ def test_a_seed_that_never_reaches_a_level_is_named_and_too_few_seeds_are_not_re
     assert at5["reached"] == 5 and at5["not_reached"] == ["CORY seed 5"]
     assert at5["diff"] == pytest.approx((0.4 + 2 / 3 * 0.3) - (0.4 + 1 / 6 * 0.4))  # CORY at KL 5: t = 2/3; PPO: t = 1/6
     assert at8["reached"] == 0 and at8["label"].startswith("not reached (0 of 6")
+    [alone] = compare_at_levels({0: base[0]}, {0: mine[0]}, [5.0], 0.1)
+    assert alone["reached"] == 1 and alone["label"] == "1 seed: nothing to decide (5 needed)"  # reached, but alone
     far = travel(mine, [5.0])
     assert far["levels"][5.0]["reached"] == 5 and far["final_kl"] == pytest.approx((6 * 5 + 2) / 6)
 

@@ -65,8 +65,10 @@ def compare_at_levels(base: dict[int, dict], mine: dict[int, dict], levels: Sequ
         row = {"level": level, "seeds": len(seeds), "reached": len(reached), "not_reached": missing}
         if len(reached) >= 2:
             row.update(seed_level([got[s][0]["values"] for s in reached], [got[s][1]["values"] for s in reached], bound))
-        if len(reached) < min(MIN_DECISION_SEEDS, len(seeds)) or len(reached) < 2:
+        if len(reached) < min(MIN_DECISION_SEEDS, len(seeds)):
             row["label"] = row["text"] = f"not reached ({len(reached)} of {len(seeds)} seeds in both arms; {MIN_DECISION_SEEDS} needed)"
+        elif len(reached) < 2:
+            row["label"] = row["text"] = f"{len(reached)} seed: nothing to decide ({MIN_DECISION_SEEDS} needed)"
         rows.append(row)
     return rows
 
