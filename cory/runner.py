@@ -20,7 +20,7 @@ from accelerate.utils import broadcast_object_list, gather_object, set_seed
 from tqdm import tqdm
 
 from cory.agents import build_policies, save_merged_policy, save_policy, wants_merged
-from cory.checkpoint import checkpoints_dir, find_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from cory.checkpoint import checkpoints_dir, complete_checkpoints, find_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from cory.config import RunConfig, build, check_known_keys, parse_args
 from cory.cory import CORYConfig, check_with_ppo
 from cory.data import LengthSampler, PromptLoader, check_local_file
@@ -79,6 +79,7 @@ def setup(task: str, algorithm: str, description: str, sections: tuple[type, ...
     (for CORY), then the task's section, last (all errors before any model)."""
     refuse_cory_keys(argv, sections)
     preset, raw = parse_args(task, description, sections, argv, algorithm, script_options)
+    preset, raw = resumed_settings(task, algorithm, preset, raw, argv, sections)
     check_known_keys(raw, sections)
     built = {cls: build(cls, raw) for cls in sections}
     check_across_sections(built)
@@ -90,6 +91,28 @@ def setup(task: str, algorithm: str, description: str, sections: tuple[type, ...
     set_seed(run.seed, device_specific=True)  # each process samples its own noise (process 0: plain seed)
     config = {"preset": preset, "algorithm": algorithm, **{k: v for cls in sections for k, v in dataclasses.asdict(built[cls]).items()}}
     return Experiment(preset, config, built, run_dir, accelerator, load_tokenizer(run.model_name))
+
+
+WHERE_A_RUN_LIVES = ("output_dir", "run_name", "resume_from", "overwrite")
+
+
+def resumed_settings(task: str, algorithm: str, preset: str, raw: dict, argv: list[str] | None,
+                     sections: tuple[type, ...]) -> tuple[str, dict]:
+    """Resuming, every setting not given on the command line is the checkpoint's (its config.json), the preset
+    included; a flag that changes one is refused later, naming it (`check_same_config`). Before, every original flag
+    had to be repeated, else the run was refused for a config that 'differs'."""
+    run = build(RunConfig, raw)
+    if not run.resume_from:
+        return preset, raw
+    run_dir = Path(run.output_dir) / (run.run_name or f"{task}-{algorithm}-{preset}-seed{run.seed}")
+    found = complete_checkpoints(run_dir) if run.resume_from == "auto" else [Path(run.resume_from).expanduser()]
+    if not found or not (found[-1] / "config.json").is_file():
+        return preset, raw  # nothing to resume (auto) or a bad path: the usual checks say so
+    saved = json.loads((found[-1] / "config.json").read_text())
+    given = {arg.partition("=")[0][2:].replace("-", "_") for arg in (sys.argv[1:] if argv is None else argv) if arg.startswith("--")}
+    known = {f.name for cls in sections for f in dataclasses.fields(cls)}
+    raw = {**raw, **{k: v for k, v in saved.items() if k in known and k not in given and k not in WHERE_A_RUN_LIVES}}
+    return (preset if "preset" in given else saved.get("preset", preset)), raw
 
 
 def refuse_cory_keys(argv: list[str] | None, sections: tuple[type, ...]) -> None:

@@ -263,3 +263,19 @@ def test_a_bad_value_is_one_line_and_exit_2_with_the_traceback_behind_debug(asse
     result = subprocess.run(command + ["--debug"], env=ENV, capture_output=True, text=True, timeout=300)
     assert result.returncode == 1 and "Traceback" in result.stderr
     assert str(ROOT) in command[1]
+
+
+def test_a_resume_takes_the_checkpoint_s_settings_and_refuses_only_a_changed_one(assets, finished, tmp_path):
+    """Before: resuming needed every original flag again; one left out (the model, the batch size) was refused as a
+    config that 'differs'. Now the checkpoint's settings hold unless a flag is given, and only a flag that changes
+    a setting is refused."""
+    copy_of(finished, tmp_path)
+    where = [sys.executable, str(ROOT / "imdb_train" / "cory.py"), "--output_dir", str(tmp_path), "--run_name", "run",
+             "--resume_from", "auto"]
+    more = subprocess.run([*where, "--steps", "3"], env=ENV, capture_output=True, text=True, timeout=600)
+    assert more.returncode == 0, more.stderr[-2000:]
+    assert "resumed from" in more.stdout + more.stderr
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["batch_size"] == 4 and saved["model_name"] == str(assets / "lm") and saved["steps"] == 3
+    changed = subprocess.run([*where, "--steps", "4", "--batch_size", "8"], env=ENV, capture_output=True, text=True, timeout=600)
+    assert changed.returncode == 2 and "batch_size: 4 -> 8" in changed.stderr.strip().splitlines()[-1]
