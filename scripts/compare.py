@@ -42,7 +42,7 @@ from cory.eval.ledger import (check_same_setting, commit_entry, entry_path, git_
                               read_study, training_code_dirty, write_entry, write_study)
 from cory.eval.arms import arm_flags, arm_names, budget_table, resolved_config, study_arms  # noqa: E402
 from cory.eval.budget import MATCHES, QUANTITIES, require  # noqa: E402
-from cory.eval.ledger_checks import lock_study, tidy, uncommitted, verified  # noqa: E402
+from cory.eval.ledger_checks import lock_study, stated, tidy, uncommitted, verified  # noqa: E402
 from cory.eval.report import judge, write_report  # noqa: E402
 from cory.paths import atomic_file, read_json  # noqa: E402
 from cory.rundir import RunDirLock  # noqa: E402
@@ -204,8 +204,7 @@ def train_missing(out: Path, study: dict, todo: list, n_parallel: int, keep_chec
 
 def resolved_steps(study: dict, job: tuple[str, str, int]) -> int:
     """The run length of a job's arm (an arm may run longer than the study's `steps`)."""
-    flags = arm_flags(study, job[0], job[1])
-    return int([v for f, v in zip(flags[::2], flags[1::2]) if f == "--steps"][-1])
+    return int(stated(study, job[0], job[1])["steps"])
 
 
 def clear_unresumable(out: Path, jobs: list) -> list[Path]:

@@ -15,6 +15,8 @@ from cory.eval.budget import arm_budget
 from cory.ppo_config import PPOConfig
 
 NAMES = {"ppo": "PPO", "cory": "CORY"}
+AGENTS = {"ppo": ("policy",), "cory": ("agent_a", "agent_b")}
+"""the agents whose held-out evaluations an algorithm's run logs (each CORY agent alone)"""
 TASK_SECTIONS = {"imdb": ("cory.imdb", "IMDBConfig"), "gsm8k": ("cory.gsm8k", "GSM8KConfig"),
                  "text": ("cory.text_task", "TextTaskConfig")}
 """each task's config section, last among a training script's sections (as `runner.setup` takes them)"""

@@ -19,12 +19,11 @@ import zlib
 from pathlib import Path
 
 from cory.errors import UsageError
-from cory.eval.arms import arm_flags, study_arms
+from cory.eval.arms import AGENTS, arm_flags, study_arms
 from cory.eval.ledger import check_each_evaluation_once, check_same_setting, entry_path, setting_differences
 from cory.paths import read_json, remove_stale_temporaries
 from cory.rundir import RunDirLock
 
-AGENTS = {"ppo": ("policy",), "cory": ("agent_a", "agent_b")}
 
 
 def lock_study(out: Path, wait: bool, log=print) -> RunDirLock:

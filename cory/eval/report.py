@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from cory.eval.addendum import build as build_addendum
-from cory.eval.arms import arm_names, baseline_arm, study_arms
+from cory.eval.arms import AGENTS, arm_names, baseline_arm, study_arms
 from cory.eval.bootstrap import paired_difference_ci
 from cory.eval.endpoints import MIN_SEEDS, claim_1, claim_2, fisher_exact, mean_per_seed, seed_view, verdict
 from cory.eval.heldout import ETAS, distinct_n
@@ -22,7 +22,6 @@ from cory.eval.ledger import entry_path, read_entry
 from cory.paths import atomic_file
 from cory.plots import plot_grid, plot_mean_std, plot_trajectories
 
-AGENTS = {"ppo": ("policy",), "cory": ("agent_a", "agent_b")}
 ETA_PLOT = 0.05
 METRICS = ("reward_mean", "kl_exact", *[f"combined_eta{e:g}" for e in ETAS], "distinct_1", "distinct_2", "response_len", "judge_vader")
 SHORT = {"reward_mean": "reward", "kl_exact": "KL", "response_len": "length", "judge_vader": "VADER"}
