@@ -83,9 +83,9 @@ lora: venv  ## LoRA (r 16, lr 5e-4) vs full fine-tuning for the offline preset: 
 	results/lora/reproduce.sh $(LORA_SEEDS)
 
 bench: assets  ## step-time benchmark (CPU offline preset): fp32, and bf16 where native; per phase GFLOP/s and fraction of the GEMM peak; full fine-tuning and LoRA; JSON per CPU kind in benchmarks/results
-	$(PY) benchmarks/step_time.py
-	$(PY) benchmarks/step_time.py --lora_r 16 --modes peak ppo cory swap
-	$(PY) benchmarks/limit_table.py
+	$(PY) -m benchmarks.step_time
+	$(PY) -m benchmarks.step_time --lora_r 16 --modes peak ppo cory swap
+	$(PY) -m benchmarks.limit_table
 
 precision: assets  ## PPO and CORY in fp32 and in bf16, same seed, 30 steps: results/precision/{summary.md,curves.png}
 	$(PY) scripts/precision_curves.py

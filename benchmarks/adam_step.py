@@ -1,19 +1,16 @@
 """Why the PPO trainer's Adam is fused: one optimizer step over the offline model's parameters, torch's per-tensor
 default vs `fused=True`, alternating (3 rounds of 3 steps each after a warm-up step), printed as JSON.
 
-    python benchmarks/adam_step.py [--model_name smollm2-135m-instruct]
+    python -m benchmarks.adam_step [--model_name smollm2-135m-instruct]
 """
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import cory  # noqa: E402, F401  (first: it tunes the allocator before torch loads)
-import torch  # noqa: E402
+import torch
+from cory.cpu_memory import tune_allocator
 
 
 def seconds_per_step(params: list[torch.Tensor], fused: bool, steps: int = 3) -> float:
@@ -26,6 +23,7 @@ def seconds_per_step(params: list[torch.Tensor], fused: bool, steps: int = 3) ->
 
 
 def main() -> None:
+    tune_allocator()  # before any tensor: huge pages and kept heap, as in a training run
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model_name", default="smollm2-135m-instruct")
     args = parser.parse_args()

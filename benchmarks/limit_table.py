@@ -1,6 +1,6 @@
 """The README's table across CPU kinds: each benchmark JSON's distance to the limit, one row per (kind, mode).
 
-    python benchmarks/limit_table.py                 # every benchmarks/results/*.json that has `distance_to_limit`
+    python -m benchmarks.limit_table                 # every benchmarks/results/*.json that has `distance_to_limit`
 """
 from __future__ import annotations
 

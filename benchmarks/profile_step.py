@@ -1,23 +1,21 @@
 """Profile one step (torch.profiler): which operators a PPO or CORY step spends its time in.
 
-    python benchmarks/profile_step.py --mode cory --mixed_precision bf16     # top operators by self CPU time
+    python -m benchmarks.profile_step --mode cory --mixed_precision bf16     # top operators by self CPU time
 
 Builds exactly what `benchmarks/step_time.py` builds (same flags), runs `--warmup` steps, then profiles one.
 """
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import cory  # noqa: E402, F401  (first: it tunes the allocator before torch loads)
-import torch  # noqa: E402
+import torch
 
-from benchmarks.step_time import add_setup_arguments, build, step_setup  # noqa: E402
+from benchmarks.step_time import add_setup_arguments, build, step_setup
+from cory.cpu_memory import tune_allocator
 
 
 def main() -> None:
+    tune_allocator()  # before any tensor: huge pages and kept heap, as in a training run
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_setup_arguments(parser)
     parser.add_argument("--mode", default="cory", choices=["ppo", "cory", "cory_no_transfer", "ppo_observer"])

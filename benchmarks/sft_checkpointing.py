@@ -1,7 +1,7 @@
 """Why the GSM8K warm start checkpoints activations: a few SFT batches of the offline build with and without it, each
 in its own process (peak RSS is per process), alternating, printed as JSON with the per-batch losses' agreement.
 
-    python benchmarks/sft_checkpointing.py [--batches 6] [--rounds 2]
+    python -m benchmarks.sft_checkpointing [--batches 6] [--rounds 2]
 """
 from __future__ import annotations
 
@@ -12,16 +12,14 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
-from pathlib import Path
+from cory.cpu_memory import tune_allocator
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def one_build(checkpointing: bool, batches: int) -> dict:
     """`train_sft` on the first `batches` batches of the offline build's examples (the time per batch includes the
     LoRA wrap and merge, the same in both modes); checkpointing off by making the model's switch a no-op (the library
     has no off switch: the build always checkpoints)."""
-    import cory  # noqa: F401  (first: it tunes the allocator before torch loads)
 
     from cory.config import build, load_task_config
     from cory.gsm8k import GSM8KConfig
@@ -40,6 +38,7 @@ def one_build(checkpointing: bool, batches: int) -> dict:
 
 
 def main() -> None:
+    tune_allocator()  # before any tensor: huge pages and kept heap, as in a training run
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=2)

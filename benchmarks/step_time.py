@@ -1,8 +1,8 @@
 """Step-time benchmark: where a PPO step and a CORY step spend their time, and what a role swap costs.
 
-    python benchmarks/step_time.py                         # IMDB offline preset (SmolLM2-135M, batch 32), CPU, fp32 and bf16
-    python benchmarks/step_time.py --lora_r 16             # the same with LoRA (for the memory ratio)
-    python benchmarks/step_time.py --preset paper --model_name gpt2 --reward_model lvwerra/distilbert-imdb   # GPU
+    python -m benchmarks.step_time                         # IMDB offline preset (SmolLM2-135M, batch 32), CPU, fp32 and bf16
+    python -m benchmarks.step_time --lora_r 16             # the same with LoRA (for the memory ratio)
+    python -m benchmarks.step_time --preset paper --model_name gpt2 --reward_model lvwerra/distilbert-imdb   # GPU
 
 Each mode runs in its own process (so peak memory is per mode): `ppo` and `cory` time full steps (generate,
 score, policy+value forward, reference forward, PPO update) at fixed query/response lengths;
@@ -32,14 +32,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-import cory  # noqa: E402, F401  (first: it tunes the allocator before torch loads)
-import torch  # noqa: E402
+import torch
 
-from benchmarks import gemm_peak  # noqa: E402
-from benchmarks.flops import FlopCounter  # noqa: E402
-from benchmarks.synthetic import synthetic_rollout  # noqa: E402
-from cory.memory import peak_memory_mb  # noqa: E402
+from benchmarks import gemm_peak
+from benchmarks.flops import FlopCounter
+from benchmarks.synthetic import synthetic_rollout
+from cory.memory import peak_memory_mb
+from cory.cpu_memory import tune_allocator
 
 PHASES = ("generate", "score", "policy_value_forward", "reference_forward", "ppo_update")
 MODES = ("ppo", "ppo_observer", "cory", "cory_no_transfer", "update", "swap", "peak")
@@ -282,8 +281,8 @@ def run_modes(args) -> dict:
     for precision in args.precisions:
         label = PRECISION_LABEL[precision]
         for mode in args.modes:
-            argv = [sys.executable, __file__, "--worker", mode, "--mixed_precision", precision] + sys.argv[1:]
-            out = subprocess.run(argv, capture_output=True, text=True)
+            argv = [sys.executable, "-m", "benchmarks.step_time", "--worker", mode, "--mixed_precision", precision] + sys.argv[1:]
+            out = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT)
             if out.returncode != 0:
                 raise RuntimeError(f"benchmark mode {mode} ({label}) failed:\n{out.stderr[-3000:]}")
             results[f"{mode}_{label}"] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -354,6 +353,7 @@ def add_setup_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main() -> None:
+    tune_allocator()  # before any tensor: huge pages and kept heap, as in a training run
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_setup_arguments(parser)
     parser.add_argument("--steps", type=int, default=3)

@@ -2,23 +2,21 @@
 
 Not a project dependency: run it in a throw-away environment holding trl==0.11.4 (see scripts/trl_oracle.py for
 the install line), from the repo root:
-    /tmp/trl011/bin/python benchmarks/trl_step_time.py --model_path ~/.cache/cory/models/smollm2-135m-instruct
+    /tmp/trl011/bin/python -m benchmarks.trl_step_time --model_path ~/.cache/cory/models/smollm2-135m-instruct
 Settings mirror configs/imdb.py's offline preset. Prints one JSON line (median seconds of `step`).
 """
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.synthetic import synthetic_rollout  # noqa: E402
+from benchmarks.synthetic import synthetic_rollout
 
-from trl import AutoModelForCausalLMWithValueHead, PPOConfig, PPOTrainer  # noqa: E402
-from transformers import AutoTokenizer  # noqa: E402
+from trl import AutoModelForCausalLMWithValueHead, PPOConfig, PPOTrainer
+from transformers import AutoTokenizer
 
 
 def main() -> None:

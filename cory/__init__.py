@@ -1,6 +1,7 @@
-"""CORY: Coevolving with the Other You — cooperative multi-agent RL fine-tuning of LLMs."""
-from cory.cpu_memory import tune_allocator
+"""CORY: Coevolving with the Other You — cooperative multi-agent RL fine-tuning of LLMs.
 
-tune_allocator()  # before anything imports torch: see cory/cpu_memory.py (a 2x faster step on these CPUs)
+Importing the package changes nothing in the process; a run tunes the CPU allocator when it starts
+(`cory.cpu_memory.tune_allocator`, called by `runner.setup`, the asset builder and the benchmarks).
+"""
 
 __version__ = "0.1.0"

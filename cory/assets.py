@@ -30,6 +30,7 @@ from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
+from cory.cpu_memory import tune_allocator
 from cory.data import read_records
 from cory.errors import MissingInput
 from cory.models import ALIASES, GSM8K_SFT_ALIAS, SENTIMENT_ALIAS, SMOLLM2_ALIAS, STUDY_SENTIMENT_ALIAS, alias_dir
@@ -222,6 +223,7 @@ def _accuracy(model, tokenizer, rows, max_length: int) -> float:
 
 
 def main() -> None:
+    tune_allocator()  # the SFT warm start trains: the allocator of a training run
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("asset", choices=["sentiment", STUDY_SENTIMENT_ALIAS, "smollm2", "gsm8k-sft", "all"],
                         help=f"all: smollm2 and sentiment (the offline preset's); {STUDY_SENTIMENT_ALIAS}: the study's reward")

@@ -23,6 +23,7 @@ from cory.agents import build_policies, save_merged_policy, save_policy, wants_m
 from cory.checkpoint import checkpoints_dir, complete_checkpoints, find_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from cory.config import RunConfig, build, check_known_keys, parse_args
 from cory.cory import CORYConfig, check_with_ppo
+from cory.cpu_memory import tune_allocator
 from cory.data import LengthSampler, PromptLoader, check_local_file
 from cory.distributed import mean_over_processes
 from cory.errors import MissingInput, UsageError
@@ -77,6 +78,7 @@ def setup(task: str, algorithm: str, description: str, sections: tuple[type, ...
           script_options: tuple[tuple[str, str], ...] = ()) -> Experiment:
     """Parse `configs/<task>.py` + preset + CLI into the dataclasses of `sections`: RunConfig, PPOConfig, CORYConfig
     (for CORY), then the task's section, last (all errors before any model)."""
+    tune_allocator()  # before the first model tensor (cory/cpu_memory.py: a 2x faster step on these CPUs)
     refuse_cory_keys(argv, sections)
     preset, raw = parse_args(task, description, sections, argv, algorithm, script_options)
     preset, raw = resumed_settings(task, algorithm, preset, raw, argv, sections)

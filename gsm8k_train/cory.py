@@ -7,15 +7,16 @@
 import sys
 from pathlib import Path
 
-# the script's folder is first on sys.path, and its cory.py would shadow the package: put the repo root before it
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from cory.config import RunConfig  # noqa: E402
-from cory.cory import CORY, CORYConfig  # noqa: E402
-from cory.errors import run_script  # noqa: E402
-from cory.gsm8k import GSM8KConfig, GSM8KTask  # noqa: E402
-from cory.plots import per_agent  # noqa: E402
-from cory.ppo_config import PPOConfig  # noqa: E402
-from cory.runner import build_agents, setup, train  # noqa: E402
+# This file is named like the package, and Python puts a script's own folder first on the import path, so
+# `import cory` would import this file: the one line below drops that folder (the package is installed: make venv).
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+from cory.config import RunConfig
+from cory.cory import CORY, CORYConfig
+from cory.errors import run_script
+from cory.gsm8k import GSM8KConfig, GSM8KTask
+from cory.plots import per_agent
+from cory.ppo_config import PPOConfig
+from cory.runner import build_agents, setup, train
 
 PLOTS = {"accuracy (task reward)": "task_reward", "KL to reference": "objective/kl",
          "response length": "tokens/responses_len_mean"}  # one curve per agent

@@ -6,14 +6,15 @@
 import sys
 from pathlib import Path
 
-# the script's folder is first on sys.path, and its cory.py would shadow the package: put the repo root before it
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from cory.config import RunConfig  # noqa: E402
-from cory.errors import run_script  # noqa: E402
-from cory.gsm8k import GSM8KConfig, GSM8KTask  # noqa: E402
-from cory.ppo_config import PPOConfig  # noqa: E402
-from cory.runner import build_agents, setup, train  # noqa: E402
-from cory.single import SinglePPO  # noqa: E402
+# This folder holds cory.py, named like the package, and Python puts a script's own folder first on the import path,
+# so `import cory` would import that file: the one line below drops the folder (the package is installed: make venv).
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+from cory.config import RunConfig
+from cory.errors import run_script
+from cory.gsm8k import GSM8KConfig, GSM8KTask
+from cory.ppo_config import PPOConfig
+from cory.runner import build_agents, setup, train
+from cory.single import SinglePPO
 
 PLOTS = {"accuracy (task reward)": ["env/reward_mean"], "KL to reference": ["objective/kl", "objective/kl_exact"],
          "response length": ["tokens/responses_len_mean"]}

@@ -8,18 +8,15 @@ r"""PPO or CORY on your own task: prompts from a file, the reward a plain Python
 --algorithm ppo | cory picks the method; every other --key value is a setting (configs/text.py holds the defaults).
 """
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from cory.config import RunConfig  # noqa: E402
-from cory.cory import CORY, CORYConfig  # noqa: E402
-from cory.errors import run_script  # noqa: E402
-from cory.plots import per_agent  # noqa: E402
-from cory.ppo_config import PPOConfig  # noqa: E402
-from cory.runner import build_agents, setup, train  # noqa: E402
-from cory.single import SinglePPO  # noqa: E402
-from cory.text_task import TextTask, TextTaskConfig  # noqa: E402
+from cory.config import RunConfig
+from cory.cory import CORY, CORYConfig
+from cory.errors import run_script
+from cory.plots import per_agent
+from cory.ppo_config import PPOConfig
+from cory.runner import build_agents, setup, train
+from cory.single import SinglePPO
+from cory.text_task import TextTask, TextTaskConfig
 
 PLOTS = {"task reward": "task_reward", "KL to reference (penalty estimator)": "objective/kl"}
 CONSOLE = {"env/reward_mean": "reward", "pioneer/task_reward": "r_pio", "observer/task_reward": "r_obs",

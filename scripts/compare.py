@@ -35,17 +35,16 @@ from pathlib import Path
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from cory.checkpoint import complete_checkpoints  # noqa: E402
-from cory.errors import RunStopped, UsageError, run_script  # noqa: E402
-from cory.eval.ledger import (check_same_setting, commit_entry, entry_path, git_commit, make_entry, read_entry,  # noqa: E402
+from cory.checkpoint import complete_checkpoints
+from cory.errors import RunStopped, UsageError, run_script
+from cory.eval.ledger import (check_same_setting, commit_entry, entry_path, git_commit, make_entry, read_entry,
                               read_study, training_code_dirty, write_entry, write_study)
-from cory.eval.arms import arm_flags, arm_names, budget_table, resolved_config, study_arms  # noqa: E402
-from cory.eval.budget import MATCHES, QUANTITIES, require  # noqa: E402
-from cory.eval.ledger_checks import lock_study, stated, tidy, uncommitted, verified  # noqa: E402
-from cory.eval.report import judge, write_report  # noqa: E402
-from cory.paths import atomic_file, read_json  # noqa: E402
-from cory.rundir import RunDirLock  # noqa: E402
+from cory.eval.arms import arm_flags, arm_names, budget_table, resolved_config, study_arms
+from cory.eval.budget import MATCHES, QUANTITIES, require
+from cory.eval.ledger_checks import lock_study, stated, tidy, uncommitted, verified
+from cory.eval.report import judge, write_report
+from cory.paths import atomic_file, read_json
+from cory.rundir import RunDirLock
 
 PRESETS = {
     # the task preset each training script runs, and the comparison's own settings (fixed before the runs)
@@ -165,7 +164,8 @@ def train_missing(out: Path, study: dict, todo: list, n_parallel: int, keep_chec
         directory = run_dir(out, *job)
         directory.parent.mkdir(parents=True, exist_ok=True)
         cmd = run_command(study, setting, arm, seed, directory)
-        env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,  # ROOT's own cory first: a pinned
+               "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}  # worktree trains its code
         t0 = time.time()
         with open(directory.parent / f"{directory.name}.log", "a") as log:
             live[job] = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 BATCH = 256  # the paper's batch
 TEST_FILES = ["tests/test_ppo_math.py", "tests/test_ppo_trainer.py", "tests/test_cory.py", "tests/test_trl_parity.py",

@@ -11,5 +11,6 @@ if [ -d .gpu_carry/whl ] && [ "${1:-}" != "--cpu-dry-run" ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu_carry/whl/*.whl || exit 1
   export PYTHONPATH=/tmp/site
 fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's cory and tests (the GPU machine has no editable install)
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 exec "$PY" scripts/gpu_check.py --out "${OUT:-gpu_check_results}" "$@"

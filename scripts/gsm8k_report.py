@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # the repo's `cory` package, from any working directory
-from cory.eval.bootstrap import paired_difference_ci  # noqa: E402
-from cory.eval.gsm8k import pass_at_k  # noqa: E402
-from cory.gsm8k import GSM8KConfig, before_stop, extract_answer  # noqa: E402
-from cory.paths import atomic_file, read_json  # noqa: E402
+from cory.eval.bootstrap import paired_difference_ci
+from cory.eval.gsm8k import pass_at_k
+from cory.gsm8k import GSM8KConfig, before_stop, extract_answer
+from cory.paths import atomic_file, read_json
 
 STEP_LIMITS = (1, 2, 3)
 

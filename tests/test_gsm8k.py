@@ -1,8 +1,10 @@
 """GSM8K: answer extraction and reward, prompts, pass@k, and a tiny-model CORY step on synthetic arithmetic."""
 import copy
 import json
+import runpy
 from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -179,11 +181,13 @@ def test_pass_at_k_needs_enough_samples():
         pass_at_k(2, 1, 3)
 
 
-def test_pass_at_k_curve_and_base_rate_tables(tmp_path):
-    import sys
+def report_script() -> SimpleNamespace:
+    """scripts/gsm8k_report.py's functions (a script, not a module of the installed package)."""
+    return SimpleNamespace(**runpy.run_path(str(Path(__file__).resolve().parent.parent / "scripts" / "gsm8k_report.py")))
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-    import gsm8k_report
+
+def test_pass_at_k_curve_and_base_rate_tables(tmp_path):
+    gsm8k_report = report_script()
 
     problems = [{"solution_steps": 1, "greedy": "#### 3", "greedy_correct": True, "samples_correct": [True, False, False, False]},
                 {"solution_steps": 3, "greedy": "no idea", "greedy_correct": False, "samples_correct": [False] * 4}]
@@ -204,10 +208,7 @@ def test_pass_at_k_curve_and_base_rate_tables(tmp_path):
 
 
 def test_paired_differences_to_the_policy_before_training():
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-    import gsm8k_report
+    gsm8k_report = report_script()
 
     def result(greedy, samples, questions=("q1", "q2")):
         return {"problems": [{"question": q, "greedy_correct": g, "samples_correct": c} for q, g, c in zip(questions, greedy, samples)]}

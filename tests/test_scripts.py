@@ -298,7 +298,7 @@ def test_tied_group_recorder_runs_a_code_version_and_reports(assets, tmp_path):
     flags = ["--model_name", str(assets / "lm"), "--output_dir", str(tmp_path), *COMMON, *task_args("gsm8k", assets, cory=False),
              "--advantage_estimator", "grpo", "--samples_per_prompt", "2"]
     subprocess.run([sys.executable, str(ROOT / "results" / "critic-free" / "grpo_tied_groups.py"), "run", str(ROOT), str(out), "--", *flags],
-                   check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+                   check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}, timeout=300)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 1] and all(r["groups"] == 2 for r in rows)
     assert all(r["tied_share"] in (0.0, 0.5, 1.0) and r["response_len_mean"] > 0 for r in rows)

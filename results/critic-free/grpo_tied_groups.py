@@ -32,12 +32,12 @@ def tied_group_stats(scores: list[float], advantages: list[float], group_size: i
 
 
 def run(tree: Path, out: Path, argv: list[str]) -> None:
-    """Train with `tree`'s code (its cory package first on the path), appending one JSON line per step to `out`."""
-    sys.path.insert(0, str(tree.resolve()))
-    import cory.ppo as ppo  # noqa: E402  (the tree's, not this checkout's)
-    import cory.ppo_math as ppo_math  # noqa: E402
+    """Train with `tree`'s code (the caller puts it first: PYTHONPATH=TREE), appending one JSON line per step to `out`."""
+    import cory.ppo as ppo
+    import cory.ppo_math as ppo_math
 
-    assert Path(ppo.__file__).resolve().is_relative_to(tree.resolve()), f"imported {ppo.__file__}, not {tree}'s code"
+    if not Path(ppo.__file__).resolve().is_relative_to(tree.resolve()):
+        raise SystemExit(f"imported {ppo.__file__}, not {tree}'s code: run with PYTHONPATH={tree}")
     callers = [m for name, m in list(sys.modules.items())  # the modules that call it (cory.ppo, or later cory.advantages)
                if name.startswith("cory.") and name != "cory.ppo_math" and getattr(m, "group_advantages", None) is ppo_math.group_advantages]
     if out.exists():

@@ -25,7 +25,7 @@ for label in "${versions[@]}"; do
   out=runs/gsm8k-fix1/$label.jsonl
   finished "$label" && continue
   rm -f "$out"  # a stopped run starts again (10 steps), its run directory overwritten
-  .venv/bin/python results/critic-free/grpo_tied_groups.py run "$tree" "$out" -- "${FLAGS[@]}" --run_name "grpo-$label" --overwrite true
+  PYTHONPATH="$tree" .venv/bin/python results/critic-free/grpo_tied_groups.py run "$tree" "$out" -- "${FLAGS[@]}" --run_name "grpo-$label" --overwrite true
 done
 finished before && finished after || exit 0
 .venv/bin/python results/critic-free/grpo_tied_groups.py report "before fix 1 (5fbfb6b)=runs/gsm8k-fix1/before.jsonl" \
