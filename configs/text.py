@@ -1,7 +1,8 @@
 """Your own task (`own_task/train.py`): prompts from a file, a reward function in Python.
 
-Only what differs from the library defaults, sized for a 2-core CPU with the offline model; no presets: a task
-of your own needs none (pass --key value, or add presets here for a sweep).
+`defaults` is what runs (`--preset offline` names it too): what differs from the library defaults, sized for a
+2-core CPU with the offline model. No presets: a task of your own needs none (pass --key value, sweep from Python
+with cory.sweep, or add a preset here: a whole setting, e.g. `presets["fast"] = {**defaults, "steps": 5}`).
 """
 
 defaults = dict(

@@ -1,4 +1,4 @@
-"""Config = a task file's `defaults` dict, updated by a named preset, then by `--key value` flags.
+"""Config = a task file's `defaults` dict (or the preset named instead), then `--key value` flags (or a sweep's dict).
 
 Keys are routed by name to the dataclasses that own them (`RunConfig`, `PPOConfig`, `CORYConfig`, ...);
 an unknown key or a value of the wrong type is an error before any model is loaded.
@@ -126,25 +126,32 @@ CONFIG_PATH_KEYS = ("model_name", "reward_model", "dataset_path", "eval_dataset_
 
 
 DEFAULT_PRESET = "offline"
-"""the preset a script runs without --preset; a task file with no presets at all runs its defaults"""
+"""the name of `defaults` in every task file: what a script runs without --preset (the offline setting)"""
 
 
 def load_task_config(task: str, preset: str, algorithm: str | None = None) -> dict:
-    """`configs/<task>.py`'s defaults updated by its preset, then by the `algorithm` sub-dict (the defaults' one
-    updated by the preset's): a script sees only its own algorithm's keys."""
+    """`configs/<task>.py`'s `defaults` (or the preset named instead: a whole setting, written as what differs from
+    the library defaults), with its `algorithm` sub-dict on top: a script sees only its own algorithm's keys."""
     path = CONFIG_DIR / f"{task}.py"
     spec = importlib.util.spec_from_file_location(f"configs.{task}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    if preset not in module.presets and preset != DEFAULT_PRESET:  # the default name always selects at least `defaults`
+    if DEFAULT_PRESET in module.presets:
+        raise UsageError(f"configs/{task}.py: the preset name {DEFAULT_PRESET!r} is taken by `defaults`; rename that preset")
+    if preset not in module.presets and preset != DEFAULT_PRESET:
         raise UsageError(f"unknown preset {preset!r} for {task}; choose one of {sorted({DEFAULT_PRESET, *module.presets})}")
-    defaults, overrides = dict(module.defaults), dict(module.presets.get(preset, {}))
-    per_algorithm = {name: {**defaults.pop(name, {}), **overrides.pop(name, {})} for name in ALGORITHMS}  # key by key
-    config = {**defaults, **overrides, **per_algorithm.get(algorithm, {})}
+    chosen = dict(module.defaults if preset == DEFAULT_PRESET else module.presets[preset])
+    per_algorithm = {name: chosen.pop(name, {}) for name in ALGORITHMS}
+    config = {**chosen, **per_algorithm.get(algorithm, {})}
     for key in CONFIG_PATH_KEYS:
         if isinstance(config.get(key), str) and config[key].startswith(("./", "../")):
             config[key] = str((REPO_ROOT / config[key]).resolve())
     return config
+
+
+def setting_source(task: str, preset: str) -> str:
+    """Where a value of the task file comes from, for --help."""
+    return f"configs/{task}.py " + ("defaults" if preset == DEFAULT_PRESET else f"preset {preset}")
 
 
 def parse_args(task: str, description: str, sections: tuple[type, ...], argv=None, algorithm: str | None = None,
@@ -166,7 +173,8 @@ def parse_args(task: str, description: str, sections: tuple[type, ...], argv=Non
         preset_values, preset_error = {}, error  # raised once argparse has parsed the rest (so --help still works)
     parser = argparse.ArgumentParser(description=description, usage="%(prog)s [--preset NAME] [--key value ...]",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default=DEFAULT_PRESET, help=f"a preset of configs/{task}.py (default: {DEFAULT_PRESET})")
+    parser.add_argument("--preset", default=DEFAULT_PRESET, help=f"a preset of configs/{task}.py (default: {DEFAULT_PRESET}, "
+                        "which names its `defaults`)")
     parser.add_argument("--debug", action="store_true", help="show the traceback of a configuration or input error")
     for flag, text in script_options:
         parser.add_argument(flag, default=argparse.SUPPRESS, help=text)
@@ -175,8 +183,9 @@ def parse_args(task: str, description: str, sections: tuple[type, ...], argv=Non
         hints, docs = typing.get_type_hints(cls), field_docs(cls)
         for f in dataclasses.fields(cls):
             default = preset_values.get(f.name, f.default)
-            group.add_argument(f"--{f.name}", type=_parser_for(hints[f.name]), default=argparse.SUPPRESS,
-                               metavar=_metavar(hints[f.name]), help=f"{docs.get(f.name, '')} (default: {default!r})".lstrip())
+            source = setting_source(task, preset) if f.name in preset_values else f"library default, {cls.__name__}"
+            group.add_argument(f"--{f.name}", type=_parser_for(hints[f.name]), default=argparse.SUPPRESS, metavar=_metavar(hints[f.name]),
+                               help=f"{docs.get(f.name, '')} (default: {default!r}, from {source})".lstrip())
     args = vars(parser.parse_args(readable_flags(glue_negative_numbers(argv), parser)))
     args.pop("debug")
     args.pop("preset")
@@ -243,7 +252,8 @@ def check_known_keys(config: dict, sections: tuple[type, ...]) -> None:
     known = {f.name for cls in sections for f in dataclasses.fields(cls)}
     unknown = sorted(set(config) - known)
     if unknown:
-        raise UsageError(f"unknown config key(s) {unknown}")
+        near = sorted({n for key in unknown for n in difflib.get_close_matches(key, sorted(known), n=2)})
+        raise UsageError(f"unknown config key(s) {unknown}" + (f"; did you mean {', '.join(near)}?" if near else ""))
 
 
 def _check_type(name, value, hint):

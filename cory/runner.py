@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from cory.agents import build_policies, save_merged_policy, save_policy, wants_merged
 from cory.checkpoint import checkpoints_dir, complete_checkpoints, find_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from cory.config import RunConfig, build, check_known_keys, parse_args
+from cory.config import RunConfig, build, check_known_keys, glue_negative_numbers, parse_args
 from cory.cory import CORYConfig, check_with_ppo
 from cory.cpu_memory import tune_allocator
 from cory.data import LengthSampler, PromptLoader, check_local_file
@@ -75,13 +75,14 @@ class Experiment:
 
 
 def setup(task: str, algorithm: str, description: str, sections: tuple[type, ...], argv=None,
-          script_options: tuple[tuple[str, str], ...] = ()) -> Experiment:
-    """Parse `configs/<task>.py` + preset + CLI into the dataclasses of `sections`: RunConfig, PPOConfig, CORYConfig
-    (for CORY), then the task's section, last (all errors before any model)."""
+          script_options: tuple[tuple[str, str], ...] = (), config: dict | None = None) -> Experiment:
+    """Parse `configs/<task>.py` + preset + CLI (+ `config`, a Python sweep's dict, last) into the dataclasses of
+    `sections`: RunConfig, PPOConfig, CORYConfig (for CORY), then the task's section, last (all errors before any model)."""
     tune_allocator()  # before the first model tensor (cory/cpu_memory.py: a 2x faster step on these CPUs)
-    refuse_cory_keys(argv, sections)
+    argv, config = glue_negative_numbers(argv), dict(config or {})
+    refuse_cory_keys([*argv, *(f"--{key}" for key in config)], sections)
     preset, raw = parse_args(task, description, sections, argv, algorithm, script_options)
-    preset, raw = resumed_settings(task, algorithm, preset, raw, argv, sections)
+    preset, raw = resumed_settings(task, algorithm, preset, {**raw, **config}, [*argv, *(f"--{key}" for key in config)], sections)
     check_known_keys(raw, sections)
     built = {cls: build(cls, raw) for cls in sections}
     check_across_sections(built)
@@ -91,8 +92,8 @@ def setup(task: str, algorithm: str, description: str, sections: tuple[type, ...
     run_dir = Path(run.output_dir) / (run.run_name or f"{task}-{algorithm}-{preset}-seed{run.seed}")
     accelerator = Accelerator(cpu=not cuda, mixed_precision=run.mixed_precision)  # one accelerator owns every agent
     set_seed(run.seed, device_specific=True)  # each process samples its own noise (process 0: plain seed)
-    config = {"preset": preset, "algorithm": algorithm, **{k: v for cls in sections for k, v in dataclasses.asdict(built[cls]).items()}}
-    return Experiment(preset, config, built, run_dir, accelerator, load_tokenizer(run.model_name))
+    resolved = {"preset": preset, "algorithm": algorithm, **{k: v for cls in sections for k, v in dataclasses.asdict(built[cls]).items()}}
+    return Experiment(preset, resolved, built, run_dir, accelerator, load_tokenizer(run.model_name))
 
 
 WHERE_A_RUN_LIVES = ("output_dir", "run_name", "resume_from", "overwrite")

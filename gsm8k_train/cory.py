@@ -24,8 +24,9 @@ CONSOLE = {"pioneer/task_reward": "acc_pio", "observer/task_reward": "acc_obs", 
            "agent_b/objective/kl": "kl_b", "cory/pioneer_agent": "pio", "time/step": "s/step"}
 
 
-def main(argv=None) -> dict:
-    exp = setup("gsm8k", "cory", __doc__, (RunConfig, PPOConfig, CORYConfig, GSM8KConfig), argv)
+def main(argv=None, config: dict | None = None) -> dict:
+    """`argv`: the command line's flags; `config`: settings as a dict, over them (cory.sweep.run passes it)."""
+    exp = setup("gsm8k", "cory", __doc__, (RunConfig, PPOConfig, CORYConfig, GSM8KConfig), argv, config=config)
     # 1. the task: one-shot prompts, binary exact-answer reward
     task = GSM8KTask.from_config(exp.task, exp.tokenizer, exp.run.seed, exp.accelerator.device)
     # 2. n_agents (2: the paper) sharing one frozen reference (with LoRA: one adapter each on one base)

@@ -21,9 +21,10 @@ PLOTS = {"accuracy (task reward)": ["env/reward_mean"], "KL to reference": ["obj
 CONSOLE = {"env/reward_mean": "acc", "objective/kl": "kl", "tokens/responses_len_mean": "len", "time/step": "s/step"}
 
 
-def main(argv=None) -> dict:
+def main(argv=None, config: dict | None = None) -> dict:
+    """`argv`: the command line's flags; `config`: settings as a dict, over them (cory.sweep.run passes it)."""
     # CORY's keys (the task file's `cory` sub-dict) are not this script's: --swap_freq here is an error
-    exp = setup("gsm8k", "ppo", __doc__, (RunConfig, PPOConfig, GSM8KConfig), argv)
+    exp = setup("gsm8k", "ppo", __doc__, (RunConfig, PPOConfig, GSM8KConfig), argv, config=config)
     task = GSM8KTask.from_config(exp.task, exp.tokenizer, exp.run.seed, exp.accelerator.device)
     [trainer] = build_agents(exp, 1)
     return train(exp, SinglePPO(trainer, exp.tokenizer, task), task, exp.ppo.batch_size, PLOTS, CONSOLE)

@@ -26,8 +26,9 @@ CONSOLE = {"pioneer/task_reward": "r_pio", "observer/task_reward": "r_obs", "age
            "agent_b/objective/kl": "kl_b", "cory/pioneer_agent": "pio", "time/step": "s/step"}
 
 
-def main(argv=None) -> dict:
-    exp = setup("imdb", "cory", __doc__, (RunConfig, PPOConfig, CORYConfig, IMDBConfig), argv)
+def main(argv=None, config: dict | None = None) -> dict:
+    """`argv`: the command line's flags; `config`: settings as a dict, over them (cory.sweep.run passes it)."""
+    exp = setup("imdb", "cory", __doc__, (RunConfig, PPOConfig, CORYConfig, IMDBConfig), argv, config=config)
     # 1. the task: review prefixes, sentiment reward
     task = IMDBTask.from_config(exp.task, exp.tokenizer, exp.run.seed, exp.accelerator.device)
     # 2. n_agents (2: the paper) copies of one LLM, or LoRA adapters on one base, and one shared frozen reference

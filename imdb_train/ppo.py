@@ -23,9 +23,10 @@ CONSOLE = {"env/reward_mean": "reward", "objective/kl": "kl", "objective/kl_exac
            "objective/kl_coef": "kl_coef", "time/step": "s/step"}
 
 
-def main(argv=None) -> dict:
+def main(argv=None, config: dict | None = None) -> dict:
+    """`argv`: the command line's flags; `config`: settings as a dict, over them (cory.sweep.run passes it)."""
     # CORY's keys (the task file's `cory` sub-dict) are not this script's: --swap_freq here is an error
-    exp = setup("imdb", "ppo", __doc__, (RunConfig, PPOConfig, IMDBConfig), argv)
+    exp = setup("imdb", "ppo", __doc__, (RunConfig, PPOConfig, IMDBConfig), argv, config=config)
     # 1. the task: review prefixes, sentiment reward
     task = IMDBTask.from_config(exp.task, exp.tokenizer, exp.run.seed, exp.accelerator.device)
     # 2. one policy and its frozen reference

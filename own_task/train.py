@@ -23,13 +23,15 @@ CONSOLE = {"env/reward_mean": "reward", "pioneer/task_reward": "r_pio", "observe
            "objective/kl": "kl", "time/step": "s/step"}
 
 
-def main(argv=None) -> dict:
+def main(argv=None, config: dict | None = None) -> dict:
+    """`argv`: the command line's flags; `config`: settings as a dict, over them (cory.sweep.run passes it)."""
+    config = dict(config or {})
     picked = argparse.ArgumentParser(add_help=False)
-    picked.add_argument("--algorithm", choices=("ppo", "cory"), default="cory")
+    picked.add_argument("--algorithm", choices=("ppo", "cory"), default=config.pop("algorithm", "cory"))
     args, rest = picked.parse_known_args(argv)
     sections = (RunConfig, PPOConfig, *((CORYConfig,) if args.algorithm == "cory" else ()), TextTaskConfig)
     exp = setup("text", args.algorithm, __doc__, sections, rest,
-                (("--algorithm", "ppo or cory: which to train (default: cory); CORY's settings below apply to cory only"),))
+                (("--algorithm", "ppo or cory: which to train (default: cory); CORY's settings below apply to cory only"),), config)
     task = TextTask.from_config(exp.task, exp.tokenizer, exp.run.seed, exp.accelerator.device)
     if args.algorithm == "ppo":
         [trainer] = build_agents(exp, 1)

@@ -159,8 +159,24 @@ def test_help_shows_each_key_with_its_doc_and_the_presets_value(capsys):
         parse_args("imdb", "", SECTIONS, ["--preset", "paper", "--help"], "cory")
     shown = " ".join(capsys.readouterr().out.split())
     assert "PPOConfig:" in shown and "CORYConfig:" in shown
-    assert "--swap_freq int exchange roles every N steps (0: never); with more than two agents each moves one position on (default: 5)" in shown
-    assert "--batch_size int samples per PPO step (per process) (default: 256)" in shown  # the preset's, not the class's
+    assert ("--swap_freq int exchange roles every N steps (0: never); with more than two agents each moves one position on "
+            "(default: 5, from library default, CORYConfig)") in shown
+    assert "--init_kl_coef float" in shown and "(default: 0.3, from configs/imdb.py preset paper)" in shown  # the preset's
+    with pytest.raises(SystemExit):
+        parse_args("imdb", "", SECTIONS, ["--help"], "cory")
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "(default: 'smollm2-135m-instruct', from configs/imdb.py defaults)" in shown  # what runs without --preset
+
+
+def test_defaults_are_what_runs_and_a_preset_is_a_whole_other_setting():
+    """`defaults` is the offline setting (no --preset, or --preset offline); `paper` does not inherit its data paths."""
+    assert parse_args("imdb", "", SECTIONS, [], "cory") == ("offline", load_task_config("imdb", "offline", "cory"))
+    paper = load_task_config("imdb", "paper", "cory")
+    assert paper["model_name"] == "gpt2-large" and "dataset_path" not in paper and "steps" not in paper
+    official = load_task_config("imdb", "official", "cory")
+    assert official == {**paper, "init_kl_coef": 0.4, "use_score_scaling": True, "use_score_norm": True}
+    gsm8k = {a: load_task_config("gsm8k", "offline", a)["learning_rate"] for a in ("ppo", "cory")}
+    assert gsm8k == {"ppo": 1e-5, "cory": 1e-4}  # the algorithm's sub-dict over the setting's common keys
 
 
 def test_relative_paths_in_a_config_file_mean_from_the_repo_root(monkeypatch, tmp_path):
@@ -185,8 +201,8 @@ def test_two_sections_owning_one_key_are_refused():
 
 @pytest.mark.parametrize("task", ["imdb", "gsm8k"])
 def test_task_configs_hold_only_what_differs_from_the_library(task):
-    """One source per default: a config file value equal to the dataclass default (or a preset value equal to
-    what it overrides) is a copy that would silently go stale when the library default changes."""
+    """One source per default: a value in `defaults` or in a preset (each a whole setting over the library defaults)
+    equal to the dataclass default is a copy that would silently go stale when the library default changes."""
     import dataclasses
     import importlib.util
 
@@ -201,7 +217,7 @@ def test_task_configs_hold_only_what_differs_from_the_library(task):
     defaults = flat(module.defaults)
     assert [k for k, v in defaults.items() if library.get(k) == v] == []
     for name, preset in module.presets.items():
-        assert [k for k, v in flat(preset).items() if defaults.get(k, library.get(k)) == v] == [], name
+        assert [k for k, v in flat(preset).items() if library.get(k) == v] == [], name
 
 
 @pytest.mark.parametrize("flags, message", [

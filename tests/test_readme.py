@@ -88,9 +88,10 @@ def test_the_preset_recipe_adds_a_preset(tmp_path, monkeypatch):
 
 def test_presets_in_a_task_file_never_break_the_run_without_preset(tmp_path, monkeypatch):
     """Before: adding presets to configs/text.py, as the README suggests, broke every run without --preset."""
-    (tmp_path / "text.py").write_text((ROOT / "configs" / "text.py").read_text() + "\npresets['fast'] = {'steps': 5}\n")
+    (tmp_path / "text.py").write_text((ROOT / "configs" / "text.py").read_text() + "\npresets['fast'] = {**defaults, 'steps': 5}\n")
     monkeypatch.setattr("cory.config.CONFIG_DIR", tmp_path)
     assert load_task_config("text", "offline")["steps"] == 30 and load_task_config("text", "fast")["steps"] == 5
+    assert load_task_config("text", "fast")["model_name"] == load_task_config("text", "offline")["model_name"]
     with pytest.raises(UsageError, match=r"unknown preset 'fst' for text; choose one of \['fast', 'offline'\]"):
         load_task_config("text", "fst")
 

@@ -363,3 +363,26 @@ def test_long_running_scripts_are_parsed_whole_before_they_run(tmp_path):
         f.write("echo appended\n")
     script.write_text(script.read_text().replace("echo after", "echo edited"))
     assert running.communicate(timeout=30)[0].split() == ["before", "after"]
+
+
+def test_a_sweep_from_python_runs_each_point_in_its_own_directory(assets, tmp_path):
+    """The README's sweep: two values of one key, a dict in (typed values, not flag strings), a summary out."""
+    from cory.errors import WrongType
+    from cory.sweep import run, run_name
+
+    base = {"model_name": str(assets / "lm"), "output_dir": str(tmp_path), "steps": 2, "batch_size": 4, "mini_batch_size": 2,
+            "ppo_epochs": 1, "response_min_tokens": 2, "response_max_tokens": 3, "mixed_precision": "no", "eval_every": 2,
+            "eval_prompts": 3, "reward_model": str(assets / "classifier"), "dataset_path": str(assets / "reviews.jsonl"),
+            "eval_dataset_path": str(assets / "reviews.jsonl")}
+    summaries = {lr: run("imdb_train/ppo.py", {**base, "learning_rate": lr}) for lr in (1e-5, 1e-3)}
+    assert len({s["run_dir"] for s in summaries.values()}) == 2  # a long name ends in a hash of the whole config
+    assert run_name(Path("imdb_train/cory.py"), "offline", {"learning_rate": 1e-5}) == "imdb-cory-offline-learning_rate=1e-05-seed0"
+    for lr, summary in summaries.items():
+        assert Path(summary["run_dir"], "metrics.jsonl").exists()
+        assert summary["final_step"]["ppo/learning_rate"] == lr and set(summary["held_out"]) == {"policy"}
+        assert summary["held_out"]["policy"]["step"] == 2 and "reward_mean" in summary["held_out"]["policy"]
+    with pytest.raises(UsageError, match=r"unknown config key\(s\) \['learning_rte'\]; did you mean learning_rate"):
+        run("imdb_train/ppo.py", {**base, "learning_rte": 1e-5})
+    with pytest.raises(WrongType, match="config key 'steps' must be int, got '2'"):
+        run("imdb_train/ppo.py", {**base, "steps": "2", "run_name": "typed"})
+    assert not (tmp_path / "typed").exists()
