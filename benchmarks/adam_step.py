@@ -10,7 +10,7 @@ import json
 import time
 
 import torch
-from cory.cpu_memory import tune_allocator
+from cory.platform.cpu_memory import tune_allocator
 
 
 def seconds_per_step(params: list[torch.Tensor], fused: bool, steps: int = 3) -> float:
@@ -29,7 +29,7 @@ def main() -> None:
     args = parser.parse_args()
     from transformers import AutoModelForCausalLM
 
-    from cory.models import resolve_model
+    from cory.models.load import resolve_model
 
     params = list(AutoModelForCausalLM.from_pretrained(resolve_model(args.model_name)).parameters())
     for p in params:

@@ -11,7 +11,7 @@ import argparse
 import torch
 
 from benchmarks.step_time import add_setup_arguments, build, step_setup
-from cory.cpu_memory import tune_allocator
+from cory.platform.cpu_memory import tune_allocator
 
 
 def main() -> None:

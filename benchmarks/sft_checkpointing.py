@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
-from cory.cpu_memory import tune_allocator
+from cory.platform.cpu_memory import tune_allocator
 
 
 
@@ -22,9 +22,9 @@ def one_build(checkpointing: bool, batches: int) -> dict:
     has no off switch: the build always checkpoints)."""
 
     from cory.config import build, load_task_config
-    from cory.gsm8k import GSM8KConfig
-    from cory.models import SMOLLM2_ALIAS
-    from cory.sft import SFTConfig, sft_inputs, train_sft
+    from cory.tasks.gsm8k import GSM8KConfig
+    from cory.models.load import SMOLLM2_ALIAS
+    from cory.assets.sft import SFTConfig, sft_inputs, train_sft
 
     config = replace(SFTConfig(), n_examples=batches * SFTConfig().batch_size)
     model, tokenizer, examples = sft_inputs(SMOLLM2_ALIAS, build(GSM8KConfig, load_task_config("gsm8k", "offline")), config)

@@ -37,8 +37,8 @@ import torch
 from benchmarks import gemm_peak
 from benchmarks.flops import FlopCounter
 from benchmarks.synthetic import synthetic_rollout
-from cory.memory import peak_memory_mb
-from cory.cpu_memory import tune_allocator
+from cory.platform.memory import peak_memory_mb
+from cory.platform.cpu_memory import tune_allocator
 
 PHASES = ("generate", "score", "policy_value_forward", "reference_forward", "ppo_update")
 MODES = ("ppo", "ppo_observer", "cory", "cory_no_transfer", "update", "swap", "peak")
@@ -48,10 +48,10 @@ PRECISION_LABEL = {"no": "fp32", "bf16": "bf16"}
 def build(args):
     """The experiment (config, accelerator, tokenizer) exactly as the training scripts set it up (`runner.setup`)."""
     from cory.config import RunConfig
-    from cory.cory import CORYConfig
-    from cory.imdb import IMDBConfig
-    from cory.ppo_config import PPOConfig
-    from cory.runner import setup
+    from cory.algorithms.cory import CORYConfig
+    from cory.tasks.imdb import IMDBConfig
+    from cory.ppo.config import PPOConfig
+    from cory.run.loop import setup
 
     flags = ["--preset", args.preset, "--batch_size", args.batch_size, "--mini_batch_size", args.mini_batch_size or args.batch_size,
              "--ppo_epochs", args.ppo_epochs, "--reuse_rollout_forward", args.reuse_rollout_forward, "--lora_r", args.lora_r, "--query_min_tokens", args.query_tokens,
@@ -62,7 +62,7 @@ def build(args):
 
 def trainers(exp, n):
     """`n` agents through the scripts' own factory (`runner.build_agents`)."""
-    from cory.runner import build_agents
+    from cory.run.loop import build_agents
 
     return build_agents(exp, n)
 
@@ -87,9 +87,9 @@ def phases(rows: list[dict], prefixes: list[str]) -> dict:
 
 def step_setup(mode: str, args, exp):
     """(algorithm, prompts, generation kwargs) for a full-step mode: PPO, CORY, or one of their variants."""
-    from cory.cory import CORY, CORYConfig
-    from cory.imdb import IMDBTask
-    from cory.single import SinglePPO
+    from cory.algorithms.cory import CORY, CORYConfig
+    from cory.tasks.imdb import IMDBTask
+    from cory.algorithms.single import SinglePPO
 
     tokenizer = exp.tokenizer
     task = IMDBTask.from_config(exp.task, tokenizer, exp.run.seed, exp.accelerator.device)
@@ -105,7 +105,7 @@ def step_setup(mode: str, args, exp):
 
 
 def worker(args) -> dict:
-    from cory.cory import roles_at
+    from cory.algorithms.cory import roles_at
 
     exp = build(args)
     result = {"mode": args.worker, "mixed_precision": exp.run.mixed_precision, "device": str(exp.accelerator.device),
@@ -125,7 +125,7 @@ def worker(args) -> dict:
     elif args.worker == "peak":
         from transformers import AutoConfig
 
-        from cory.models import resolve_model
+        from cory.models.load import resolve_model
 
         config = AutoConfig.from_pretrained(resolve_model(exp.run.model_name))
         rows = {"decode batch": args.batch_size, "minibatch tokens": args.mini_batch_size * (args.query_tokens + args.response_tokens),
@@ -188,8 +188,8 @@ def count_flops(algorithm) -> FlopCounter:
 
 def observer_shaped(prompts, template: str, tokenizer, response_tokens: int, eos_ids: set[int]) -> list:
     """Prompts as long as the observer's: the template around x and a random y1 of `response_tokens` tokens."""
-    from cory.cory import observer_prompts
-    from cory.task import Prompt
+    from cory.algorithms.cory import observer_prompts
+    from cory.tasks.task import Prompt
 
     g = torch.Generator().manual_seed(0)
     fake = [torch.randint(1000, 20000, (response_tokens,), generator=g) for _ in prompts]
@@ -199,7 +199,7 @@ def observer_shaped(prompts, template: str, tokenizer, response_tokens: int, eos
 
 def machine() -> dict:
     """What the numbers were measured on, and how busy it was when the benchmark started."""
-    from cory.precision import bf16_supported
+    from cory.platform.precision import bf16_supported
 
     cpuinfo = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
     model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), platform.processor())
@@ -248,10 +248,10 @@ def distance_to_limit(results: dict) -> dict:
 
 def official_swap_seconds(agents, exp) -> float:
     """The official code's swap: save both models to disk, load them back, build fresh optimizers."""
-    from cory.agents import write_policy
-    from cory.models import load_causal_lm
-    from cory.policy import ValueHeadPolicy
-    from cory.ppo import PPOTrainer
+    from cory.algorithms.agents import write_policy
+    from cory.models.load import load_causal_lm
+    from cory.ppo.policy import ValueHeadPolicy
+    from cory.ppo.trainer import PPOTrainer
 
     run, ppo, accelerator, tokenizer = exp.run, exp.ppo, exp.accelerator, exp.tokenizer
     with tempfile.TemporaryDirectory() as tmp:
@@ -260,7 +260,7 @@ def official_swap_seconds(agents, exp) -> float:
             write_policy(agent.policy, tokenizer, Path(tmp) / str(i))
         for i, agent in enumerate(agents):
             if run.lora_r:
-                from cory.agents import load_policy_weights
+                from cory.algorithms.agents import load_policy_weights
 
                 load_policy_weights(agent.policy, Path(tmp) / str(i))
                 PPOTrainer(ppo, agent.policy, agent.reference, tokenizer, accelerator)
@@ -273,7 +273,7 @@ def official_swap_seconds(agents, exp) -> float:
 def run_modes(args) -> dict:
     """Each (mode, precision) in a fresh process; the parent collects, compares, prints and writes."""
     results = {}
-    from cory.precision import bf16_supported
+    from cory.platform.precision import bf16_supported
 
     if "bf16" in args.precisions and not bf16_supported(torch.cuda.is_available()):
         print("this CPU has no native bf16 (bf16 runs would fall back to fp32): fp32 only", file=sys.stderr)
@@ -368,7 +368,7 @@ def main() -> None:
         return
     summary = run_modes(args)
     print_table(summary)
-    from cory.paths import atomic_file
+    from cory.platform.paths import atomic_file
 
     lora = f"-lora{args.lora_r}" if args.lora_r else ""
     out = Path(args.out or f"benchmarks/results/{summary['machine']['cpu_kind']}{lora}.json")

@@ -19,7 +19,7 @@ paper = dict(
 
 defaults = dict(
     model_name="smollm2-135m-instruct",
-    reward_model="sentiment-minilm-imdb-fast",  # built in ~2 min; the evidence study pins the first recipe (cory/assets.py)
+    reward_model="sentiment-minilm-imdb-fast",  # built in ~2 min; the evidence study pins the first recipe (cory/assets/build.py)
     dataset_path="../shared/data/imdb/train.parquet",
     eval_dataset_path="../shared/data/imdb/test.parquet",
     init_kl_coef=0.3,  # the paper's, as in every preset

@@ -18,7 +18,7 @@ import typing
 from pathlib import Path
 
 from cory.errors import UsageError, WrongType
-from cory.precision import MODES as PRECISION_MODES
+from cory.platform.precision import MODES as PRECISION_MODES
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 

@@ -11,10 +11,10 @@ from pathlib import Path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 from cory.config import RunConfig
 from cory.errors import run_script
-from cory.gsm8k import GSM8KConfig, GSM8KTask
-from cory.ppo_config import PPOConfig
-from cory.runner import build_agents, setup, train
-from cory.single import SinglePPO
+from cory.tasks.gsm8k import GSM8KConfig, GSM8KTask
+from cory.ppo.config import PPOConfig
+from cory.run.loop import build_agents, setup, train
+from cory.algorithms.single import SinglePPO
 
 PLOTS = {"accuracy (task reward)": ["env/reward_mean"], "KL to reference": ["objective/kl", "objective/kl_exact"],
          "response length": ["tokens/responses_len_mean"]}

@@ -13,12 +13,12 @@ from pathlib import Path
 # `import cory` would import this file: the one line below drops that folder (the package is installed: make venv).
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 from cory.config import RunConfig
-from cory.cory import CORY, CORYConfig
+from cory.algorithms.cory import CORY, CORYConfig
 from cory.errors import run_script
-from cory.imdb import IMDBConfig, IMDBTask
-from cory.plots import per_agent
-from cory.ppo_config import PPOConfig
-from cory.runner import build_agents, setup, train
+from cory.tasks.imdb import IMDBConfig, IMDBTask
+from cory.run.plots import per_agent
+from cory.ppo.config import PPOConfig
+from cory.run.loop import build_agents, setup, train
 
 PLOTS = {"task reward": "task_reward", "KL to reference (penalty estimator)": "objective/kl",
          "KL coefficient": "objective/kl_coef"}  # one curve per agent

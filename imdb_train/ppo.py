@@ -12,10 +12,10 @@ from pathlib import Path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 from cory.config import RunConfig
 from cory.errors import run_script
-from cory.imdb import IMDBConfig, IMDBTask
-from cory.ppo_config import PPOConfig
-from cory.runner import build_agents, setup, train
-from cory.single import SinglePPO
+from cory.tasks.imdb import IMDBConfig, IMDBTask
+from cory.ppo.config import PPOConfig
+from cory.run.loop import build_agents, setup, train
+from cory.algorithms.single import SinglePPO
 
 PLOTS = {"task reward": ["env/reward_mean"], "KL to reference": ["objective/kl", "objective/kl_exact"],
          "KL coefficient": ["objective/kl_coef"]}

@@ -1,4 +1,4 @@
-r"""PPO or CORY on your own task: prompts from a file, the reward a plain Python function (cory/text_task.py).
+r"""PPO or CORY on your own task: prompts from a file, the reward a plain Python function (cory/tasks/text.py).
 
     python own_task/train.py --algorithm cory --dataset_path ../shared/data/imdb/train.parquet --prompt_column text \
         --max_prompt_tokens 8 --reward_fn own_task.example_reward:upbeat     # CORY (default), offline model, CPU
@@ -10,13 +10,13 @@ r"""PPO or CORY on your own task: prompts from a file, the reward a plain Python
 import argparse
 
 from cory.config import RunConfig
-from cory.cory import CORY, CORYConfig
+from cory.algorithms.cory import CORY, CORYConfig
 from cory.errors import run_script
-from cory.plots import per_agent
-from cory.ppo_config import PPOConfig
-from cory.runner import build_agents, setup, train
-from cory.single import SinglePPO
-from cory.text_task import TextTask, TextTaskConfig
+from cory.run.plots import per_agent
+from cory.ppo.config import PPOConfig
+from cory.run.loop import build_agents, setup, train
+from cory.algorithms.single import SinglePPO
+from cory.tasks.text import TextTask, TextTaskConfig
 
 PLOTS = {"task reward": "task_reward", "KL to reference (penalty estimator)": "objective/kl"}
 CONSOLE = {"env/reward_mean": "reward", "pioneer/task_reward": "r_pio", "observer/task_reward": "r_obs",

@@ -35,16 +35,16 @@ from pathlib import Path
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parent.parent
-from cory.checkpoint import complete_checkpoints
+from cory.run.checkpoint import complete_checkpoints
 from cory.errors import RunStopped, UsageError, run_script
-from cory.eval.ledger import (check_same_setting, commit_entry, entry_path, git_commit, make_entry, read_entry,
+from cory.studies.ledger import (check_same_setting, commit_entry, entry_path, git_commit, make_entry, read_entry,
                               read_study, training_code_dirty, write_entry, write_study)
-from cory.eval.arms import arm_flags, arm_names, budget_table, resolved_config, study_arms
-from cory.eval.budget import MATCHES, QUANTITIES, require
-from cory.eval.ledger_checks import lock_study, stated, tidy, uncommitted, verified
-from cory.eval.report import judge, write_report
-from cory.paths import atomic_file, read_json
-from cory.rundir import RunDirLock
+from cory.studies.arms import arm_flags, arm_names, budget_table, resolved_config, study_arms
+from cory.studies.budget import MATCHES, QUANTITIES, require
+from cory.studies.checks import lock_study, stated, tidy, uncommitted, verified
+from cory.studies.report import judge, write_report
+from cory.platform.paths import atomic_file, read_json
+from cory.run.rundir import RunDirLock
 
 PRESETS = {
     # the task preset each training script runs, and the comparison's own settings (fixed before the runs)
@@ -57,7 +57,7 @@ TASK_SCRIPTS = {"imdb": ["imdb_train/{algorithm}.py"], "gsm8k": ["gsm8k_train/{a
                 "text": ["own_task/train.py", "--algorithm", "{algorithm}"]}
 """each task's training script for an algorithm (your own task: own_task/train.py)"""
 ADDENDUM = "addendum.json"
-"""a study's dated, post-hoc re-reading of its ledger (`cory.eval.addendum`), shown in its summary"""
+"""a study's dated, post-hoc re-reading of its ledger (`cory.studies.addendum`), shown in its summary"""
 JUDGES = {"imdb": judge}
 """a task's second judge, scored into every ledger entry (IMDB: VADER positivity); other tasks have none"""
 
@@ -94,7 +94,7 @@ def parse_algorithm_args(specs: list[str]) -> dict[str, list[str]]:
 
 
 def parse_budget(spec: str) -> dict:
-    """'per model:responses_per_step,optimizer_steps' -> the study's budget claim (`cory.eval.budget`)."""
+    """'per model:responses_per_step,optimizer_steps' -> the study's budget claim (`cory.studies.budget`)."""
     match, _, quantities = spec.partition(":")
     claim = {"match": match.strip(), "equal": [q.strip() for q in quantities.split(",") if q.strip()]}
     if claim["match"] not in MATCHES or not claim["equal"] or set(claim["equal"]) - set(QUANTITIES):
@@ -136,7 +136,7 @@ def run_dir(out: Path, setting: str, arm: str, seed: int) -> Path:
 
 
 def run_command(study: dict, setting: str, arm: str, seed: int, directory: Path) -> list[str]:
-    """The training script's command line for one run of the study (the arm's flags: `cory.eval.arms.arm_flags`)."""
+    """The training script's command line for one run of the study (the arm's flags: `cory.studies.arms.arm_flags`)."""
     algorithm = study_arms(study)[arm]["algorithm"]
     script = [part.format(algorithm=algorithm) for part in TASK_SCRIPTS[study.get("task", "imdb")]]
     return [sys.executable, str(ROOT / script[0]), *script[1:], "--seed", str(seed), "--save_every", str(study["eval_every"]),
@@ -398,7 +398,7 @@ def report(out: Path, study: dict, name: str, jobs: list) -> None:
 def decoder(study: dict):
     """Token ids -> text with the study's tokenizer where it is built here (the addendum shows the commonest
     responses); None, and ids are shown, where it is not."""
-    from cory.models import load_tokenizer
+    from cory.models.load import load_tokenizer
 
     model = resolved_config(study, DEFAULT_SETTING, next(iter(study_arms(study))))["model_name"]
     try:

@@ -17,8 +17,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 from cory.eval.bootstrap import paired_difference_ci
 from cory.eval.gsm8k import pass_at_k
-from cory.gsm8k import GSM8KConfig, before_stop, extract_answer
-from cory.paths import atomic_file, read_json
+from cory.tasks.gsm8k import GSM8KConfig, before_stop, extract_answer
+from cory.platform.paths import atomic_file, read_json
 
 STEP_LIMITS = (1, 2, 3)
 

@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-from cory.paths import atomic_file
-from cory.plots import plot_curves
+from cory.platform.paths import atomic_file
+from cory.run.plots import plot_curves
 
 PRECISIONS = {"fp32": "no", "bf16": "bf16"}
 # what each algorithm's curve is: PPO's policy, and the mean of CORY's two agents (each alone is in its run's curves.png)

@@ -26,11 +26,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 from cory.eval.bootstrap import paired_difference_ci
-from cory.eval.ledger import read_entry, setting_differences
-from cory.eval.report import evals_of, markdown, per_prompt, read_eval, statistic, value
-from cory.paths import atomic_file
-from cory.plots import plot_mean_std
-from cory.tracking import read_metrics
+from cory.studies.ledger import read_entry, setting_differences
+from cory.studies.report import evals_of, markdown, per_prompt, read_eval, statistic, value
+from cory.platform.paths import atomic_file
+from cory.run.plots import plot_mean_std
+from cory.run.tracking import read_metrics
 
 METRICS = {"reward_mean": "reward", "kl_exact": "KL", "combined_eta0.05": "r-0.05KL", "distinct_2": "distinct-2"}
 

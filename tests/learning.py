@@ -4,11 +4,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from cory.cory import CORY, CORYConfig
-from cory.policy import FrozenReference, ValueHeadPolicy
-from cory.ppo import PPOTrainer
-from cory.ppo_config import PPOConfig
-from cory.task import Prompt
+from cory.algorithms.cory import CORY, CORYConfig
+from cory.ppo.policy import FrozenReference, ValueHeadPolicy
+from cory.ppo.trainer import PPOTrainer
+from cory.ppo.config import PPOConfig
+from cory.tasks.task import Prompt
 from tests.tiny import TextTask, tiny_gpt2
 
 VOCAB, TARGET = 10, 3

@@ -51,7 +51,7 @@ def test_the_innermost_phase_gets_the_forward_and_the_update_its_backward():
 
 
 def test_a_peft_model_is_counted_through_its_base_without_its_adapters():
-    from cory.lora import lora_config
+    from cory.models.lora import lora_config
     from peft import get_peft_model
 
     model = get_peft_model(tiny_gpt2(), lora_config(tiny_gpt2(), 4, 8, 0.0, "c_attn"))

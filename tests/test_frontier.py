@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from cory.errors import UsageError
-from cory.eval import budget
-from cory.eval.arms import arm_names, budget_table
+from cory.studies import budget
+from cory.studies.arms import arm_names, budget_table
 from cory.eval.bootstrap import crossed_mean_replicates, paired_difference_ci
-from cory.eval.frontier import compare_at_levels, crossing, read_at_level, travel
-from cory.eval.intervals import label, monte_carlo_band, seed_level, t_interval, t_quantile
+from cory.studies.frontier import compare_at_levels, crossing, read_at_level, travel
+from cory.studies.intervals import label, monte_carlo_band, seed_level, t_interval, t_quantile
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -157,9 +157,9 @@ def test_the_critic_free_study_is_refused_as_written():
 def test_the_addendum_reads_the_committed_critic_free_ledger():
     """Matched updates (CORY-GRPO step 20 vs GRPO step 10: 40 updates per model each): CORY-GRPO's reward is lower
     (-0.23 / -0.28), and with 3 seeds nothing is decided; GRPO ends degenerate (most responses end early)."""
-    from cory.eval.addendum import build
-    from cory.eval.arms import study_arms
-    from cory.eval.report import agent_of, evals_of, load
+    from cory.studies.addendum import build
+    from cory.studies.arms import study_arms
+    from cory.studies.report import agent_of, evals_of, load
 
     s = study("imdb-critic-free")
     out = ROOT / "results" / "imdb-critic-free"

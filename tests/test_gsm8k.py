@@ -9,13 +9,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from cory.cory import CORY, CORYConfig, observer_prompts
+from cory.algorithms.cory import CORY, CORYConfig, observer_prompts
 from cory.eval.gsm8k import pass_at_k
-from cory.gsm8k import ONE_SHOT, GSM8KConfig, GSM8KTask, extract_answer, is_correct, normalise_number, reference_answer
-from cory.paths import write_json
-from cory.policy import FrozenReference, ValueHeadPolicy
-from cory.ppo import PPOTrainer
-from cory.ppo_config import PPOConfig
+from cory.tasks.gsm8k import ONE_SHOT, GSM8KConfig, GSM8KTask, extract_answer, is_correct, normalise_number, reference_answer
+from cory.platform.paths import write_json
+from cory.ppo.policy import FrozenReference, ValueHeadPolicy
+from cory.ppo.trainer import PPOTrainer
+from cory.ppo.config import PPOConfig
 from tests.tiny import tiny_gpt2
 
 GSM8K = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "gsm8k"
@@ -139,7 +139,7 @@ def test_solution_steps_on_the_real_files(tokenizer):
 
 
 def test_chat_template_wraps_prompts(tokenizer):
-    from cory.templates import chat_wrap
+    from cory.tasks.templates import chat_wrap
 
     tok = copy.deepcopy(tokenizer)
     tok.chat_template = "{% for m in messages %}<user>{{ m['content'] }}</user>{% endfor %}<assistant>"

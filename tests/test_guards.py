@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from cory.errors import RunStopped
-from cory.task import Prompt, RewardErrorReport, safe_rewards
+from cory.tasks.task import Prompt, RewardErrorReport, safe_rewards
 from tests.test_ppo_trainer import batch, make_trainer
 from tests.tiny import TextTask
 
@@ -114,7 +114,7 @@ def test_a_checkpoint_the_disk_cannot_hold_stops_before_it_is_written(tmp_path, 
     """A run's checkpoints have the size of its last one: with less room than that, stop in one line first."""
     from collections import namedtuple
 
-    from cory import checkpoint
+    from cory.run import checkpoint
     from cory.errors import RunStopped
 
     usage = namedtuple("usage", "total used free")
@@ -135,7 +135,7 @@ def test_torch_save_on_a_full_disk_is_the_oserror_that_run_script_says_in_one_li
     it becomes ENOSPC, which run_script prints as one line; with room left, the RuntimeError is a bug and stays."""
     from collections import namedtuple
 
-    from cory import checkpoint
+    from cory.run import checkpoint
 
     usage = namedtuple("usage", "total used free")
 

@@ -5,13 +5,13 @@ from pathlib import Path
 import pytest
 
 from cory.config import RunConfig, build, check_known_keys, load_task_config, parse_args
-from cory.cory import CORYConfig
-from cory.data import PromptLoader, read_records
+from cory.algorithms.cory import CORYConfig
+from cory.tasks.data import PromptLoader, read_records
 from cory.errors import UsageError
-from cory.gsm8k import GSM8KConfig, GSM8KTask
-from cory.imdb import IMDBConfig, imdb_prompts
-from cory.models import resolve_model
-from cory.ppo_config import PPOConfig
+from cory.tasks.gsm8k import GSM8KConfig, GSM8KTask
+from cory.tasks.imdb import IMDBConfig, imdb_prompts
+from cory.models.load import resolve_model
+from cory.ppo.config import PPOConfig
 
 SECTIONS = (RunConfig, PPOConfig, CORYConfig, IMDBConfig)
 
@@ -207,7 +207,7 @@ def test_task_configs_hold_only_what_differs_from_the_library(task):
     import importlib.util
 
     from cory.config import CONFIG_DIR
-    from cory.imdb import IMDBConfig
+    from cory.tasks.imdb import IMDBConfig
 
     spec = importlib.util.spec_from_file_location(f"configs_{task}", CONFIG_DIR / f"{task}.py")
     module = importlib.util.module_from_spec(spec)
@@ -230,7 +230,7 @@ def test_task_configs_hold_only_what_differs_from_the_library(task):
     (["--observer_template", "{query}{pioneer_response} {"], "not a valid template"),
 ])
 def test_clashing_settings_and_missing_files_stop_before_any_model_loads(flags, message, monkeypatch):
-    from cory import runner
+    from cory.run import loop as runner
 
     monkeypatch.setattr(runner, "load_tokenizer", lambda name: pytest.fail("a model loaded before the check"))
     with pytest.raises(UsageError, match=message):
@@ -246,14 +246,14 @@ def test_a_negative_number_after_a_space_reaches_the_range_check():
 
 
 def test_a_sequence_classifier_as_the_policy_is_refused(assets):
-    from cory.models import load_causal_lm
+    from cory.models.load import load_causal_lm
 
     with pytest.raises(UsageError, match="is a BertForSequenceClassification, not a causal language model"):
         load_causal_lm(str(assets / "classifier"))
 
 
 def test_lora_modules_the_model_lacks_are_one_line(assets):
-    from cory.agents import build_policies
+    from cory.algorithms.agents import build_policies
 
     with pytest.raises(UsageError, match="lora_target_modules do not match the model's layers"):
         build_policies(RunConfig(model_name=str(assets / "lm"), lora_r=4, lora_target_modules="no_such_module"), 2, "cpu")
@@ -269,7 +269,7 @@ class _RunsCode:
 def test_a_pickled_weights_file_with_code_is_one_line_and_never_runs(tmp_path, capsys):
     import torch
 
-    from cory.models import load_causal_lm
+    from cory.models.load import load_causal_lm
     from tests.tiny import tiny_gpt2
 
     lm = tiny_gpt2(n_embd=16)

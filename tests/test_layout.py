@@ -19,7 +19,7 @@ def test_only_the_paper_scripts_and_the_reward_loader_edit_the_import_path():
     """The package is installed (make venv): a sys.path edit is needed only beside a file named cory.py (the paper's
     layout), plus the documented lookup of a user's reward module; tests and tools import what is installed."""
     editing = {f for f in tracked_python_files() if PATH_EDIT.search((ROOT / f).read_text())}
-    assert editing == PAPER_SCRIPTS | {"cory/reward_functions.py"}
+    assert editing == PAPER_SCRIPTS | {"cory/tasks/reward_functions.py"}
     for script in PAPER_SCRIPTS:
         assert len(PATH_EDIT.findall((ROOT / script).read_text())) == 1, script
 
@@ -33,7 +33,7 @@ def test_a_script_beside_cory_py_imports_the_package_from_any_directory(tmp_path
 
 def test_importing_the_package_leaves_the_process_alone():
     """No allocator setting on `import cory` (a notebook user's process stays as it was); a run sets it in setup."""
-    code = "import os, cory, cory.config, cory.ppo_math; print(os.environ.get('THP_MEM_ALLOC_ENABLE'))"
+    code = "import os, cory, cory.config, cory.ppo.math; print(os.environ.get('THP_MEM_ALLOC_ENABLE'))"
     env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "None", done.stderr[-2000:]

@@ -11,11 +11,11 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from cory import precision
-from cory.policy import FrozenReference, ValueHeadPolicy
-from cory.ppo import PPOTrainer
-from cory.ppo_config import PPOConfig
-from cory.precision import resolve_mixed_precision
+from cory.platform import precision
+from cory.ppo.policy import FrozenReference, ValueHeadPolicy
+from cory.ppo.trainer import PPOTrainer
+from cory.ppo.config import PPOConfig
+from cory.platform.precision import resolve_mixed_precision
 from tests.learning import ppo_learns, target_token_agents
 from tests.test_ppo_trainer import batch
 from tests.tiny import tiny_gpt2
@@ -108,7 +108,7 @@ def test_bf16_first_minibatch_ratio_is_one_and_the_master_weights_stay_fp32(toke
 
 @needs_bf16
 def test_bf16_exact_kl_is_zero_while_policy_and_reference_are_equal(tokenizer, bf16_accelerator):
-    from cory.rollout import Rollout
+    from cory.ppo.rollout import Rollout
 
     lm = tiny_gpt2()
     reference = FrozenReference(copy.deepcopy(lm), store_dtype=torch.bfloat16)

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from cory.ppo_math import (
+from cory.ppo.math import (
     AdaptiveKLController,
     FixedKLController,
     RunningMoments,
@@ -141,7 +141,7 @@ def test_adaptive_kl_controller():
 
 def test_global_whitening_equals_whitening_the_concatenated_batch():
     """Two processes holding the same shard: sum_across doubles each sum; stats must equal those of [x; x]."""
-    from cory.ppo_math import global_masked_mean_var
+    from cory.ppo.math import global_masked_mean_var
 
     values = torch.tensor([[1.0, 2.0, 9.0], [3.0, 4.0, 9.0]])
     mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0]])

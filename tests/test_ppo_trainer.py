@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from cory.policy import FrozenReference, ValueHeadPolicy
-from cory.ppo import PPOTrainer
-from cory.ppo_config import PPOConfig
-from cory.rollout import Rollout, truncate_after_eos
+from cory.ppo.policy import FrozenReference, ValueHeadPolicy
+from cory.ppo.trainer import PPOTrainer
+from cory.ppo.config import PPOConfig
+from cory.ppo.rollout import Rollout, truncate_after_eos
 from tests.learning import ppo_learns, target_token_agents
 from tests.tiny import tiny_gpt2
 

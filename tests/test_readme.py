@@ -10,11 +10,11 @@ import pytest
 
 from cory.config import RunConfig, build, check_known_keys, load_task_config, parse_args
 from cory.errors import UsageError
-from cory.cory import CORYConfig
-from cory.gsm8k import GSM8KConfig
-from cory.imdb import IMDBConfig
-from cory.ppo_config import PPOConfig
-from cory.text_task import TextTaskConfig
+from cory.algorithms.cory import CORYConfig
+from cory.tasks.gsm8k import GSM8KConfig
+from cory.tasks.imdb import IMDBConfig
+from cory.ppo.config import PPOConfig
+from cory.tasks.text import TextTaskConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -98,7 +98,7 @@ def test_presets_in_a_task_file_never_break_the_run_without_preset(tmp_path, mon
 
 def test_hyphens_misspellings_and_cory_keys_on_a_ppo_script_are_told_apart():
     """Before: `--learning-rate` and misspelled flags got argparse's bare 'unrecognized arguments'."""
-    from cory.runner import refuse_cory_keys
+    from cory.run.loop import refuse_cory_keys
 
     sections = (RunConfig, PPOConfig, IMDBConfig)
     _, raw = parse_args("imdb", "", sections, ["--learning-rate", "1e-4", "--mini-batch-size=8"], "ppo")

@@ -11,10 +11,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from cory.agents import build_policies, load_policy_weights, write_policy
-from cory.checkpoint import MARKER, check_same_config, complete_checkpoints, find_checkpoint
+from cory.algorithms.agents import build_policies, load_policy_weights, write_policy
+from cory.run.checkpoint import MARKER, check_same_config, complete_checkpoints, find_checkpoint
 from cory.config import RunConfig
-from cory.precision import bf16_supported
+from cory.platform.precision import bf16_supported
 from tests.tiny import tiny_gpt2
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -149,7 +149,7 @@ class _RunsCode:
 
 
 def test_a_checkpoint_with_pickled_code_is_refused_without_running_it(tmp_path):
-    from cory.checkpoint import load_checkpoint
+    from cory.run.checkpoint import load_checkpoint
 
     checkpoint = tmp_path / "step-0000001"
     checkpoint.mkdir()
@@ -166,7 +166,7 @@ def test_rng_state_round_trips_through_a_weights_only_load(tmp_path):
 
     import numpy as np
 
-    from cory.checkpoint import rng_state, set_rng_state
+    from cory.run.checkpoint import rng_state, set_rng_state
 
     torch.save(rng_state(), tmp_path / "rng.pt")
     expected = (random.random(), np.random.rand(), torch.rand(1).item())
@@ -177,7 +177,7 @@ def test_rng_state_round_trips_through_a_weights_only_load(tmp_path):
 def test_a_run_killed_before_its_first_checkpoint_logs_step_0_once(tmp_path):
     """Killed after the step-0 evaluation and before any checkpoint: the restart begins afresh and evaluates step 0
     again, so the logs keep none of the first attempt's rows (they kept its step-0 evaluations: duplicates)."""
-    from cory.tracking import Tracker
+    from cory.run.tracking import Tracker
 
     first = Tracker(tmp_path, {})
     first.log_eval(0, "policy", {"metrics": {"reward_mean": 0.1}, "samples": []})

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from cory.errors import UsageError
-from cory.reward_functions import RewardFunctions
+from cory.tasks.reward_functions import RewardFunctions
 
 MODULE = '''
 def exact(prompts, responses, answer):
@@ -68,7 +68,7 @@ def test_bad_weights_are_one_line(rewards):
 
 
 def test_a_text_task_passes_its_file_s_other_columns_to_the_reward(rewards, tmp_path, tokenizer):
-    from cory.text_task import TextTask, TextTaskConfig
+    from cory.tasks.text import TextTask, TextTaskConfig
 
     data = tmp_path / "qa.jsonl"
     data.write_text("".join(json.dumps({"prompt": f"What is {i} + {i}?", "answer": str(2 * i)}) + "\n" for i in range(20)))
@@ -87,8 +87,8 @@ def test_a_question_task_is_sent_as_a_user_turn_and_its_observer_too(rewards, tm
 
     import torch
 
-    from cory.cory import observer_prompts
-    from cory.text_task import TextTask, TextTaskConfig
+    from cory.algorithms.cory import observer_prompts
+    from cory.tasks.text import TextTask, TextTaskConfig
 
     tok = copy.deepcopy(tokenizer)
     tok.chat_template = "{% for m in messages %}<user>{{ m['content'] }}</user>{% endfor %}<assistant>"

@@ -11,10 +11,10 @@ import time
 import pytest
 from safetensors.torch import load_file, save_file
 
-from cory.checkpoint import MARKER, check_same_config, complete_checkpoints, find_checkpoint, manifest, verify_checkpoint
+from cory.run.checkpoint import MARKER, check_same_config, complete_checkpoints, find_checkpoint, manifest, verify_checkpoint
 from cory.errors import UsageError
-from cory.paths import atomic_directory, build_once, read_json, remove_stale_temporaries, write_json
-from cory.rundir import RunDirLock
+from cory.platform.paths import atomic_directory, build_once, read_json, remove_stale_temporaries, write_json
+from cory.run.rundir import RunDirLock
 from tests.test_resume import ENV, ROOT, run_command
 
 

@@ -1,8 +1,8 @@
 """The CPU sampling fast path draws from the right distribution, and the cheap gradient check still catches NaN/inf."""
 import torch
 
-from cory.ppo_math import grads_finite
-from cory.sampling import fast_cpu_sampling, inverse_cdf_sample
+from cory.ppo.math import grads_finite
+from cory.ppo.sampling import fast_cpu_sampling, inverse_cdf_sample
 
 
 def test_inverse_cdf_sample_matches_the_probabilities_and_never_draws_a_zero():

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from cory.checkpoint import MARKER
+from cory.run.checkpoint import MARKER
 from cory.errors import UsageError
-from cory.eval.ledger import check_same_setting, make_entry, read_entry, write_entry
-from cory.rundir import RunDirLock
+from cory.studies.ledger import check_same_setting, make_entry, read_entry, write_entry
+from cory.run.rundir import RunDirLock
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMON = ["--steps", "2", "--batch_size", "4", "--mini_batch_size", "2", "--ppo_epochs", "1", "--response_min_tokens", "2",
@@ -171,8 +171,8 @@ def test_a_ledger_entry_with_an_evaluation_logged_twice_is_refused(tmp_path):
 
 def test_a_ledger_entry_names_the_weights_each_attempt_loaded_not_those_there_at_the_end(tmp_path):
     """A classifier rebuilt while a run went on was named by the entry although the run never used it."""
-    from cory.eval.ledger import loaded_fingerprints
-    from cory.rundir import LOADED_MODELS
+    from cory.studies.ledger import loaded_fingerprints
+    from cory.run.rundir import LOADED_MODELS
 
     model = tmp_path / "classifier"
     model.mkdir()
@@ -321,8 +321,8 @@ def test_your_own_task_trains_with_a_reward_function(algorithm, assets, tmp_path
 
 def test_a_reward_function_that_does_not_exist_is_one_line(tmp_path):
     from cory.errors import UsageError
-    from cory.reward_functions import load_function as load_reward_fn
-    from cory.text_task import TextTaskConfig
+    from cory.tasks.reward_functions import load_function as load_reward_fn
+    from cory.tasks.text import TextTaskConfig
 
     with pytest.raises(UsageError, match="reward_fn own_task.example_reward:nothing"):
         load_reward_fn("own_task.example_reward:nothing")

@@ -4,8 +4,8 @@ import json
 import numpy as np
 import torch
 
-from cory.gsm8k import GSM8KConfig, GSM8KTask
-from cory.sft import IGNORE, SFTConfig, collate, sft_examples, solution_text, train_sft
+from cory.tasks.gsm8k import GSM8KConfig, GSM8KTask
+from cory.assets.sft import IGNORE, SFTConfig, collate, sft_examples, solution_text, train_sft
 from tests.tiny import tiny_gpt2
 
 
@@ -41,23 +41,23 @@ def test_sft_learns_the_labelled_tokens_and_returns_a_plain_model(tokenizer):
 
 
 def test_a_cached_warm_start_is_reused_only_with_the_same_settings(tmp_path, monkeypatch):
-    import cory.assets
-    import cory.sft
+    import cory.assets.build
+    import cory.assets.sft
     from cory.config import load_task_config
 
     monkeypatch.setenv("CORY_CACHE", str(tmp_path))
     builds = []
-    monkeypatch.setattr(cory.sft, "build_sft_model", lambda base, task_config, target: builds.append(target) or target)
+    monkeypatch.setattr(cory.assets.sft, "build_sft_model", lambda base, task_config, target: builds.append(target) or target)
     target = tmp_path / "models" / "smollm2-135m-gsm8k-sft"
     target.mkdir(parents=True)
     preset = load_task_config("gsm8k", "offline")
     task_config = GSM8KConfig(prompt_template=preset["prompt_template"], use_chat_template=True,
                               max_solution_steps=preset["max_solution_steps"], dataset_path=preset["dataset_path"])
-    settings = cory.sft.sft_settings("smollm2-135m-instruct", task_config, SFTConfig())
+    settings = cory.assets.sft.sft_settings("smollm2-135m-instruct", task_config, SFTConfig())
     (target / "sft.json").write_text(json.dumps(settings))
-    assert cory.assets.gsm8k_sft_dir() == target and builds == []
+    assert cory.assets.build.gsm8k_sft_dir() == target and builds == []
     (target / "sft.json").write_text(json.dumps({**settings, "n_examples": 1}))
-    assert cory.assets.gsm8k_sft_dir() == target and builds == [target]
+    assert cory.assets.build.gsm8k_sft_dir() == target and builds == [target]
 
 
 def test_sft_recomputes_activations_and_learns_the_same_weights_as_without(tokenizer, monkeypatch):

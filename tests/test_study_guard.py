@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from cory.errors import UsageError
-from cory.eval.ledger import entry_path, write_entry
-from cory.eval.ledger_checks import lock_study, read_checked, tidy, uncommitted, verified
+from cory.studies.ledger import entry_path, write_entry
+from cory.studies.checks import lock_study, read_checked, tidy, uncommitted, verified
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPARE = runpy.run_path(str(ROOT / "scripts" / "compare.py"))
@@ -140,7 +140,7 @@ def test_ctrl_c_stops_the_study_queue_with_exit_130_and_one_line(assets, tmp_pat
 ])
 def test_a_reward_module_that_cannot_load_is_one_line(tmp_path, monkeypatch, source, spec, message):
     """Before: a SyntaxError, a module raising at import and a relative name each gave a traceback."""
-    from cory.reward_functions import load_function as load_reward_fn
+    from cory.tasks.reward_functions import load_function as load_reward_fn
 
     module = spec.split(":")[0]
     if source:
@@ -154,8 +154,8 @@ def test_a_reward_that_exits_or_returns_the_wrong_length_stops_in_one_line(tmp_p
     """Before: SystemExit(3) in a reward ended the run silently with rc 3; a wrong length was reported with the
     per-sample retry's count ('0 scores for 1 responses')."""
     from cory.errors import RunStopped
-    from cory.task import Prompt, safe_rewards
-    from cory.text_task import TextTask, TextTaskConfig
+    from cory.tasks.task import Prompt, safe_rewards
+    from cory.tasks.text import TextTask, TextTaskConfig
 
     (tmp_path / "bad_rewards.py").write_text("def one(prompts, responses):\n    return [1.0]\n\n"
                                              "def leaves(prompts, responses):\n    exit(3)\n")
@@ -173,9 +173,9 @@ def test_unreadable_weights_a_dataset_directory_and_a_full_disk_are_one_line(tmp
     missing, and a full disk at the first checkpoint surfaced as `Exception: No space left on device`."""
     import errno
 
-    from cory.data import check_local_file
-    from cory.models import load_causal_lm
-    from cory.paths import atomic_directory
+    from cory.tasks.data import check_local_file
+    from cory.models.load import load_causal_lm
+    from cory.platform.paths import atomic_directory
     from tests.tiny import tiny_gpt2
 
     model_dir = tmp_path / "lm"

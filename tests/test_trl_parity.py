@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from cory.policy import FrozenReference, ValueHeadPolicy
-from cory.ppo import PPOTrainer
-from cory.ppo_config import PPOConfig
+from cory.ppo.policy import FrozenReference, ValueHeadPolicy
+from cory.ppo.trainer import PPOTrainer
+from cory.ppo.config import PPOConfig
 from tests.tiny import param_checksum, tiny_gpt2
 
 FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "trl_0_11_4_step.json").read_text())

@@ -61,7 +61,7 @@ class TextTask:
 
 
 def as_prompts(ids_list, tokenizer):
-    from cory.task import Prompt
+    from cory.tasks.task import Prompt
 
     return [Prompt(torch.as_tensor(ids), tokenizer.decode(ids)) for ids in ids_list]
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from cory.ppo import PPOTrainer
-from cory.rollout import Rollout
-from cory.task import Prompt, Task, safe_rewards
+from cory.ppo.trainer import PPOTrainer
+from cory.ppo.rollout import Rollout
+from cory.tasks.task import Prompt, Task, safe_rewards
 
 ETAS = (0.01, 0.05, 0.1, 0.2)
 

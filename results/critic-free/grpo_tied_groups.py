@@ -33,13 +33,16 @@ def tied_group_stats(scores: list[float], advantages: list[float], group_size: i
 
 def run(tree: Path, out: Path, argv: list[str]) -> None:
     """Train with `tree`'s code (the caller puts it first: PYTHONPATH=TREE), appending one JSON line per step to `out`."""
-    import cory.ppo as ppo
-    import cory.ppo_math as ppo_math
+    import importlib
 
+    try:  # the trainer and its math: cory/ppo/ since 2026-12-07, flat modules before
+        ppo, ppo_math = importlib.import_module("cory.ppo.trainer"), importlib.import_module("cory.ppo.math")
+    except ModuleNotFoundError:
+        ppo, ppo_math = importlib.import_module("cory.ppo"), importlib.import_module("cory.ppo_math")
     if not Path(ppo.__file__).resolve().is_relative_to(tree.resolve()):
         raise SystemExit(f"imported {ppo.__file__}, not {tree}'s code: run with PYTHONPATH={tree}")
-    callers = [m for name, m in list(sys.modules.items())  # the modules that call it (cory.ppo, or later cory.advantages)
-               if name.startswith("cory.") and name != "cory.ppo_math" and getattr(m, "group_advantages", None) is ppo_math.group_advantages]
+    callers = [m for name, m in list(sys.modules.items())  # the modules that call it (the trainer, or later the estimators)
+               if name.startswith("cory.") and m is not ppo_math and getattr(m, "group_advantages", None) is ppo_math.group_advantages]
     if out.exists():
         raise SystemExit(f"{out} exists: these runs are short and not resumed; delete it to run again")
     seen: dict = {}
