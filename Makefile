@@ -16,7 +16,7 @@ venv: .venv/.installed
 	touch $@
 
 assets: venv  ## convert SmolLM2 to safetensors, train the IMDB sentiment classifier (once)
-	$(PY) -m cory.assets.build all
+	$(PY) -m cory.assets all
 
 demo: assets  ## the main job: CORY on IMDB, offline preset
 	$(PY) imdb_train/cory.py --preset offline
@@ -27,12 +27,12 @@ demo-ppo: assets  ## the PPO baseline, offline preset
 GSM8K_EVAL := $(PY) -m cory.eval.gsm8k --preset offline --n_problems 200 --n_samples 8 --k 1 2 3 4 5 6 7 8 --max_new_tokens 96 --batch_size 64 --dtype bfloat16
 
 demo-gsm8k: venv  ## GSM8K in short: the SFT warm start (once; ~14 min on 2 cores), 2 CORY steps at batch 8, pass@1 of agent A alone on 50 held-out problems
-	$(PY) -m cory.assets.build gsm8k-sft
+	$(PY) -m cory.assets gsm8k-sft
 	$(PY) gsm8k_train/cory.py --preset offline --steps 2 --batch_size 8
 	$(PY) -m cory.eval.gsm8k --preset offline --model runs/gsm8k-cory-offline-seed0/final/agent_a --n_problems 50 --max_new_tokens 96
 
 eval-gsm8k: venv  ## base rates: the untrained model and the SFT warm start on 200 held-out easy problems (pass@1 greedy, pass@1..8)
-	$(PY) -m cory.assets.build gsm8k-sft
+	$(PY) -m cory.assets gsm8k-sft
 	$(GSM8K_EVAL) --model smollm2-135m-instruct --out runs/gsm8k/eval-untrained.json
 	$(GSM8K_EVAL) --model smollm2-135m-gsm8k-sft --out runs/gsm8k/eval-sft.json
 
@@ -55,7 +55,7 @@ compare: assets  ## a quick PPO vs CORY comparison of your own (3 seeds x 60 ste
 STUDY ?= imdb-claims
 
 study: assets  ## a committed evidence study (STUDY=imdb-claims: PPO vs CORY, default and KL-0 settings, 8 seeds; STUDY=imdb-critic-free: GRPO vs CORY-GRPO, 3 seeds; fp32) from a worktree at its commit; commits each run's ledger entry
-	$(PY) -m cory.assets.build sentiment-minilm-imdb
+	$(PY) -m cory.assets sentiment-minilm-imdb
 	scripts/run_study.sh $(STUDY) 1
 
 study-report: venv  ## a study's tables and plots from its committed ledger alone: results/$(STUDY)/

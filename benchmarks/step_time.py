@@ -177,7 +177,7 @@ def count_flops(algorithm) -> FlopCounter:
         references[id(trainer.reference)] = trainer.reference
         trainer.generate = counter.book("generate", trainer.generate)
         trainer.score_rollout = counter.book("policy_value_forward", trainer.score_rollout)
-        trainer._optimise = counter.book("ppo_update", trainer._optimise)
+        trainer.update.optimise = counter.book("ppo_update", trainer.update.optimise)
     for reference in references.values():
         reference.logits = counter.book("reference_forward", reference.logits)  # inside the scoring: the inner phase wins
     for model in models.values():

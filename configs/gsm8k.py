@@ -2,7 +2,7 @@
 
 `defaults` is what runs when no preset is named (`--preset offline` names it too): the local GSM8K files, problems
 of at most 2 calculation steps (train and held-out alike), and SmolLM2-135M-Instruct after a short SFT on training
-solutions (`python -m cory.assets.build gsm8k-sft`): untrained, it almost never answers right, so RL would see no reward
+solutions (`python -m cory.assets gsm8k-sft`): untrained, it almost never answers right, so RL would see no reward
 (results/gsm8k/summary.md). A preset is a whole other setting, written as what differs from the library defaults
 (the dataclasses in cory/; the paper's one-shot prompt and exact-answer reward are GSM8KConfig's); a `ppo` / `cory`
 sub-dict applies only to that script (the paper trains PPO at lr 1e-5 and CORY at 1e-4); `--key value` on the

@@ -96,7 +96,7 @@ def test_group_by_prompt_step_by_hand(tokenizer, accelerator):
     cory = make_cory(tokenizer, accelerator, reward, cory=dict(group_by="prompt", observer_samples=2),
                      advantage_estimator="rloo", samples_per_prompt=2)
     seen = {}
-    for agent in cory.algorithms.agents:
+    for agent in cory.agents:
         original = agent.step
         def spy(queries, responses, scores, score_error=None, group_size=None, _agent=agent, _original=original):
             seen[_agent] = (queries, scores, group_size)
@@ -104,7 +104,7 @@ def test_group_by_prompt_step_by_hand(tokenizer, accelerator):
         agent.step = spy
     two = [torch.randint(0, 1000, (3,)) for _ in range(2)]
     stats, samples = cory.step(0, as_prompts([q for q in two for _ in range(2)], tokenizer), GEN)
-    (p_queries, p_scores, p_group), (o_queries, o_scores, o_group) = seen[cory.algorithms.agents[0]], seen[cory.algorithms.agents[1]]
+    (p_queries, p_scores, p_group), (o_queries, o_scores, o_group) = seen[cory.agents[0]], seen[cory.agents[1]]
     assert len(p_queries) == 4 and p_group is None  # the trainer's own samples_per_prompt: 2
     assert len(o_queries) == 8 and o_group == 2
     for chain in range(4):  # rows 2c and 2c+1 answer the same prompt, holding pioneer response c
@@ -189,14 +189,14 @@ GEN = dict(do_sample=True, top_k=0, max_new_tokens=4, min_new_tokens=4)
 
 def test_step_trains_both_agents_against_one_untouched_reference(tokenizer, accelerator):
     cory = make_cory(tokenizer, accelerator, lambda texts: [float(len(t)) / 10 for t in texts])
-    before = [[p.clone() for p in a.policy.parameters()] for a in cory.algorithms.agents]
-    ref_before = [p.clone() for p in cory.algorithms.agents[0].reference.lm.parameters()]
-    assert cory.algorithms.agents[0].reference is cory.algorithms.agents[1].reference
+    before = [[p.clone() for p in a.policy.parameters()] for a in cory.agents]
+    ref_before = [p.clone() for p in cory.agents[0].reference.lm.parameters()]
+    assert cory.agents[0].reference is cory.agents[1].reference
     queries = as_prompts([torch.randint(0, 1000, (n,)) for n in (2, 3, 4, 5)], tokenizer)
     stats, samples = cory.step(0, queries, GEN)
-    for agent, params in zip(cory.algorithms.agents, before):
+    for agent, params in zip(cory.agents, before):
         assert any(not torch.equal(a, b) for a, b in zip(params, agent.policy.parameters()))
-    assert all(torch.equal(a, b) for a, b in zip(ref_before, cory.algorithms.agents[0].reference.lm.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(ref_before, cory.agents[0].reference.lm.parameters()))
     for key in ("pioneer/task_reward", "observer/task_reward", "cory/collective_reward", "agent_a/objective/kl", "agent_b/objective/kl_coef",
                 "pioneer/response_len", "time/generate", "time/score", "time/ppo_step"):
         assert np.isfinite(stats[key]), key
@@ -206,10 +206,10 @@ def test_step_trains_both_agents_against_one_untouched_reference(tokenizer, acce
 
 def test_a_step_of_three_agents_trains_each_on_the_sum_of_all_rewards(tokenizer, accelerator):
     cory = make_cory(tokenizer, accelerator, lambda texts: [float(len(t)) / 10 for t in texts], swap_freq=1, n_agents=3)
-    before = [[p.clone() for p in a.policy.parameters()] for a in cory.algorithms.agents]
+    before = [[p.clone() for p in a.policy.parameters()] for a in cory.agents]
     queries = as_prompts([torch.randint(0, 1000, (n,)) for n in (2, 3, 4, 5)], tokenizer)
     stats, samples = cory.step(1, queries, GEN)  # period 1: agent C is the pioneer, then A, then B
-    for agent, params in zip(cory.algorithms.agents, before):
+    for agent, params in zip(cory.agents, before):
         assert any(not torch.equal(a, b) for a, b in zip(params, agent.policy.parameters()))
     assert stats["cory/pioneer_agent"] == 2.0
     roles = ("pioneer", "observer_1", "observer_2")
@@ -226,13 +226,13 @@ def test_swap_keeps_each_agent_optimizer_state(tokenizer, accelerator):
     cory = make_cory(tokenizer, accelerator, lambda texts: [1.0 for _ in texts], swap_freq=1)
     queries = as_prompts([torch.randint(0, 1000, (3,)) for _ in range(4)], tokenizer)
     cory.step(0, queries, GEN)
-    first_param = [next(iter(a.optimizer.state.values())) for a in cory.algorithms.agents]
+    first_param = [next(iter(a.optimizer.state.values())) for a in cory.agents]
     exp_avg = [s["exp_avg"] for s in first_param]
     steps_before = [int(s["step"]) for s in first_param]
     assert steps_before == [2, 2]  # batch 4 / minibatch 2: two optimizer steps per agent per CORY step
     stats, _ = cory.step(1, queries, GEN)  # roles exchanged
     assert stats["cory/pioneer_agent"] == 1.0
-    for agent, state, avg in zip(cory.algorithms.agents, first_param, exp_avg):
+    for agent, state, avg in zip(cory.agents, first_param, exp_avg):
         now = next(iter(agent.optimizer.state.values()))
         assert now["exp_avg"] is avg  # same tensor object, updated in place
         assert int(now["step"]) == 4  # the count keeps rising across the swap: Adam was not reset

@@ -24,7 +24,7 @@ def test_non_finite_score_skips_the_step(tokenizer, accelerator):
     stats = trainer.step(queries, responses, [1.0, float("nan"), 0.3, 2.0])
     assert stats["ppo/skipped_steps"] == 1 and unchanged(trainer, before) and not trainer.optimizer.state
     stats = trainer.step(queries, responses, scores)  # a good step updates and resets the streak
-    assert stats["ppo/skipped_steps"] == 1 and trainer.consecutive_skips == 0 and not unchanged(trainer, before)
+    assert stats["ppo/skipped_steps"] == 1 and trainer.guard.consecutive_skips == 0 and not unchanged(trainer, before)
 
 
 def test_non_finite_gradient_skips_the_optimizer_step(tokenizer, accelerator):

@@ -93,8 +93,8 @@ def test_bf16_first_minibatch_ratio_is_one_and_the_master_weights_stay_fp32(toke
     reference = FrozenReference(tiny_gpt2(seed=1), store_dtype=torch.bfloat16)
     trainer = PPOTrainer(config, ValueHeadPolicy(tiny_gpt2()), reference, tokenizer, bf16_accelerator)
     seen = []
-    train_minibatch = trainer._train_minibatch
-    trainer._train_minibatch = lambda *a: seen.append(train_minibatch(*a)) or seen[-1]
+    train_minibatch = trainer.update.train_minibatch
+    trainer.update.train_minibatch = lambda *a: seen.append(train_minibatch(*a)) or seen[-1]
     stats = trainer.step(*batch())
     # The rollout and the first training forward are one computation (same rows, same autocast): observed 1.0 exactly.
     # bf16 rounds a logit to 2^-8 of its size; the tolerance allows one such rounding per token, nothing more.
@@ -114,8 +114,8 @@ def test_bf16_exact_kl_is_zero_while_policy_and_reference_are_equal(tokenizer, b
     reference = FrozenReference(copy.deepcopy(lm), store_dtype=torch.bfloat16)
     trainer = PPOTrainer(PPOConfig(batch_size=4, mini_batch_size=2), ValueHeadPolicy(lm), reference, tokenizer, bf16_accelerator)
     scored = trainer.score_rollout(Rollout.from_lists(*batch()[:2], pad_id=50256, device="cpu"))
-    assert torch.equal(scored["logprobs"], scored["ref_logprobs"])
-    assert scored["exact_kl"].abs().max().item() == 0.0
+    assert torch.equal(scored.logprobs, scored.ref_logprobs)
+    assert scored.exact_kl.abs().max().item() == 0.0
 
 
 @needs_bf16

@@ -29,11 +29,11 @@ def test_an_unbuilt_alias_says_which_command_builds_it(tmp_path, monkeypatch):
     from cory.models.load import resolve_model
 
     monkeypatch.setenv("CORY_CACHE", str(tmp_path))
-    with pytest.raises(MissingInput, match=r"sentiment-minilm-imdb-fast is not built on this machine .*python -m cory.assets.build sentiment`"):
+    with pytest.raises(MissingInput, match=r"sentiment-minilm-imdb-fast is not built on this machine .*python -m cory.assets sentiment`"):
         resolve_model("sentiment-minilm-imdb-fast")
-    with pytest.raises(MissingInput, match=r"sentiment-minilm-imdb is not built .*python -m cory.assets.build sentiment-minilm-imdb`"):
+    with pytest.raises(MissingInput, match=r"sentiment-minilm-imdb is not built .*python -m cory.assets sentiment-minilm-imdb`"):
         resolve_model("sentiment-minilm-imdb")
-    with pytest.raises(MissingInput, match=r"python -m cory.assets.build gsm8k-sft"):
+    with pytest.raises(MissingInput, match=r"python -m cory.assets gsm8k-sft"):
         load_tokenizer("smollm2-135m-gsm8k-sft")
     assert not any(tmp_path.iterdir())  # nothing was built
 
@@ -121,10 +121,10 @@ def test_a_damaged_cached_model_is_one_line_naming_the_command_that_rebuilds_it(
     flipped[100] ^= 0xFF
     weights.write_bytes(bytes(flipped))
     resolve_model("smollm2-135m-instruct")  # the size check (a stat) passes: the hash the run takes anyway decides
-    with pytest.raises(MissingInput, match=r"smollm2-135m-instruct's model.safetensors differs from its build .*python -m cory.assets.build smollm2`"):
+    with pytest.raises(MissingInput, match=r"smollm2-135m-instruct's model.safetensors differs from its build .*python -m cory.assets smollm2`"):
         check_weights("smollm2-135m-instruct", file_sha256(weights))
     weights.write_bytes(bytes(flipped[:1000]))  # truncated
-    with pytest.raises(MissingInput, match=r"smollm2-135m-instruct in .* is damaged \(model.safetensors has 1000 of 16384 bytes\): .*python -m cory.assets.build smollm2`"):
+    with pytest.raises(MissingInput, match=r"smollm2-135m-instruct in .* is damaged \(model.safetensors has 1000 of 16384 bytes\): .*python -m cory.assets smollm2`"):
         resolve_model("smollm2-135m-instruct")
 
 

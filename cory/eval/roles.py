@@ -19,15 +19,15 @@ def evaluate_observer_roles(cory, prompts: list[Prompt], gen_kwargs: dict, alone
     before it in the initial chain (with two agents: the other one); the observer sees one earlier response.
     Agents with identical weights (`twins`: CORY's at step 0) share their evaluations, exactly."""
     queries = [p.input_ids for p in prompts]
-    same, done = twins(cory.names, cory.algorithms.agents), {}  # (observer, leader) up to twins -> its evaluation: each computed once
+    same, done = twins(cory.names, cory.agents), {}  # (observer, leader) up to twins -> its evaluation: each computed once
     results = {}
-    for i, (name, agent) in enumerate(zip(cory.names, cory.algorithms.agents)):
+    for i, (name, agent) in enumerate(zip(cory.names, cory.agents)):
         leaders = {"observer_of_other": cory.names[i - 1], "observer_of_self": name}
         for role in OBSERVER_ROLES:
             key = same[name], same[leaders[role]]
             if key not in done:
                 pioneer_responses = alone[leaders[role]]["responses"]
                 obs_queries, _ = cory.observer_queries(agent, prompts, queries, [pioneer_responses], gen_kwargs["max_new_tokens"])
-                done[key] = evaluate_agent(agent, cory.tasks.task, prompts, gen_kwargs, seed=seed, queries=obs_queries)
+                done[key] = evaluate_agent(agent, cory.task, prompts, gen_kwargs, seed=seed, queries=obs_queries)
             results[name, role] = done[key]
     return results

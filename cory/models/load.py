@@ -36,7 +36,7 @@ SENTIMENT_ALIAS = "sentiment-minilm-imdb-fast"  # the offline preset's reward
 STUDY_SENTIMENT_ALIAS = "sentiment-minilm-imdb"  # the first recipe: the evidence study's and earlier results' reward
 ALIASES = {SMOLLM2_ALIAS: ("config.json", "smollm2"), SENTIMENT_ALIAS: ("accuracy.json", "sentiment"),
            STUDY_SENTIMENT_ALIAS: ("accuracy.json", STUDY_SENTIMENT_ALIAS), GSM8K_SFT_ALIAS: ("sft.json", "gsm8k-sft")}
-"""offline alias -> (the file a finished build leaves last, the `python -m cory.assets.build` target that builds it)"""
+"""offline alias -> (the file a finished build leaves last, the `python -m cory.assets` target that builds it)"""
 
 
 def alias_dir(alias: str) -> Path:
@@ -49,11 +49,11 @@ def resolve_alias(alias: str) -> Path:
     directory = alias_dir(alias)
     if not (directory / marker).exists():
         raise MissingInput(f"the offline model {alias} is not built on this machine (in {cache_dir()}): run "
-                           f"`python -m cory.assets.build {target}` (or `make assets`) first")
+                           f"`python -m cory.assets {target}` (or `make assets`) first")
     damage = manifest_problems(directory, hashes=False)  # sizes only: a stat per file (the hashes: `check_weights`)
     if damage:
         raise MissingInput(f"the offline model {alias} in {directory} is damaged ({damage[0]}): build it again with "
-                           f"`python -m cory.assets.build {target}`")
+                           f"`python -m cory.assets {target}`")
     return directory
 
 
@@ -65,7 +65,7 @@ def check_weights(name: str, sha256: str) -> None:
     want = json.loads((alias_dir(name) / MANIFEST).read_text()).get("model.safetensors", {}).get("sha256")
     if want and want != sha256:
         raise MissingInput(f"the offline model {name}'s model.safetensors differs from its build (sha256): build it again "
-                           f"with `python -m cory.assets.build {ALIASES[name][1]}`")
+                           f"with `python -m cory.assets {ALIASES[name][1]}`")
 
 
 def resolve_model(name: str) -> str:

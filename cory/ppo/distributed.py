@@ -17,6 +17,13 @@ def mean_over_processes(accelerator: Accelerator, stats: dict) -> dict:
     return {**stats, **dict(zip(keys, means.tolist()))}
 
 
+def any_process(accelerator: Accelerator, flag: bool) -> bool:
+    """True if `flag` is true on any process: every process must take the same branch, or DDP hangs."""
+    if accelerator.num_processes == 1:
+        return bool(flag)
+    return bool(accelerator.reduce(torch.tensor([float(flag)], device=accelerator.device), "sum").item() > 0)
+
+
 def ddp_only_own_parameters(policy: ValueHeadPolicy, own: list[torch.Tensor]) -> None:
     """DDP syncs this agent's trainable parameters only. With LoRA both agents live in one peft model: without
     this, one agent's DDP would also claim (and mis-sync) the other agent's adapter and the frozen base."""

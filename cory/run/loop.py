@@ -35,6 +35,7 @@ from cory.platform.paths import atomic_file, remove_stale_temporaries
 from cory.run.plots import plot_curves
 from cory.platform.precision import resolve_mixed_precision
 from cory.ppo.trainer import PPOTrainer
+from cory.ppo.advantages import estimator_for
 from cory.ppo.config import PPOConfig
 from cory.run.rundir import LOADED_MODELS, RunDirLock, claim_fresh, earlier_outputs
 from cory.tasks.templates import check_observer_template
@@ -152,7 +153,7 @@ def check_across_sections(built: dict[type, object]) -> None:
 def build_agents(exp: Experiment, n: int) -> list[PPOTrainer]:
     """`n` PPO agents (copies of one LLM, or LoRA adapters on one base) sharing one frozen reference; agent i
     draws its minibatch orders from seed + i. Critic-free estimators build no value heads."""
-    policies, reference = build_policies(exp.run, n, exp.accelerator.device, critic=not exp.ppo.critic_free)
+    policies, reference = build_policies(exp.run, n, exp.accelerator.device, critic=estimator_for(exp.ppo).needs_values)
     return [PPOTrainer(exp.ppo, policy, reference, exp.tokenizer, exp.accelerator, seed=exp.run.seed + i) for i, policy in enumerate(policies)]
 
 

@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."  # the repository root
 source scripts/pinned_worktree.sh
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 HF_HUB_OFFLINE=1
-.venv/bin/python -m cory.assets.build gsm8k-sft >/dev/null
+.venv/bin/python -m cory.assets gsm8k-sft >/dev/null
 FLAGS=(--preset offline --steps 10 --seed 0 --advantage_estimator grpo --samples_per_prompt 4 --mixed_precision no
        --eval_every 0 --log_samples_every 0 --output_dir runs/gsm8k-fix1)
 declare -A COMMIT=([before]=5fbfb6b [after]=5372ab1)

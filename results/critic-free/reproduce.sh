@@ -11,8 +11,8 @@ COMMIT=5372ab1  # the critic-free fixes, as run for seed 0
 tree=../cory-cf
 source scripts/pinned_worktree.sh
 pinned_worktree "$tree" "$COMMIT"
-.venv/bin/python -m cory.assets.build smollm2 >/dev/null
-.venv/bin/python -m cory.assets.build sentiment-minilm-imdb >/dev/null  # that commit's offline reward (the first recipe)
+.venv/bin/python -m cory.assets smollm2 >/dev/null
+.venv/bin/python -m cory.assets sentiment-minilm-imdb >/dev/null  # that commit's offline reward (the first recipe)
 cd "$tree"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 HF_HUB_OFFLINE=1
 RUN=(--preset offline --steps 30 --eval_every 10 --eval_prompts 128 --mixed_precision no --output_dir runs/critic-free

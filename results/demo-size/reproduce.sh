@@ -25,7 +25,7 @@ sizes=("$@"); [ $# -gt 0 ] || sizes=(b16 b16-lr1e-4 b32)
 tree=../cory-demo-size
 source scripts/pinned_worktree.sh
 pinned_worktree "$tree" "$COMMIT"
-.venv/bin/python -m cory.assets.build all >/dev/null
+.venv/bin/python -m cory.assets all >/dev/null
 cd "$tree"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 HF_HUB_OFFLINE=1
 for seed in 0 1; do

@@ -38,7 +38,7 @@ extended() {  # NAME SCRIPT TEN_STEP_EVAL [ARGS]: on to 20 steps from the run's 
   (cd "$tree" && "$py" "$2" "${common[@]/--steps=$steps/--steps=20}" --run_name "$1" "${@:4}")
 }
 case $part in
-  warm-start) (cd "$tree" && "$py" -m cory.assets.build gsm8k-sft) ;;
+  warm-start) (cd "$tree" && "$py" -m cory.assets gsm8k-sft) ;;
   grpo) trained grpo gsm8k_train/ppo.py --batch_size 64 ;;  # 16 prompts x 4: the 64 responses a CORY step generates
   cory) trained cory gsm8k_train/cory.py ;;
   eval-warm-start) evaluate smollm2-135m-gsm8k-sft warm-start ;;

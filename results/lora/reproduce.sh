@@ -14,8 +14,8 @@ commit=$(.venv/bin/python -c "import json; print(json.load(open('results/imdb-cl
 tree=../cory-study-imdb-claims
 source scripts/pinned_worktree.sh
 pinned_worktree "$tree" "$commit"
-.venv/bin/python -m cory.assets.build smollm2 >/dev/null
-.venv/bin/python -m cory.assets.build sentiment-minilm-imdb >/dev/null  # the study's classifier (the first recipe)
+.venv/bin/python -m cory.assets smollm2 >/dev/null
+.venv/bin/python -m cory.assets sentiment-minilm-imdb >/dev/null  # the study's classifier (the first recipe)
 cd "$tree"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 HF_HUB_OFFLINE=1
 RUN=(--preset offline --steps 30 --eval_every 10 --eval_prompts 128 --mixed_precision no --output_dir runs/lora
