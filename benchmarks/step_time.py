@@ -46,12 +46,12 @@ PRECISION_LABEL = {"no": "fp32", "bf16": "bf16"}
 
 
 def build(args):
-    """The experiment (config, accelerator, tokenizer) exactly as the training scripts set it up (`runner.setup`)."""
+    """The experiment (config, accelerator, tokenizer) exactly as the training scripts set it up (`cory.run.setup.setup`)."""
     from cory.config import RunConfig
     from cory.algorithms.cory import CORYConfig
     from cory.tasks.imdb import IMDBConfig
     from cory.ppo.config import PPOConfig
-    from cory.run.loop import setup
+    from cory.run.setup import setup
 
     flags = ["--preset", args.preset, "--batch_size", args.batch_size, "--mini_batch_size", args.mini_batch_size or args.batch_size,
              "--ppo_epochs", args.ppo_epochs, "--reuse_rollout_forward", args.reuse_rollout_forward, "--lora_r", args.lora_r, "--query_min_tokens", args.query_tokens,
@@ -62,7 +62,7 @@ def build(args):
 
 def trainers(exp, n):
     """`n` agents through the scripts' own factory (`runner.build_agents`)."""
-    from cory.run.loop import build_agents
+    from cory.run.setup import build_agents
 
     return build_agents(exp, n)
 

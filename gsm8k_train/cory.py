@@ -16,7 +16,8 @@ from cory.errors import run_script
 from cory.tasks.gsm8k import GSM8KConfig, GSM8KTask
 from cory.run.plots import per_agent
 from cory.ppo.config import PPOConfig
-from cory.run.loop import build_agents, setup, train
+from cory.run.loop import train
+from cory.run.setup import build_agents, setup
 
 PLOTS = {"accuracy (task reward)": "task_reward", "KL to reference": "objective/kl",
          "response length": "tokens/responses_len_mean"}  # one curve per agent

@@ -13,7 +13,8 @@ from cory.config import RunConfig
 from cory.errors import run_script
 from cory.tasks.gsm8k import GSM8KConfig, GSM8KTask
 from cory.ppo.config import PPOConfig
-from cory.run.loop import build_agents, setup, train
+from cory.run.loop import train
+from cory.run.setup import build_agents, setup
 from cory.algorithms.single import SinglePPO
 
 PLOTS = {"accuracy (task reward)": ["env/reward_mean"], "KL to reference": ["objective/kl", "objective/kl_exact"],

@@ -18,7 +18,8 @@ from cory.errors import run_script
 from cory.tasks.imdb import IMDBConfig, IMDBTask
 from cory.run.plots import per_agent
 from cory.ppo.config import PPOConfig
-from cory.run.loop import build_agents, setup, train
+from cory.run.loop import train
+from cory.run.setup import build_agents, setup
 
 PLOTS = {"task reward": "task_reward", "KL to reference (penalty estimator)": "objective/kl",
          "KL coefficient": "objective/kl_coef"}  # one curve per agent

@@ -14,7 +14,8 @@ from cory.config import RunConfig
 from cory.errors import run_script
 from cory.tasks.imdb import IMDBConfig, IMDBTask
 from cory.ppo.config import PPOConfig
-from cory.run.loop import build_agents, setup, train
+from cory.run.loop import train
+from cory.run.setup import build_agents, setup
 from cory.algorithms.single import SinglePPO
 
 PLOTS = {"task reward": ["env/reward_mean"], "KL to reference": ["objective/kl", "objective/kl_exact"],

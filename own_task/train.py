@@ -14,7 +14,8 @@ from cory.algorithms.cory import CORY, CORYConfig
 from cory.errors import run_script
 from cory.run.plots import per_agent
 from cory.ppo.config import PPOConfig
-from cory.run.loop import build_agents, setup, train
+from cory.run.loop import train
+from cory.run.setup import build_agents, setup
 from cory.algorithms.single import SinglePPO
 from cory.tasks.text import TextTask, TextTaskConfig
 

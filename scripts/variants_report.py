@@ -26,11 +26,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 from cory.eval.bootstrap import paired_difference_ci
-from cory.studies.ledger import read_entry, setting_differences
-from cory.studies.report import evals_of, markdown, per_prompt, read_eval, statistic, value
 from cory.platform.paths import atomic_file
 from cory.run.plots import plot_mean_std
 from cory.run.tracking import read_metrics
+from cory.studies.evaluations import evals_of, per_prompt, read_eval, statistic, value
+from cory.studies.ledger import read_entry, setting_differences
+from cory.studies.tables import markdown
 
 METRICS = {"reward_mean": "reward", "kl_exact": "KL", "combined_eta0.05": "r-0.05KL", "distinct_2": "distinct-2"}
 

@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 import torch
 
+from cory.ppo.config import PPOConfig
+from cory.ppo.losses import kl_loss, loss_reducer
+from cory.ppo.math import GRPO_EPS, group_advantages, within_group_share
 from cory.ppo.policy import FrozenReference, ValueHeadPolicy
 from cory.ppo.trainer import PPOTrainer
-from cory.ppo.config import PPOConfig
-from cory.ppo.math import GRPO_EPS, group_advantages, kl_loss, loss_reducer, within_group_share
 from tests.learning import cory_learns, ppo_learns, target_token_agents
 from tests.tiny import tiny_gpt2
 

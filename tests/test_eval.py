@@ -1,18 +1,18 @@
 """Held-out evaluation and the comparison's tables and plots."""
-import json
 
 import pytest
 import torch
 
 from cory.algorithms.cory import CORY, CORYConfig, observer_prompts
 from cory.eval.heldout import distinct_n, evaluate_agent, twins
-from cory.studies.endpoints import decide, fisher_exact
-from cory.studies.ledger import compact_eval, entry_path, write_entry
-from cory.studies.report import ROLES, completeness, judge, write_report
 from cory.eval.roles import OBSERVER_ROLES, evaluate_observer_roles
+from cory.ppo.config import PPOConfig
 from cory.ppo.policy import FrozenReference, ValueHeadPolicy
 from cory.ppo.trainer import PPOTrainer
-from cory.ppo.config import PPOConfig
+from cory.studies.endpoints import decide, fisher_exact
+from cory.studies.evaluations import ROLES, judge
+from cory.studies.ledger import compact_eval, entry_path, write_entry
+from cory.studies.report import completeness, write_report
 from tests.tiny import TextTask, as_prompts, tiny_gpt2
 
 
@@ -170,7 +170,7 @@ def test_a_study_that_renames_its_algorithms_reports_under_its_names(tmp_path):
 
 
 def test_the_end_of_run_table_shows_each_agent_and_role_first_vs_last():
-    from cory.run.loop import eval_table
+    from cory.run.evaluation import eval_table
 
     def row(step, agent, role, reward, kl):
         return {"step": step, "agent": agent, "role": role, "reward_mean": reward, "kl_exact": kl,
@@ -189,7 +189,7 @@ def test_the_end_of_run_table_shows_each_agent_and_role_first_vs_last():
 
 
 def test_the_reward_change_is_paired_over_the_prompts_both_scored():
-    from cory.run.loop import reward_change
+    from cory.run.evaluation import reward_change
 
     # differences +1, +1, +1, +1 (prompt 3 failed after training, prompt 4 before: left out) -> every bootstrap mean is 1
     assert reward_change([0.0, 1.0, 2.0, 0.5, None, 3.0], [1.0, 2.0, 3.0, None, 0.0, 4.0]) == "+1.000 [+1.000, +1.000] up"

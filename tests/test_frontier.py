@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from cory.errors import UsageError
+from cory.eval.bootstrap import crossed_mean_replicates, paired_difference_ci
 from cory.studies import budget
 from cory.studies.arms import arm_names, budget_table
-from cory.eval.bootstrap import crossed_mean_replicates, paired_difference_ci
 from cory.studies.frontier import compare_at_levels, crossing, read_at_level, travel
 from cory.studies.intervals import label, monte_carlo_band, seed_level, t_interval, t_quantile
 
@@ -157,16 +157,16 @@ def test_the_critic_free_study_is_refused_as_written():
 def test_the_addendum_reads_the_committed_critic_free_ledger():
     """Matched updates (CORY-GRPO step 20 vs GRPO step 10: 40 updates per model each): CORY-GRPO's reward is lower
     (-0.23 / -0.28), and with 3 seeds nothing is decided; GRPO ends degenerate (most responses end early)."""
-    from cory.studies.addendum import build
+    from cory.studies.addendum import build_section
     from cory.studies.arms import study_arms
-    from cory.studies.report import agent_of, evals_of, load
+    from cory.studies.evaluations import load
 
     s = study("imdb-critic-free")
     out = ROOT / "results" / "imdb-critic-free"
     names = arm_names(s)
     runs = load(out, [("default", a, seed) for seed in (0, 1, 2) for a in ("ppo", "cory")], study_arms(s))["default"]
     spec = json.loads((out / "addendum.json").read_text())
-    lines, numbers = build(runs, ["GRPO"], spec, None, names, evals_of, agent_of)
+    lines, numbers = build_section(runs, ["GRPO"], spec, None, names)
     matched = numbers["matched_updates"]
     assert matched["CORY-GRPO agent A - GRPO"]["reward_mean"]["diff"] == pytest.approx(-0.230, abs=1e-3)
     assert matched["CORY-GRPO agent B - GRPO"]["reward_mean"]["diff"] == pytest.approx(-0.283, abs=1e-3)

@@ -230,7 +230,7 @@ def test_task_configs_hold_only_what_differs_from_the_library(task):
     (["--observer_template", "{query}{pioneer_response} {"], "not a valid template"),
 ])
 def test_clashing_settings_and_missing_files_stop_before_any_model_loads(flags, message, monkeypatch):
-    from cory.run import loop as runner
+    from cory.run import setup as runner
 
     monkeypatch.setattr(runner, "load_tokenizer", lambda name: pytest.fail("a model loaded before the check"))
     with pytest.raises(UsageError, match=message):

@@ -1,4 +1,5 @@
 """The house rules a reader relies on: the package is imported, not edited onto the path; importing it changes nothing."""
+import ast
 import os
 import re
 import subprocess
@@ -37,3 +38,46 @@ def test_importing_the_package_leaves_the_process_alone():
     env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "None", done.stderr[-2000:]
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Every `cory` import, at the top of a module or inside a function: module -> the cory modules it imports."""
+    root = ROOT / "cory"
+    modules = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p for p in root.rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("cory"):
+                imported |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module for a in node.names}
+            elif isinstance(node, ast.Import):
+                imported |= {a.name for a in node.names if a.name.startswith("cory")}
+        graph[name] = {m for m in imported if m in modules and m != name and m != "cory"}
+    return graph
+
+
+def a_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    def cycle_from(start, node, seen):
+        for nxt in sorted(graph.get(node, ())):
+            if nxt == start:
+                return seen + [nxt]
+            if nxt not in seen:
+                found = cycle_from(start, nxt, seen + [nxt])
+                if found:
+                    return found
+        return None
+
+    return next((c for c in (cycle_from(name, name, [name]) for name in sorted(graph)) if c), None)
+
+
+def test_the_library_has_no_import_circle_between_modules_or_between_its_folders():
+    """No module imports itself back (loading a model once imported the module that trains one), and the folders are
+    floors: ppo/ never imports run/, tasks/ never imports algorithms/, ... (each `cory.X` below counts as one room)."""
+    assert a_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]  # the detector finds one
+    graph = import_graph()
+    assert a_cycle(graph) is None, " -> ".join(a_cycle(graph))
+    room = lambda m: ".".join(m.split(".")[:2])  # noqa: E731
+    rooms: dict[str, set[str]] = {}
+    for name, imported in graph.items():
+        rooms.setdefault(room(name), set()).update(room(m) for m in imported if room(m) != room(name))
+    assert a_cycle(rooms) is None, " -> ".join(a_cycle(rooms))

@@ -1,5 +1,6 @@
 """The built-in offline alias loads a real model from the PyPI package, without the hub."""
 import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
@@ -36,38 +37,6 @@ def test_an_unbuilt_alias_says_which_command_builds_it(tmp_path, monkeypatch):
     with pytest.raises(MissingInput, match=r"python -m cory.assets gsm8k-sft"):
         load_tokenizer("smollm2-135m-gsm8k-sft")
     assert not any(tmp_path.iterdir())  # nothing was built
-
-
-def test_the_library_has_no_import_circle():
-    """Every `cory` import, at the top of a module or inside a function, drawn as a graph: no cycle (loading a
-    model once imported the module that trains one)."""
-    import ast
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parent.parent / "cory"
-    modules = {".".join(p.relative_to(root.parent).with_suffix("").parts).removesuffix(".__init__"): p for p in root.rglob("*.py")}
-    graph = {}
-    for name, path in modules.items():
-        imported = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("cory"):
-                imported |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module for a in node.names}
-            elif isinstance(node, ast.Import):
-                imported |= {a.name for a in node.names if a.name.startswith("cory")}
-        graph[name] = {m for m in imported if m in modules and m != name and m != "cory"}
-
-    def cycle_from(start, node, seen):
-        for nxt in graph[node]:
-            if nxt == start:
-                return seen + [nxt]
-            if nxt not in seen:
-                found = cycle_from(start, nxt, seen + [nxt])
-                if found:
-                    return found
-        return None
-
-    for name in graph:
-        assert cycle_from(name, name, [name]) is None, " -> ".join(cycle_from(name, name, [name]))
 
 
 @pytest.mark.parametrize("cpu_has_bf16", [True, False])

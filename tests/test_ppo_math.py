@@ -4,10 +4,9 @@ import math
 import pytest
 import torch
 
+from cory.ppo.kl_control import AdaptiveKLController, FixedKLController, RunningMoments
+from cory.ppo.losses import policy_loss, value_loss
 from cory.ppo.math import (
-    AdaptiveKLController,
-    FixedKLController,
-    RunningMoments,
     exact_kl_from_logits,
     gae,
     kl_per_token,
@@ -15,8 +14,6 @@ from cory.ppo.math import (
     masked_var,
     masked_whiten,
     per_token_rewards,
-    policy_loss,
-    value_loss,
 )
 
 approx = lambda x: pytest.approx(x, abs=1e-5)  # noqa: E731

@@ -98,7 +98,7 @@ def test_presets_in_a_task_file_never_break_the_run_without_preset(tmp_path, mon
 
 def test_hyphens_misspellings_and_cory_keys_on_a_ppo_script_are_told_apart():
     """Before: `--learning-rate` and misspelled flags got argparse's bare 'unrecognized arguments'."""
-    from cory.run.loop import refuse_cory_keys
+    from cory.run.setup import refuse_cory_keys
 
     sections = (RunConfig, PPOConfig, IMDBConfig)
     _, raw = parse_args("imdb", "", sections, ["--learning-rate", "1e-4", "--mini-batch-size=8"], "ppo")

@@ -1,7 +1,7 @@
 """The CPU sampling fast path draws from the right distribution, and the cheap gradient check still catches NaN/inf."""
 import torch
 
-from cory.ppo.math import grads_finite
+from cory.ppo.losses import grads_finite
 from cory.ppo.sampling import fast_cpu_sampling, inverse_cdf_sample
 
 

@@ -203,3 +203,14 @@ def test_a_run_refused_on_its_data_leaves_no_directory_or_lock(assets, tmp_path)
     with pytest.raises(UsageError, match=r"prompts.jsonl:31: row lacks column\(s\) \['prompt'\]"):
         run_script("own_task/train.py", argv)
     assert not (tmp_path / "runs" / "run").exists()
+
+
+def test_a_path_beside_the_checkout_is_the_same_path_in_its_portable_entry():
+    """Before: a study whose files lay beside the checkout (../data) had every entry refused: the entry holds
+    `<repo>/../data/x` (no machine's paths are committed), study.json the absolute path."""
+    from cory.studies.checks import _same
+
+    assert _same("<repo>/../data/reviews.jsonl", "/home/me/data/reviews.jsonl")
+    assert _same("<repo>/configs/x.py", "/home/me/cory/configs/x.py")
+    assert not _same("<repo>/../data/reviews.jsonl", "/home/me/data/other.jsonl")
+    assert _same("plain", "plain") and not _same("plain", "other")

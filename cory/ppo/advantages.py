@@ -15,7 +15,8 @@ import torch
 
 from cory.ppo.batch import Scored, TokenRewards
 from cory.ppo.config import PPOConfig
-from cory.ppo.math import critic_free_stats, gae, group_advantages, masked_mean, masked_var, masked_whiten, value_loss
+from cory.ppo.losses import value_loss
+from cory.ppo.math import critic_free_stats, gae, group_advantages, masked_mean, masked_var, masked_whiten
 
 
 @dataclass

@@ -4,7 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cory.errors import UsageError
-from cory.ppo.math import ADVANTAGE_ESTIMATORS, KL_ESTIMATORS, LOSS_AGGREGATIONS, SCALE_REWARDS
+from cory.ppo.losses import LOSS_AGGREGATIONS
+from cory.ppo.math import ADVANTAGE_ESTIMATORS, KL_ESTIMATORS, SCALE_REWARDS
 
 
 @dataclass

@@ -1,18 +1,16 @@
-"""Pure PPO math on masked per-token tensors of shape [batch, response_len].
+"""Pure PPO math on masked per-token tensors of shape [batch, response_len]: masked statistics, KL estimators,
+per-token rewards, GAE and the critic-free group advantages.
 
 Every function here is unit-tested against numbers worked by hand (tests/test_ppo_math.py).
 Masks are float or bool tensors built from response lengths, never from pad-token comparisons.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
 KL_ESTIMATORS = ("kl", "abs", "mse", "low_var_kl", "full")
 ADVANTAGE_ESTIMATORS = ("gae", "rloo", "grpo")
 SCALE_REWARDS = ("group", "batch", "none")
-LOSS_AGGREGATIONS = ("minibatch_token_mean", "token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
 GRPO_EPS = 1e-4
 """added to a group's std before dividing (trl's GRPO value): a near-tie is not blown up to huge advantages"""
 
@@ -205,162 +203,3 @@ def group_advantages(scores: torch.Tensor, group_size: int, estimator: str, scal
     if kl_sums is not None and kl_coef:
         advantages = advantages - kl_coef * centre_in_groups(kl_sums, group_size, estimator)
     return advantages
-
-
-def kl_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor,
-            reduce=None) -> torch.Tensor:
-    """The KL to the reference as a loss term (GRPO's way, instead of a penalty in the reward): k3 = exp(ref -
-    logp) - (ref - logp) - 1 weighted by the ratio pi / pi_old, reduced over valid tokens (`reduce(x, mask)`,
-    default the token mean).
-
-    k3 alone estimates the value of KL(pi || ref) on samples of pi, but the gradient of its mean is that of
-    KL(ref || pi). With the differentiable ratio, E_{y ~ pi_old}[pi/pi_old * k3] = KL(pi || ref) exactly, as
-    a function of pi, so its gradient is the gradient of KL(pi || ref), also on later, off-policy minibatches
-    (trl's use_bias_correction_kl, trl#4967; DeepSeek-V3.2). At pi = pi_old the value is k3's."""
-    log_ratio = ref_logprobs - logprobs
-    weighted = torch.exp(logprobs - old_logprobs) * (torch.exp(log_ratio) - log_ratio - 1)
-    return (reduce or masked_mean)(weighted, mask)
-
-
-def masked_sum(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
-    """Sum over the positions where `mask` is 1 (pads may hold NaN)."""
-    mask = mask.to(values.dtype)
-    values = torch.where(mask.bool(), values, torch.zeros_like(values))
-    return (values * mask).sum() if dim is None else (values * mask).sum(dim)
-
-
-def loss_reducer(how: str, step_mask: torch.Tensor, accumulation: int, norm_tokens: int):
-    """`reduce(per_token_losses, mask)` for one minibatch: its share of the optimizer step's loss, where
-    `step_mask` is the response mask of every row of the optimizer step (all its accumulated minibatches).
-
-    - minibatch_token_mean: the token mean of each minibatch / accumulation steps (legacy trl). With
-      accumulation a short response's tokens weigh more when its minibatch holds few tokens.
-    - token_mean: every token of the optimizer step weighs the same (DAPO, verl).
-    - seq_mean_token_mean: the mean over responses of each response's token mean (GRPO's original): every
-      response weighs the same, so a short one's tokens weigh more.
-    - seq_mean_token_sum_norm: token sums over a constant (`norm_tokens`, the step's response width, times the
-      step's responses; Dr. GRPO): no length bias.
-    The last three do not depend on how the step's rows are cut into minibatches.
-    """
-    if how == "minibatch_token_mean":
-        return lambda x, m: masked_mean(x, m) / accumulation
-    tokens, sequences = step_mask.sum(), step_mask.shape[0]
-    if how == "token_mean":
-        return lambda x, m: masked_sum(x, m) / tokens
-    if how == "seq_mean_token_mean":
-        return lambda x, m: (masked_sum(x, m, dim=-1) / m.sum(-1).clamp(min=1)).sum() / sequences
-    if how == "seq_mean_token_sum_norm":
-        return lambda x, m: masked_sum(x, m) / (sequences * norm_tokens)
-    raise ValueError(f"loss_aggregation must be one of {LOSS_AGGREGATIONS}, got {how!r}")
-
-
-def policy_loss(
-    logprobs: torch.Tensor,
-    old_logprobs: torch.Tensor,
-    advantages: torch.Tensor,
-    mask: torch.Tensor,
-    cliprange: float,
-    cliprange_high: float | None = None,
-    reduce=None,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """PPO's clipped surrogate max(-A * r, -A * clip(r, 1-e_low, 1+e_high)) reduced over valid tokens
-    (`reduce(x, mask)`, default the token mean); e_high defaults to e_low (clip-higher, DAPO, when larger).
-    Clip fractions: where the clipped term is taken, and of those below 1-e_low (A < 0) or above 1+e_high (A > 0)."""
-    high = cliprange if cliprange_high is None else cliprange_high
-    ratio = torch.exp(logprobs - old_logprobs)
-    losses = -advantages * ratio
-    losses_clipped = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + high)
-    loss = (reduce or masked_mean)(torch.max(losses, losses_clipped), mask)
-    clipped = torch.gt(losses_clipped, losses)
-    stats = {
-        "clipfrac": masked_mean(clipped.float(), mask),
-        "clipfrac_low": masked_mean((clipped & (ratio < 1.0 - cliprange)).float(), mask),
-        "clipfrac_high": masked_mean((clipped & (ratio > 1.0 + high)).float(), mask),
-        "approxkl": 0.5 * masked_mean((logprobs - old_logprobs) ** 2, mask),
-        "policykl": masked_mean(old_logprobs - logprobs, mask),
-        "ratio_mean": masked_mean(ratio, mask),
-    }
-    return loss, stats
-
-
-def value_loss(
-    values: torch.Tensor,
-    old_values: torch.Tensor,
-    returns: torch.Tensor,
-    mask: torch.Tensor,
-    cliprange_value: float,
-    reduce=None,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Clipped value loss: 0.5 * max((v - R)^2, (clip(v) - R)^2) reduced over valid tokens (default: the mean)."""
-    clipped = torch.clamp(values, old_values - cliprange_value, old_values + cliprange_value)
-    losses = (values - returns) ** 2
-    losses_clipped = (clipped - returns) ** 2
-    loss = 0.5 * (reduce or masked_mean)(torch.max(losses, losses_clipped), mask)
-    stats = {
-        "clipfrac": masked_mean(torch.gt(losses_clipped, losses).float(), mask),
-        "error": masked_mean((values - returns) ** 2, mask),
-    }
-    return loss, stats
-
-
-class RunningMoments:
-    """Running mean and std of scores (Chan et al. parallel update), as legacy trl's `RunningMoments`."""
-
-    def __init__(self) -> None:
-        self.mean, self.var, self.std, self.count = 0.0, 1.0, 1.0, 1e-24
-
-    def update(self, xs: torch.Tensor) -> None:
-        xs = xs.detach().double()
-        xs_count = xs.numel()
-        xs_var, xs_mean = torch.var_mean(xs, unbiased=False)
-        self.merge(xs_mean.item(), xs_var.item(), xs_count)
-
-    def merge(self, xs_mean: float, xs_var: float, xs_count: float) -> None:
-        """Fold in the (biased) mean and variance of `xs_count` new values."""
-        delta = xs_mean - self.mean
-        total = self.count + xs_count
-        old_sum = self.var * self.count + delta**2 * self.count * xs_count / total
-        self.mean += delta * xs_count / total
-        self.var = (old_sum + xs_var * xs_count) / total
-        self.std = math.sqrt(self.var * total / (total - 1)) if total > 1 else 1.0
-        self.count = total
-
-    def state_dict(self) -> dict[str, float]:
-        return {"mean": self.mean, "var": self.var, "std": self.std, "count": self.count}
-
-    def load_state_dict(self, state: dict[str, float]) -> None:
-        self.mean, self.var, self.std, self.count = (state[k] for k in ("mean", "var", "std", "count"))
-
-
-class AdaptiveKLController:
-    """Ziegler et al. (2019): move the KL coefficient towards a target KL over `horizon` samples."""
-
-    def __init__(self, init_kl_coef: float, target: float, horizon: float) -> None:
-        self.value, self.target, self.horizon = init_kl_coef, target, horizon
-
-    def update(self, current_kl: float, n_samples: int) -> None:
-        proportional_error = min(max(current_kl / self.target - 1, -0.2), 0.2)
-        self.value *= 1 + proportional_error * n_samples / self.horizon
-
-    def state_dict(self) -> dict[str, float]:
-        return {"value": self.value}
-
-    def load_state_dict(self, state: dict[str, float]) -> None:
-        self.value = state["value"]
-
-
-class FixedKLController(AdaptiveKLController):
-    """A KL coefficient that never moves."""
-
-    def __init__(self, kl_coef: float) -> None:
-        super().__init__(kl_coef, target=1.0, horizon=1.0)
-
-    def update(self, current_kl: float, n_samples: int) -> None:
-        pass
-
-
-def grads_finite(params: list[torch.Tensor]) -> bool:
-    """One sum per gradient (a NaN or inf anywhere makes its sum non-finite) and one check: on a 2-core CPU
-    about 1.3 s per optimizer step less than an isfinite pass over every gradient of a 135M model."""
-    sums = [p.grad.sum() for p in params if p.grad is not None]
-    return not sums or bool(torch.isfinite(torch.stack(sums).float()).all())

@@ -29,7 +29,7 @@ from cory.ppo.batch import TokenRewards, TrainBatch
 from cory.ppo.config import PPOConfig
 from cory.ppo.distributed import any_process, check_deepspeed_accumulation, ddp_only_own_parameters, mean_over_processes
 from cory.ppo.guards import SkipGuard
-from cory.ppo.math import AdaptiveKLController, FixedKLController, RunningMoments
+from cory.ppo.kl_control import AdaptiveKLController, FixedKLController, RunningMoments
 from cory.ppo.policy import FrozenReference, ValueHeadPolicy
 from cory.ppo.rollout import Rollout, context_length, eos_token_ids, is_eos, left_pad, truncate_after_eos
 from cory.ppo.sampling import fast_cpu_sampling, sampler_gap

@@ -13,7 +13,8 @@ from cory.ppo.batch import TrainBatch
 from cory.ppo.config import PPOConfig
 from cory.ppo.distributed import any_process
 from cory.ppo.guards import SkipGuard
-from cory.ppo.math import grads_finite, kl_loss, loss_reducer, masked_mean, policy_loss
+from cory.ppo.losses import grads_finite, kl_loss, loss_reducer, policy_loss
+from cory.ppo.math import masked_mean
 
 
 class PPOUpdate:

@@ -15,17 +15,18 @@ from typing import Callable
 
 import numpy as np
 
+from cory.eval.heldout import distinct_n
+from cory.run.plots import plot_frontier
 from cory.studies import budget as budgets
 from cory.studies.endpoints import BOUNDS
+from cory.studies.evaluations import agent_of, evals_of
 from cory.studies.frontier import compare_at_levels, mean_path, trajectory, travel
-from cory.eval.heldout import distinct_n
 from cory.studies.intervals import MIN_DECISION_SEEDS, N_BOOT, seed_level, show
-from cory.run.plots import plot_frontier
 
 FINAL_METRICS = {"reward_mean": "final reward", "kl_exact": "final KL", "combined_eta0.05": "final r - 0.05 KL"}
 
 
-def agent_runs(by_curve: dict, evals_of: Callable, agent_of: Callable) -> dict[str, dict[int, dict]]:
+def agent_runs(by_curve: dict) -> dict[str, dict[int, dict]]:
     """curve -> seed -> frontier trajectory of that curve's agent alone."""
     return {label: {seed: trajectory(evals_of(rows, agent_of(label))) for seed, rows in by_seed.items()}
             for label, by_seed in by_curve.items()}
@@ -48,7 +49,7 @@ def step_index(run: dict, step: int) -> int:
     return int(where[0])
 
 
-def degeneration(by_seed: dict[int, list[dict]], agent: str, evals_of: Callable, decode: Callable | None) -> list[dict]:
+def degeneration(by_seed: dict[int, list[dict]], agent: str, decode: Callable | None) -> list[dict]:
     """Per evaluation step, mean over seeds: response length, the share that ended before the evaluation's length
     (the longest step-0 response), distinct-2 as a fraction of step 0's, and the commonest response's share."""
     steps: dict[int, list[dict]] = {}
@@ -71,36 +72,54 @@ def _text(ids: tuple, decode: Callable | None) -> str:
     return repr(decode(list(ids))) if decode else f"ids {list(ids)}"
 
 
-def build(runs: dict, baselines: list[str], spec: dict, table: dict | None, names: dict, evals_of: Callable, agent_of: Callable,
-          decode: Callable | None = None, plot_path: Path | None = None) -> tuple[list[str], dict]:
+RULES = (f"Rules: decisions take seeds as the unit: the decision interval is the wider of a t-interval over the per-seed "
+         f"means and the crossed seeds x prompts bootstrap ({N_BOOT:,} replicates, fixed generator); nothing is decided on "
+         f"fewer than {MIN_DECISION_SEEDS} seeds; a bootstrap CI end within its Monte-Carlo error of 0 is 'borderline'. "
+         "Frontier values are read by linear interpolation at the first crossing of each level along each seed's held-out "
+         "trajectory (`cory/studies/frontier.py`).")
+
+
+def build_section(runs: dict, baselines: list[str], spec: dict, table: dict | None, names: dict,
+                  decode: Callable | None = None, plot_path: Path | None = None) -> tuple[list[str], dict]:
     """The section's markdown lines (after its heading) and its numbers, from one setting's runs (curve -> seed ->
     ledger rows): every curve that is not a baseline is compared with each baseline curve present."""
-    trajectories = agent_runs(runs, evals_of, agent_of)
+    trajectories = agent_runs(runs)
     baselines = [b for b in baselines if b in trajectories]
-    others = [label for label in trajectories if label not in baselines]
-    kl_levels, reward_levels = spec.get("kl_levels", []), spec.get("reward_levels", [])
-    lines = [f"Rules: decisions take seeds as the unit: the decision interval is the wider of a t-interval over the per-seed "
-             f"means and the crossed seeds x prompts bootstrap ({N_BOOT:,} replicates, fixed generator); nothing is decided on "
-             f"fewer than {MIN_DECISION_SEEDS} seeds; a bootstrap CI end within its Monte-Carlo error of 0 is 'borderline'. "
-             "Frontier values are read by linear interpolation at the first crossing of each level along each seed's held-out "
-             "trajectory (`cory/studies/frontier.py`).", ""]
-    numbers: dict = {"spec": spec}
+    pairs = [(label, base) for base in baselines for label in trajectories if label not in baselines]
+    lines, numbers = [RULES, ""], {"spec": spec}
     if table is not None:
         lines += budget_lines(table, spec.get("budget_claims", []), names, numbers)
+    lines += travel_lines(trajectories, spec.get("kl_levels", []), numbers)
+    lines += matched_level_lines(trajectories, pairs, spec, numbers)
+    lines += final_point_lines(trajectories, pairs, numbers)
+    if spec.get("matched_updates"):
+        lines += matched_updates(trajectories, baselines[0], [label for label, _ in pairs], spec["matched_updates"], numbers)
+    if spec.get("degeneration"):
+        lines += degeneration_lines(runs, decode, numbers)
+    if plot_path is not None and trajectories:
+        lines += frontier_plot(trajectories, plot_path)
+    return lines, numbers
+
+
+def travel_lines(trajectories: dict, kl_levels: list, numbers: dict) -> list[str]:
+    """How far each arm travelled: final KL and reward, and at each KL level the seeds that reach it and when."""
     travelled = {label: travel(runs_, kl_levels) for label, runs_ in trajectories.items()}
     numbers["travel"] = travelled
-    lines += ["### How far each arm travelled (mean over seeds; KL levels: seeds that reach it, median step)", "",
-              "| arm | seeds | final KL | final reward | " + " | ".join(f"KL {lv:g}" for lv in kl_levels) + " |",
-              "|" + " --- |" * (4 + len(kl_levels))]
+    lines = ["### How far each arm travelled (mean over seeds; KL levels: seeds that reach it, median step)", "",
+             "| arm | seeds | final KL | final reward | " + " | ".join(f"KL {lv:g}" for lv in kl_levels) + " |",
+             "|" + " --- |" * (4 + len(kl_levels))]
     for label, t in travelled.items():
         cells = [f"{v['reached']}/{t['seeds']}" + (f", step {v['median_step']:.0f}" if v["median_step"] is not None else "")
                  for v in t["levels"].values()]
         lines.append(f"| {label} | {t['seeds']} | {t['final_kl']:.2f} | {t['final_reward']:.3f} | " + " | ".join(cells) + " |")
-    lines.append("")
-    numbers["frontier"], numbers["final"] = {}, {}
-    pairs = [(label, base) for base in baselines for label in others]
-    for along, read, levels, bound, head in (("kl", "reward", kl_levels, BOUNDS["reward_mean"], "Reward at matched KL"),
-                                             ("reward", "kl", reward_levels, BOUNDS["kl_exact"], "KL at matched reward")):
+    return lines + [""]
+
+
+def matched_level_lines(trajectories: dict, pairs: list[tuple[str, str]], spec: dict, numbers: dict) -> list[str]:
+    """Reward at matched KL and KL at matched reward, arm - baseline, at the spec's levels."""
+    numbers["frontier"], lines = {}, []
+    for along, read, levels, bound, head in (("kl", "reward", spec.get("kl_levels", []), BOUNDS["reward_mean"], "Reward at matched KL"),
+                                             ("reward", "kl", spec.get("reward_levels", []), BOUNDS["kl_exact"], "KL at matched reward")):
         if not levels or not pairs:
             continue
         lines += [f"### {head} (arm - baseline; 'bounded' means within +-{bound:g})", "",
@@ -112,6 +131,12 @@ def build(runs: dict, baselines: list[str], spec: dict, table: dict | None, name
             lines += [f"| {label} - {base} | {along} {r['level']:g} | {r['reached']}/{r['seeds']} | {show(r)} | "
                       f"{', '.join(r['not_reached']) or '-'} |" for r in rows]
         lines.append("")
+    return lines
+
+
+def final_point_lines(trajectories: dict, pairs: list[tuple[str, str]], numbers: dict) -> list[str]:
+    """The final-point endpoints re-decided at the seed level (arm - baseline)."""
+    numbers["final"], lines = {}, []
     if pairs:
         lines += ["### The final-point endpoints at the seed level (arm - baseline)", "",
                   "| comparison | " + " | ".join(FINAL_METRICS.values()) + " |", "|" + " --- |" * (1 + len(FINAL_METRICS))]
@@ -122,26 +147,28 @@ def build(runs: dict, baselines: list[str], spec: dict, table: dict | None, name
         numbers["final"][f"{label} - {base}"] = cells
         lines.append(f"| {label} - {base} | " + " | ".join(show(c) for c in cells.values()) + " |" if cells else
                      f"| {label} - {base} | " + " | ".join(["fewer than 2 paired seeds"] * len(FINAL_METRICS)) + " |")
-    lines.append("")
-    if spec.get("matched_updates"):
-        lines += matched_updates(trajectories, baselines[0], others, spec["matched_updates"], numbers)
-    if spec.get("degeneration"):
-        lines += ["### Degeneration by step (mean over seeds; 'ended early': shorter than the evaluation's length)", ""]
-        numbers["degeneration"] = {}
-        for label, by_seed in runs.items():
-            rows = degeneration(by_seed, agent_of(label), evals_of, decode)
-            numbers["degeneration"][label] = rows
-            lines += [f"**{label}**", "", "| step | length | ended early | distinct-2 / step 0's | commonest response per seed |",
-                      "| --- | --- | --- | --- | --- |"]
-            lines += [f"| {r['step']} | {r['length']:.1f} | {r['ended_early']:.0%} | {r['distinct_2_vs_step_0']:.2f} | {r['commonest']} |"
-                      for r in rows] + [""]
-    if plot_path is not None and trajectories:
-        paths = {label: {s: (np.nanmean(r["kl"], 1).tolist(), np.nanmean(r["reward"], 1).tolist()) for s, r in runs_.items()}
-                 for label, runs_ in trajectories.items()}
-        plot_frontier(paths, {label: mean_path(r) for label, r in trajectories.items()}, plot_path,
-                      title="held-out reward vs KL, each seed thin, the mean bold")
-        lines += [f"![frontier]({plot_path.name})", ""]
-    return lines, numbers
+    return lines + [""]
+
+
+def degeneration_lines(runs: dict, decode: Callable | None, numbers: dict) -> list[str]:
+    lines = ["### Degeneration by step (mean over seeds; 'ended early': shorter than the evaluation's length)", ""]
+    numbers["degeneration"] = {}
+    for label, by_seed in runs.items():
+        rows = degeneration(by_seed, agent_of(label), decode)
+        numbers["degeneration"][label] = rows
+        lines += [f"**{label}**", "", "| step | length | ended early | distinct-2 / step 0's | commonest response per seed |",
+                  "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {r['step']} | {r['length']:.1f} | {r['ended_early']:.0%} | {r['distinct_2_vs_step_0']:.2f} | {r['commonest']} |"
+                  for r in rows] + [""]
+    return lines
+
+
+def frontier_plot(trajectories: dict, plot_path: Path) -> list[str]:
+    paths = {label: {s: (np.nanmean(r["kl"], 1).tolist(), np.nanmean(r["reward"], 1).tolist()) for s, r in runs_.items()}
+             for label, runs_ in trajectories.items()}
+    plot_frontier(paths, {label: mean_path(r) for label, r in trajectories.items()}, plot_path,
+                  title="held-out reward vs KL, each seed thin, the mean bold")
+    return [f"![frontier]({plot_path.name})", ""]
 
 
 def budget_lines(table: dict, claims: list[dict], names: dict, numbers: dict) -> list[str]:

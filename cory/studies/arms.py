@@ -11,15 +11,15 @@ import dataclasses
 import importlib
 
 from cory.config import RunConfig, build, parse_args
-from cory.studies.budget import arm_budget
 from cory.ppo.config import PPOConfig
+from cory.studies.budget import arm_budget
 
 NAMES = {"ppo": "PPO", "cory": "CORY"}
 AGENTS = {"ppo": ("policy",), "cory": ("agent_a", "agent_b")}
 """the agents whose held-out evaluations an algorithm's run logs (each CORY agent alone)"""
 TASK_SECTIONS = {"imdb": ("cory.tasks.imdb", "IMDBConfig"), "gsm8k": ("cory.tasks.gsm8k", "GSM8KConfig"),
                  "text": ("cory.tasks.text", "TextTaskConfig")}
-"""each task's config section, last among a training script's sections (as `runner.setup` takes them)"""
+"""each task's config section, last among a training script's sections (as `cory.run.setup.setup` takes them)"""
 
 
 def study_arms(study: dict) -> dict[str, dict]:

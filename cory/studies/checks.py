@@ -19,11 +19,10 @@ import zlib
 from pathlib import Path
 
 from cory.errors import UsageError
-from cory.studies.arms import AGENTS, arm_flags, study_arms
-from cory.studies.ledger import check_each_evaluation_once, check_same_setting, entry_path, setting_differences
 from cory.platform.paths import read_json, remove_stale_temporaries
 from cory.run.rundir import RunDirLock
-
+from cory.studies.arms import AGENTS, arm_flags, study_arms
+from cory.studies.ledger import check_each_evaluation_once, check_same_setting, entry_path, setting_differences
 
 
 def lock_study(out: Path, wait: bool, log=print) -> RunDirLock:
@@ -113,6 +112,8 @@ def _same(value, text: str) -> bool:
             return float(text) == float(value)
         except ValueError:
             return False
+    if isinstance(value, str) and value.startswith("<repo>") and text.startswith("/"):  # an entry's path is portable
+        return text.endswith(value.removeprefix("<repo>/..").removeprefix("<repo>"))  # (`ledger.portable`): its tail
     return str(value) == text
 
 
