@@ -34,7 +34,6 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parent.parent
 from cory.errors import RunStopped, UsageError, run_script
 from cory.platform.paths import atomic_file, read_json
 from cory.run.checkpoint import complete_checkpoints
@@ -43,19 +42,11 @@ from cory.studies.arms import arm_flags, arm_names, budget_table, resolved_confi
 from cory.studies.budget import MATCHES, QUANTITIES, require
 from cory.studies.checks import lock_study, stated, tidy, uncommitted, verified
 from cory.studies.evaluations import judge
-from cory.studies.ledger import (
-    check_same_setting,
-    commit_entry,
-    entry_path,
-    git_commit,
-    make_entry,
-    read_entry,
-    read_study,
-    training_code_dirty,
-    write_entry,
-    write_study,
-)
+from cory.studies.ledger import (check_same_setting, commit_entry, entry_path, git_commit, make_entry, read_entry, read_study,
+                                 training_code_dirty, write_entry, write_study)
 from cory.studies.report import write_report
+
+ROOT = Path(__file__).resolve().parent.parent
 
 PRESETS = {
     # the task preset each training script runs, and the comparison's own settings (fixed before the runs)

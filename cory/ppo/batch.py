@@ -57,10 +57,12 @@ class TrainBatch:
     old_logprobs: torch.Tensor
     ref_logprobs: torch.Tensor
     estimate: object  # cory.ppo.advantages.Estimate or CriticEstimate
+    kl_coef: float
+    """the step's KL coefficient, for the KL as a loss term (`kl_in_loss`)"""
 
     def select(self, idx: torch.Tensor) -> "TrainBatch":
         return TrainBatch(self.rows.rows(idx), self.loss_mask[idx], self.old_logprobs[idx], self.ref_logprobs[idx],
-                          self.estimate.select(idx))
+                          self.estimate.select(idx), self.kl_coef)
 
     def __len__(self) -> int:
         return len(self.rows.responses)

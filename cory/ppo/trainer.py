@@ -84,7 +84,7 @@ class PPOTrainer:
         self.guard = SkipGuard(config.max_consecutive_skips, config.divergence_loss)
         self.scorer = RolloutScorer(self.model, self.policy, reference, self.accelerator,
                                     config.forward_batch_size or config.mini_batch_size, self.estimator.needs_values)
-        self.update = PPOUpdate(config, self.model, self.policy, self.optimizer, self.accelerator, self.params, self.guard, self.kl_ctl)
+        self.update = PPOUpdate(config, self.model, self.optimizer, self.accelerator, self.params, self.guard)
         self._sampled = None  # the last generate's responses and their log-probs under the sampler
 
     @property
@@ -180,7 +180,7 @@ class PPOTrainer:
         truncated = ~is_eos(last, self.eos_ids)
         loss_mask = mask * (~truncated)[:, None] if cfg.mask_truncated_completions else mask
         t_opt = time.perf_counter()
-        train_stats = self.update.optimise(TrainBatch(batch, loss_mask, scored.logprobs, scored.ref_logprobs, estimate),
+        train_stats = self.update.optimise(TrainBatch(batch, loss_mask, scored.logprobs, scored.ref_logprobs, estimate, rewards.kl_coef),
                                            order, scored.reused, self.rng)
         t_opt = time.perf_counter() - t_opt
         self.guard.stepped(self.update.updates)

@@ -21,9 +21,9 @@ class PPOUpdate:
     """Trains one agent's `model` (its optimizer, its trainable `params`) on a step's `TrainBatch`; `updates` counts
     the optimizer steps the last call made."""
 
-    def __init__(self, config: PPOConfig, model, policy, optimizer, accelerator, params: list, guard: SkipGuard, kl_ctl):
-        self.config, self.model, self.policy, self.optimizer = config, model, policy, optimizer
-        self.accelerator, self.params, self.guard, self.kl_ctl = accelerator, params, guard, kl_ctl
+    def __init__(self, config: PPOConfig, model, optimizer, accelerator, params: list, guard: SkipGuard):
+        self.config, self.model, self.optimizer, self.accelerator = config, model, optimizer, accelerator
+        self.policy, self.params, self.guard = accelerator.unwrap_model(model), params, guard
         self.deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
         self.updates = 0
 
@@ -66,7 +66,7 @@ class PPOUpdate:
             loss, extra = mini.estimate.add_critic_loss(pg_loss, values, mask, cfg, reduce)
             if cfg.kl_in_loss:
                 kl_term = kl_loss(logprobs, mini.old_logprobs, mini.ref_logprobs, mask, reduce)
-                loss = loss + self.kl_ctl.value * kl_term
+                loss = loss + mini.kl_coef * kl_term
                 extra["loss/kl"] = kl_term
             skip = any_process(self.accelerator, pg_stats["ratio_mean"].item() > cfg.ratio_threshold or not torch.isfinite(loss).item())
             if skip:
