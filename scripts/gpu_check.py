@@ -82,7 +82,7 @@ def parts(assets: dict[str, Path], work: Path, dry: bool, cuda: bool) -> list[Pa
     common = ["--reward_model", str(assets["classifier"]), "--dataset_path", str(assets["data"]),
               "--eval_dataset_path", str(assets["data"]), "--output_dir", str(work / "runs")]
     bench = lambda model, out, precisions, modes=("ppo", "cory"): [  # noqa: E731
-        py, "benchmarks/step_time.py", "--model_name", str(assets[model]), "--reward_model", str(assets["classifier"]),
+        py, "-m", "benchmarks.step_time", "--model_name", str(assets[model]), "--reward_model", str(assets["classifier"]),
         "--dataset_path", str(assets["data"]), "--batch_size", str(batch), "--mini_batch_size", str(batch if dry else BATCH),
         "--response_tokens", "16", "--steps", "1" if dry else "2", "--warmup", "0" if dry else "1", "--modes", *modes,
         "--precisions", *precisions, "--out", str(out)]
