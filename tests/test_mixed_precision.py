@@ -123,3 +123,14 @@ def test_ppo_learns_to_emit_a_target_token_in_bf16(tokenizer, bf16_accelerator):
     rewards = ppo_learns(target_token_agents(tokenizer, bf16_accelerator, 1)[0])
     assert np.mean(rewards[:3]) < 0.25
     assert np.mean(rewards[-3:]) > 0.5
+
+
+def test_native_bf16_is_read_from_the_cpu_flags_not_from_onednn(monkeypatch):
+    """Before: oneDNN's check said yes on an AVX-512 Xeon without avx512_bf16 (Ice Lake), so --mixed_precision bf16
+    ran emulated there instead of falling back to fp32 as documented."""
+    for flags, native in (({"avx512f", "avx512bw"}, False), ({"avx512bw", "avx512_bf16"}, True), ({"amx_bf16"}, True)):
+        monkeypatch.setattr(precision, "cpu_flags", lambda flags=flags: flags)
+        assert precision.bf16_supported(False) is native
+        assert precision.resolve_mixed_precision("bf16", False, log=lambda line: None) == ("bf16" if native else "no")
+    monkeypatch.setattr(precision, "cpu_flags", lambda: None)  # no /proc/cpuinfo: oneDNN's answer
+    assert precision.bf16_supported(False) == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())

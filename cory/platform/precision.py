@@ -7,6 +7,7 @@ losses) in fp32. Trainable weights and Adam's state stay fp32.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -16,11 +17,28 @@ from cory.errors import UsageError
 MODES = ("no", "bf16", "fp16")
 
 
+NATIVE_BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
+
+
 def bf16_supported(cuda: bool) -> bool:
-    """True where bf16 matmuls run natively (a GPU that has them, a CPU with avx512_bf16 / AMX)."""
+    """True where bf16 matmuls run natively (a GPU that has them, a CPU with avx512_bf16 / AMX). oneDNN's own check
+    also says yes on an AVX-512 CPU without them (an Ice Lake Xeon), where bf16 is emulated: the CPU's flags decide."""
     if cuda:
         return torch.cuda.is_bf16_supported()
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    flags = cpu_flags()
+    return bool(NATIVE_BF16_FLAGS & flags) if flags is not None else bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def cpu_flags() -> set[str] | None:
+    """The CPU's feature flags from /proc/cpuinfo (Linux); None where there is none."""
+    path = Path("/proc/cpuinfo")
+    if not path.exists():
+        return None
+    for line in path.read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key.strip() == "flags":
+            return set(rest.split())
+    return None
 
 
 def resolve_mixed_precision(requested: str, cuda: bool, log=print) -> str:

@@ -20,6 +20,7 @@ import torch
 from cory.errors import UsageError
 from cory.models.load import weight_fingerprints
 from cory.platform.paths import atomic_file, read_json, write_json
+from cory.platform.precision import bf16_supported
 from cory.run.rundir import LOADED_MODELS
 
 STUDY_FILE = "study.json"
@@ -44,7 +45,7 @@ def machine_facts() -> dict:
             if key.strip() == "flags":
                 flags = set(rest.split())
     return {"cpu": model, "cores": os.cpu_count(), "flags": [f for f in CPU_FLAGS if f in flags],
-            "bf16_native": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()), "torch": torch.__version__}
+            "bf16_native": bf16_supported(cuda=False), "torch": torch.__version__}
 
 
 def loaded_fingerprints(run_dir: Path, config: dict) -> dict[str, str]:
