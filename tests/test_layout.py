@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 PAPER_SCRIPTS = {"imdb_train/cory.py", "imdb_train/ppo.py", "gsm8k_train/cory.py", "gsm8k_train/ppo.py"}
 PATH_EDIT = re.compile(r"^\s*sys\.path(\.insert|\.append|\[:\]\s*=|\s*=)", re.MULTILINE)
@@ -81,3 +83,15 @@ def test_the_library_has_no_import_circle_between_modules_or_between_its_folders
     for name, imported in graph.items():
         rooms.setdefault(room(name), set()).update(room(m) for m in imported if room(m) != room(name))
     assert a_cycle(rooms) is None, " -> ".join(a_cycle(rooms))
+
+
+def test_a_plain_install_ships_every_subpackage():
+    """Before: pyproject listed `packages = ["cory"]`, so `pip install .` (not -e) left out cory.eval and every later
+    subpackage; the package finder's pattern must pick up every folder of cory/ that is a package."""
+    import tomllib
+
+    setuptools = pytest.importorskip("setuptools")
+    pattern = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    shipped = set(setuptools.find_packages(str(ROOT), include=pattern))
+    on_disk = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "cory").rglob("__init__.py")}
+    assert shipped == on_disk and "cory.ppo" in shipped

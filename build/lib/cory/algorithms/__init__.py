@@ -1,0 +1,1 @@
+"""The algorithms a script trains: CORY (two agents, one collective reward) and PPO alone, and their agents."""

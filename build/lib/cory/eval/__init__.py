@@ -1,0 +1,1 @@
+"""Evaluation of trained policies (each CORY agent alone, or a PPO policy)."""

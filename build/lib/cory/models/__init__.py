@@ -1,0 +1,1 @@
+"""Loading language models and classifiers (hub id, local directory, offline alias) and LoRA adapters."""

@@ -1,0 +1,1 @@
+"""The machine: precision, memory, the CPU allocator, atomic files and where built assets live."""

@@ -1,0 +1,1 @@
+"""A training run: the loop, checkpoints, the run directory, metrics and their plots."""
