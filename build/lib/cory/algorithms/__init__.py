@@ -1,1 +1,0 @@
-"""The algorithms a script trains: CORY (two agents, one collective reward) and PPO alone, and their agents."""

@@ -1,1 +1,0 @@
-"""Evaluation of trained policies (each CORY agent alone, or a PPO policy)."""

@@ -1,1 +1,0 @@
-"""Loading language models and classifiers (hub id, local directory, offline alias) and LoRA adapters."""

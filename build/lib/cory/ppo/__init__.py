@@ -1,1 +1,0 @@
-"""The PPO trainer: config, math, advantage estimators, policy, rollout, sampling, distributed training, the step."""

@@ -1,1 +1,0 @@
-"""A training run: the loop, checkpoints, the run directory, metrics and their plots."""

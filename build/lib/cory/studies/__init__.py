@@ -1,1 +1,0 @@
-"""Studies: the run ledger, its checks, budgets, the frontier and seed-level endpoints, and the report."""

@@ -1,1 +1,0 @@
-"""Tasks: prompts and rewards (IMDB, GSM8K, your own text task), templates and data files."""
