@@ -6,9 +6,9 @@ an unknown key or a value of the wrong type is an error before any model is load
 from __future__ import annotations
 
 import argparse
-import difflib
 import ast
 import dataclasses
+import difflib
 import importlib.util
 import inspect
 import re

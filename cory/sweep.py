@@ -19,6 +19,7 @@ from pathlib import Path
 
 from cory.config import DEFAULT_PRESET, REPO_ROOT
 from cory.errors import MissingInput
+from cory.run.tracking import read_metrics
 
 WHERE = ("output_dir", "run_name", "resume_from", "overwrite")
 """settings that say where a run lives, not what it trains: left out of the directory's name"""
@@ -53,7 +54,7 @@ def last_evaluations(path: Path) -> dict[str, dict]:
     """Each agent's last held-out evaluation alone (metrics only), from a run's eval.jsonl; {} without one."""
     if not path.exists():
         return {}
-    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    rows = read_metrics(path)
     last = max(r["step"] for r in rows)
     return {r["agent"]: {k: v for k, v in r.items() if k not in ("agent", "role", "samples", "per_prompt")}
             for r in rows if r["step"] == last and r["role"] == "alone"}

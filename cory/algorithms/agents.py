@@ -10,11 +10,12 @@ from transformers import AutoModelForCausalLM
 
 from cory.config import RunConfig
 from cory.errors import MissingInput
-from cory.models.lora import load_adapter, lora_config, with_lora
 from cory.models.load import load_causal_lm, readable_weights
+from cory.models.lora import load_adapter, lora_config, with_lora
 from cory.platform.paths import atomic_directory, save_model_directory
-from cory.ppo.policy import FrozenReference, ValueHeadPolicy
 from cory.platform.precision import low_precision_dtype
+from cory.ppo.policy import FrozenReference, ValueHeadPolicy
+
 
 def agent_names(n_agents: int) -> tuple[str, ...]:
     """agent_a, agent_b, ... (one per agent; at most 26)."""

@@ -26,7 +26,6 @@ from cory.ppo.trainer import PPOTrainer
 from cory.tasks.task import Prompt, RewardErrorReport, Task, safe_rewards
 from cory.tasks.templates import RESPONSE_FIELDS, check_observer_template, check_template
 
-
 CREDITS = ("collective", "downstream")
 GROUPINGS = ("query", "prompt")
 

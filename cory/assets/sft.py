@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from cory.tasks.gsm8k import CALCULATION, GSM8KConfig, GSM8KTask
 from cory.models.lora import lora_config, with_lora
 from cory.platform.paths import save_model_directory
 from cory.platform.precision import bf16_supported
+from cory.tasks.gsm8k import CALCULATION, GSM8KConfig, GSM8KTask
 
 IGNORE = -100
 """label of a token the loss skips (prompt and padding)"""

@@ -16,9 +16,9 @@ from tqdm import tqdm
 
 from cory.config import load_task_config
 from cory.eval.loading import load_policy_for_eval
-from cory.tasks.gsm8k import GSM8KConfig, GSM8KTask, before_stop, extract_answer, is_correct, solution_steps
 from cory.platform.paths import write_json
 from cory.ppo.rollout import left_pad
+from cory.tasks.gsm8k import GSM8KConfig, GSM8KTask, before_stop, extract_answer, is_correct, solution_steps
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

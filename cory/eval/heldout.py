@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from cory.ppo.trainer import PPOTrainer
 from cory.ppo.rollout import Rollout
+from cory.ppo.trainer import PPOTrainer
 from cory.tasks.task import Prompt, Task, safe_rewards
 
 ETAS = (0.01, 0.05, 0.1, 0.2)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cory.models.lora import load_adapter
 from cory.models.load import load_causal_lm, load_tokenizer
+from cory.models.lora import load_adapter
 
 
 def adapter_dir(path: Path) -> Path | None:

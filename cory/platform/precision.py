@@ -29,16 +29,20 @@ def bf16_supported(cuda: bool) -> bool:
     return bool(NATIVE_BF16_FLAGS & flags) if flags is not None else bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def cpu_info() -> dict[str, str]:
+    """The first processor's fields in /proc/cpuinfo (Linux: model name, flags, ...); {} where there is none."""
+    path, info = Path("/proc/cpuinfo"), {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            key, _, rest = line.partition(":")
+            info.setdefault(key.strip(), rest.strip())
+    return info
+
+
 def cpu_flags() -> set[str] | None:
-    """The CPU's feature flags from /proc/cpuinfo (Linux); None where there is none."""
-    path = Path("/proc/cpuinfo")
-    if not path.exists():
-        return None
-    for line in path.read_text().splitlines():
-        key, _, rest = line.partition(":")
-        if key.strip() == "flags":
-            return set(rest.split())
-    return None
+    """The CPU's feature flags (Linux); None where the system does not list them."""
+    flags = cpu_info().get("flags")
+    return None if flags is None else set(flags.split())
 
 
 def resolve_mixed_precision(requested: str, cuda: bool, log=print) -> str:

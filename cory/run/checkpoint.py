@@ -173,8 +173,8 @@ def find_checkpoint(resume_from: str, run_dir: Path, log=tqdm.write) -> Path | N
 
 def library_defaults() -> dict:
     """Every run, PPO and CORY setting's default: what a checkpoint written before a setting existed ran with."""
-    from cory.config import RunConfig
     from cory.algorithms.cory import CORYConfig
+    from cory.config import RunConfig
     from cory.ppo.config import PPOConfig
 
     return {f.name: f.default for cls in (RunConfig, PPOConfig, CORYConfig) for f in dataclasses.fields(cls)}

@@ -64,9 +64,10 @@ def setup(task: str, algorithm: str, description: str, sections: tuple[type, ...
     `sections`: RunConfig, PPOConfig, CORYConfig (for CORY), then the task's section, last (all errors before any model)."""
     tune_allocator()  # before the first model tensor (cory/platform/cpu_memory.py: a 2x faster step on these CPUs)
     argv, config = glue_negative_numbers(argv), dict(config or {})
-    refuse_cory_keys([*argv, *(f"--{key}" for key in config)], sections)
+    given = [*argv, *(f"--{key}" for key in config)]  # what the user set, by flag or by the sweep's dict
+    refuse_cory_keys(given, sections)
     preset, raw = parse_args(task, description, sections, argv, algorithm, script_options)
-    preset, raw = resumed_settings(task, algorithm, preset, {**raw, **config}, [*argv, *(f"--{key}" for key in config)], sections)
+    preset, raw = resumed_settings(task, algorithm, preset, {**raw, **config}, given, sections)
     check_known_keys(raw, sections)
     built = {cls: build(cls, raw) for cls in sections}
     check_across_sections(built)

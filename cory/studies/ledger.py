@@ -20,7 +20,7 @@ import torch
 from cory.errors import UsageError
 from cory.models.load import weight_fingerprints
 from cory.platform.paths import atomic_file, read_json, write_json
-from cory.platform.precision import bf16_supported
+from cory.platform.precision import bf16_supported, cpu_flags, cpu_info
 from cory.run.rundir import LOADED_MODELS
 
 STUDY_FILE = "study.json"
@@ -36,14 +36,7 @@ def entry_path(study_dir: Path, setting: str, algorithm: str, seed: int) -> Path
 
 def machine_facts() -> dict:
     """CPU model, cores and the flags that decide precision and speed (timings only compare within one kind)."""
-    model, flags = platform.processor(), set()
-    if Path("/proc/cpuinfo").exists():
-        for line in open("/proc/cpuinfo"):
-            key, _, rest = line.partition(":")
-            if key.strip() == "model name" and model in ("", platform.processor()):
-                model = rest.strip()
-            if key.strip() == "flags":
-                flags = set(rest.split())
+    model, flags = cpu_info().get("model name") or platform.processor(), cpu_flags() or set()
     return {"cpu": model, "cores": os.cpu_count(), "flags": [f for f in CPU_FLAGS if f in flags],
             "bf16_native": bf16_supported(cuda=False), "torch": torch.__version__}
 

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import ClassVar
 from decimal import Decimal, InvalidOperation
+from typing import ClassVar
 
 import torch
 
-from cory.tasks.data import read_records
 from cory.errors import UsageError
+from cory.tasks.data import read_records
 from cory.tasks.task import Prompt
 from cory.tasks.templates import chat_wrap, check_template
 

@@ -7,8 +7,8 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from cory.tasks.data import LengthSampler, read_records
 from cory.errors import UsageError
+from cory.tasks.data import LengthSampler, read_records
 from cory.tasks.rewards import SentimentReward
 from cory.tasks.task import Prompt
 

@@ -17,8 +17,8 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from cory.tasks.data import read_records
 from cory.errors import UsageError
+from cory.tasks.data import read_records
 from cory.tasks.reward_functions import RewardFunctions, parse_specs, parse_weights
 from cory.tasks.task import Prompt
 from cory.tasks.templates import chat_wrap
