@@ -1,15 +1,26 @@
-"""The one place where `cory` imports trl's internal helpers.
+"""The one place where `cory` imports trl's internal helpers, on first use.
 
-trl does not export these; if a release moves them, this file is the only fix.
+trl does not export these; if a release moves them, this file is the only fix. They are looked up lazily (module
+`__getattr__`) because their modules pull in datasets, pandas, peft and FSDP (about 2 s of a 2-core CPU): a
+`--help`, a refused flag or a report then answers without paying for a training run's imports. Callers write
+`_trl.name(...)` at call time, never `from cory._trl import name` at module top, which would load them at once.
 """
-from trl.models import unwrap_model_for_generation
-from trl.models.utils import prepare_deepspeed
-from trl.trainer.utils import disable_dropout_in_model, entropy_from_logits, selective_log_softmax
+import importlib
 
-__all__ = [
-    "disable_dropout_in_model",
-    "entropy_from_logits",
-    "prepare_deepspeed",
-    "selective_log_softmax",
-    "unwrap_model_for_generation",
-]
+_HOME = {
+    "disable_dropout_in_model": "trl.trainer.utils",
+    "entropy_from_logits": "trl.trainer.utils",
+    "selective_log_softmax": "trl.trainer.utils",
+    "prepare_deepspeed": "trl.models.utils",
+    "unwrap_model_for_generation": "trl.models",
+}
+
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str):
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    helper = getattr(importlib.import_module(_HOME[name]), name)
+    globals()[name] = helper  # later lookups skip this function
+    return helper

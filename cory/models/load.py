@@ -12,7 +12,7 @@ from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from cory._trl import disable_dropout_in_model
+from cory import _trl
 from cory.errors import MissingInput, UsageError
 from cory.platform.paths import MANIFEST, cache_dir, file_sha256, hub_offline, manifest_problems
 
@@ -136,7 +136,7 @@ def load_causal_lm(name: str, dtype: str = "float32", device: str | torch.device
             model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], quantization_config=quantization, device_map={"": device})
         else:
             model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype]).to(device)
-    disable_dropout_in_model(model)
+    _trl.disable_dropout_in_model(model)
     return model.eval()
 
 

@@ -6,6 +6,7 @@ import contextlib
 import torch
 from torch import nn
 
+from cory import _trl
 from cory.platform.precision import cast_frozen_linear_weights
 
 
@@ -109,9 +110,7 @@ class FrozenReference:
         A LoRA reference is the policy's own base, which the policy's engine already holds."""
         if self.deepspeed_ready or self.disable_adapters:
             return
-        from cory._trl import prepare_deepspeed
-
-        self.lm = prepare_deepspeed(self.lm, accelerator)
+        self.lm = _trl.prepare_deepspeed(self.lm, accelerator)
         self.deepspeed_ready = True
 
     @torch.no_grad()

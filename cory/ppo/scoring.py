@@ -8,7 +8,7 @@ import time
 import torch
 from accelerate import Accelerator
 
-from cory._trl import selective_log_softmax
+from cory import _trl
 from cory.ppo.batch import Scored
 from cory.ppo.math import exact_kl_from_logits
 from cory.ppo.policy import FrozenReference, ValueHeadPolicy
@@ -39,10 +39,10 @@ class RolloutScorer:
                 logits, values = logits.detach(), values.detach() if self.with_values else values
             with torch.no_grad():
                 logits, ref_logits = logits[:, :-1], ref_logits[:, :-1]
-                parts["logprobs"].append(selective_log_softmax(logits, rows.responses))
+                parts["logprobs"].append(_trl.selective_log_softmax(logits, rows.responses))
                 if self.with_values:
                     parts["values"].append(values[:, :-1])
-                parts["ref_logprobs"].append(selective_log_softmax(ref_logits, rows.responses))
+                parts["ref_logprobs"].append(_trl.selective_log_softmax(ref_logits, rows.responses))
                 parts["exact_kl"].append(exact_kl_from_logits(logits, ref_logits))
         where = torch.cat(chunks).argsort()  # back to the batch's order
         return Scored(**{k: torch.cat(v)[where] for k, v in parts.items()}, reused=reused)

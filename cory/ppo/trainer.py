@@ -22,7 +22,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
 
-from cory._trl import unwrap_model_for_generation
+from cory import _trl
 from cory.errors import UsageError
 from cory.ppo.advantages import PromptGroups, estimator_for
 from cory.ppo.batch import TokenRewards, TrainBatch
@@ -107,7 +107,7 @@ class PPOTrainer:
         responses, sampler_logprobs = [], []
         sampling = bool(gen_kwargs.get("do_sample"))  # greedy decoding has no sampler to compare with pi
         self.policy.eval()
-        with unwrap_model_for_generation(self.model, self.accelerator) as unwrapped:
+        with _trl.unwrap_model_for_generation(self.model, self.accelerator) as unwrapped:
             for start in range(0, len(query_tensors), batch_size):
                 ids, mask = left_pad(query_tensors[start : start + batch_size], self.pad_id)
                 # one autocast region: each weight is cast once per call, not once per token

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from accelerate.utils import DistributedType
 
-from cory._trl import entropy_from_logits, selective_log_softmax
+from cory import _trl
 from cory.ppo.batch import TrainBatch
 from cory.ppo.config import PPOConfig
 from cory.ppo.distributed import any_process
@@ -60,7 +60,7 @@ class PPOUpdate:
                     forward = self.model(mini.rows.input_ids, mini.rows.attention_mask, mini.rows.responses.shape[1] + 1)
             logits, values = forward
             logits = logits[:, :-1]
-            logprobs = selective_log_softmax(logits, mini.rows.responses)
+            logprobs = _trl.selective_log_softmax(logits, mini.rows.responses)
             pg_loss, pg_stats = policy_loss(logprobs, mini.old_logprobs, mini.estimate.advantages, mask, cfg.cliprange,
                                             cfg.cliprange_high, reduce)
             loss, extra = mini.estimate.add_critic_loss(pg_loss, values, mask, cfg, reduce)
@@ -78,7 +78,7 @@ class PPOUpdate:
         if last_micro:
             self._optimizer_step()
         with torch.no_grad():
-            entropy = masked_mean(entropy_from_logits(logits.detach()), mask)
+            entropy = masked_mean(_trl.entropy_from_logits(logits.detach()), mask)
         return minibatch_stats(pg_loss, loss, entropy, pg_stats, masked_mean(mini.estimate.advantages, mask), extra,
                                float("nan") if skip else float(cfg.gradient_accumulation_steps))
 

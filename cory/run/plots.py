@@ -3,11 +3,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+
+def _figure(size: tuple[float, float]):
+    """A figure outside pyplot's global state (no backend to pick, nothing to close; imported on first plot)."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=size)
 
 
 def per_agent(names: tuple[str, ...], panels: dict[str, str]) -> dict[str, list[str]]:
@@ -18,7 +21,8 @@ def per_agent(names: tuple[str, ...], panels: dict[str, str]) -> dict[str, list[
 def plot_curves(rows: list[dict], panels: dict[str, list[str]], path: Path, title: str = "", smooth: int = 5) -> Path:
     """One panel per entry of `panels` (panel title -> metric keys), metric vs step: the raw values faint, a
     `smooth`-step moving average on top. In a CORY run the steps where agent B is the pioneer are shaded."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    fig = _figure((5 * len(panels), 3.6))
+    axes = fig.subplots(1, len(panels), squeeze=False)
     b_leads = [r["step"] for r in rows if r.get("cory/pioneer_agent") == 1.0]
     for ax, (panel, keys) in zip(axes[0], panels.items()):
         for step in b_leads:
@@ -52,7 +56,6 @@ def _save(fig, path: Path, title: str) -> Path:
         fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return Path(path)
 
 
@@ -61,7 +64,8 @@ def plot_mean_std(series: dict[str, dict[int, list[float]]], panels: dict[str, s
 
     `series[curve][metric]` maps a metric to {step: [value per seed]}; `panels` maps metric -> panel title.
     """
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    fig = _figure((5 * len(panels), 3.6))
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (metric, panel) in zip(axes[0], panels.items()):
         for curve, metrics in series.items():
             by_step = metrics.get(metric, {})
@@ -79,7 +83,8 @@ def plot_mean_std(series: dict[str, dict[int, list[float]]], panels: dict[str, s
 def plot_trajectories(series: dict[str, dict[str, dict[int, list[float]]]], x: str, y: str, path: Path, title: str = "") -> Path:
     """One trajectory per curve in the (x, y) plane: the mean over seeds at each step, in step order, the
     last point drawn large (the paper's reward-KL plane)."""
-    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    fig = _figure((5.5, 4.2))
+    ax = fig.subplots()
     for curve, metrics in series.items():
         steps = sorted(set(metrics.get(x, {})) & set(metrics.get(y, {})))
         if not steps:
@@ -97,7 +102,8 @@ def plot_trajectories(series: dict[str, dict[str, dict[int, list[float]]]], x: s
 
 def plot_grid(grid: dict[str, dict[str, dict[str, dict[int, list[float]]]]], rows: dict[str, str], path: Path, title: str = "") -> Path:
     """A panel per (metric, setting): `grid[setting]` is a `plot_mean_std` series; `rows` maps metric -> row title."""
-    fig, axes = plt.subplots(len(rows), len(grid), figsize=(4.2 * len(grid), 3.0 * len(rows)), squeeze=False)
+    fig = _figure((4.2 * len(grid), 3.0 * len(rows)))
+    axes = fig.subplots(len(rows), len(grid), squeeze=False)
     for col, (setting, series) in enumerate(grid.items()):
         for row, (metric, label) in enumerate(rows.items()):
             ax = axes[row][col]
@@ -117,7 +123,8 @@ def plot_grid(grid: dict[str, dict[str, dict[str, dict[int, list[float]]]]], row
 def plot_frontier(paths: dict[str, dict[int, tuple[list[float], list[float]]]], means: dict[str, tuple[list[float], list[float]]],
                   path: Path, title: str = "") -> Path:
     """The reward-KL frontier per arm: each seed's held-out trajectory thin, the mean over seeds bold (its end large)."""
-    fig, ax = plt.subplots(figsize=(6.0, 4.4))
+    fig = _figure((6.0, 4.4))
+    ax = fig.subplots()
     for curve, by_seed in paths.items():
         kl, reward = means[curve]
         (line,) = ax.plot(kl, reward, lw=2.2, marker="o", ms=3, label=f"{curve} (mean of {len(by_seed)} seeds)")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import torch
-from transformers import pipeline
 
 from cory.errors import UsageError
 from cory.models.load import resolve_model
@@ -16,6 +15,8 @@ class SentimentReward:
     """
 
     def __init__(self, model: str, positive_label: str = "POSITIVE", batch_size: int = 64, device: str | int = -1):
+        from transformers import pipeline  # its import chain costs ~2 s: a refused flag or --help need not pay it
+
         self.pipe = pipeline(
             "text-classification", model=resolve_model(model), device=device, dtype=torch.float32
         )
