@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The prepared GPU check (issue: prove the paper presets' code paths when a GPU is lent). On the GPU machine:
 #   bash scripts/gpu_check.sh                 # after scripts/gpu_wheels.sh here; carry .gpu_carry
-#   bash scripts/gpu_check.sh --cpu-dry-run   # here: every part at toy size on the CPU (tests/test_gpu_check.py)
+#   bash scripts/gpu_check.sh --cpu-dry-run   # here: each command line once at toy size on the CPU (tests/test_gpu_check.py)
 # Writes gpu_check.json and gpu_check.md under $OUT (the folder a GPU run sends back), else gpu_check_results/.
 set -uo pipefail
 cd "$(dirname "$0")/.."
