@@ -48,6 +48,7 @@ def test_a_cached_warm_start_is_reused_only_with_the_same_settings(tmp_path, mon
     monkeypatch.setenv("CORY_CACHE", str(tmp_path))
     builds = []
     monkeypatch.setattr(cory.assets.sft, "build_sft_model", lambda base, task_config, target: builds.append(target) or target)
+    monkeypatch.setattr(cory.assets.build, "smollm2_dir", lambda: None)  # the base (converting its GGUF costs ~30 s) is not under test
     target = tmp_path / "models" / "smollm2-135m-gsm8k-sft"
     target.mkdir(parents=True)
     preset = load_task_config("gsm8k", "offline")
