@@ -42,8 +42,8 @@ from cory.studies.arms import arm_flags, arm_names, budget_table, resolved_confi
 from cory.studies.budget import MATCHES, QUANTITIES, require
 from cory.studies.checks import lock_study, stated, tidy, uncommitted, verified
 from cory.studies.evaluations import judge
-from cory.studies.ledger import (check_same_setting, commit_entry, entry_path, git_commit, make_entry, read_entry, read_study,
-                                 training_code_dirty, write_entry, write_study)
+from cory.studies.ledger import (check_same_setting, commit_entry, entry_path, git_commit, make_entry, native_bf16, read_entry,
+                                 read_study, training_code_dirty, write_entry, write_study)
 from cory.studies.report import write_report
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -260,7 +260,7 @@ def machines(entries: dict) -> str:
     seeds: dict[str, set] = {}
     for job, entry in entries.items():
         machine, reward = entry["machine"], entry.get("model_fingerprints", {}).get("reward_model", "not recorded")
-        kind = f"{machine['cpu']} ({machine['cores']} cores, {'bf16' if machine['bf16_native'] else 'no bf16'}; classifier {reward})"
+        kind = f"{machine['cpu']} ({machine['cores']} cores, {'bf16' if native_bf16(machine) else 'no bf16'}; classifier {reward})"
         seeds.setdefault(kind, set()).add(job[2])
     return "; ".join(f"{kind}: seeds {sorted(s)}" for kind, s in seeds.items()) or "none yet"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from cory.errors import UsageError
-from cory.studies.ledger import entry_path, write_entry
+from cory.studies.ledger import entry_path, native_bf16, write_entry
 from cory.studies.checks import lock_study, read_checked, tidy, uncommitted, verified
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -214,3 +214,11 @@ def test_a_path_beside_the_checkout_is_the_same_path_in_its_portable_entry():
     assert _same("<repo>/configs/x.py", "/home/me/cory/configs/x.py")
     assert not _same("<repo>/../data/reviews.jsonl", "/home/me/data/other.jsonl")
     assert _same("plain", "plain") and not _same("plain", "other")
+
+
+def test_a_machine_s_bf16_is_read_from_its_recorded_flags_not_from_an_older_entry_s_onednn_answer():
+    """Entries of the Ice Lake Xeon written before the flags decided say bf16_native True (oneDNN emulates it)."""
+    ice_lake = {"cpu": "Intel(R) Xeon(R) Processor @ 2.80GHz", "flags": ["avx2", "avx512f"], "bf16_native": True}
+    assert not native_bf16(ice_lake)
+    assert native_bf16({**ice_lake, "flags": ["avx2", "avx512f", "amx_bf16"], "bf16_native": False})
+    assert native_bf16({"cpu": "older entry, no flags recorded", "bf16_native": True})

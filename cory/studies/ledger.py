@@ -20,7 +20,7 @@ import torch
 from cory.errors import UsageError
 from cory.models.load import weight_fingerprints
 from cory.platform.paths import atomic_file, read_json, write_json
-from cory.platform.precision import bf16_supported, cpu_flags, cpu_info
+from cory.platform.precision import NATIVE_BF16_FLAGS, bf16_supported, cpu_flags, cpu_info
 from cory.run.rundir import LOADED_MODELS
 
 STUDY_FILE = "study.json"
@@ -39,6 +39,14 @@ def machine_facts() -> dict:
     model, flags = cpu_info().get("model name") or platform.processor(), cpu_flags() or set()
     return {"cpu": model, "cores": os.cpu_count(), "flags": [f for f in CPU_FLAGS if f in flags],
             "bf16_native": bf16_supported(cuda=False), "torch": torch.__version__}
+
+
+def native_bf16(machine: dict) -> bool:
+    """Whether an entry's machine has native bf16, read from its recorded flags: entries written before the flags
+    decided recorded oneDNN's answer, which is yes on an AVX-512 CPU that only emulates bf16 (an Ice Lake Xeon)."""
+    if "flags" in machine:
+        return bool(NATIVE_BF16_FLAGS & set(machine["flags"]))
+    return machine["bf16_native"]
 
 
 def loaded_fingerprints(run_dir: Path, config: dict) -> dict[str, str]:
