@@ -7,6 +7,7 @@ in use; exit 1). Anything else is a bug and keeps its traceback; `--debug` shows
 from __future__ import annotations
 
 import errno
+import signal
 import sys
 from pathlib import Path
 
@@ -27,15 +28,27 @@ class RunStopped(RuntimeError):
     """A guard stopped the run; the last good checkpoint is kept."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a plain `kill`), taken like Ctrl-C: the job stops at a step's edge and stops the runs it started."""
+
+
 INTERRUPTED = "interrupted; checkpoints already written are whole (continue with --resume_from auto)"
 
 
+def _terminate(signum, frame) -> None:
+    raise Terminated
+
+
 def run_script(main, argv: list[str] | None = None, interrupted: str = INTERRUPTED) -> None:
-    """Call `main(argv)`; print `script: error: message` and exit 2 (UsageError), 1 (RunStopped, disk full) or
-    130 (Ctrl-C, with the line `interrupted`)."""
+    """Call `main(argv)`; print `script: error: message` and exit 2 (UsageError), 1 (RunStopped, disk full),
+    130 (Ctrl-C) or 143 (`kill`), these two with the line `interrupted`.
+
+    Ctrl-C is restored and `kill` joins it because a job started in the background (`nohup … &`) inherits SIGINT
+    ignored, and SIGTERM's default would end it at once and leave the runs it started training as orphans."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
+    handlers = signal.signal(signal.SIGINT, signal.default_int_handler), signal.signal(signal.SIGTERM, _terminate)
     try:
         main(argv)
     except (UsageError, RunStopped) as error:
@@ -43,14 +56,18 @@ def run_script(main, argv: list[str] | None = None, interrupted: str = INTERRUPT
             raise
         print(f"{Path(sys.argv[0]).name}: error: {error}", file=sys.stderr)
         sys.exit(2 if isinstance(error, UsageError) else 1)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         if debug:
             raise
         print(f"{Path(sys.argv[0]).name}: {interrupted}", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(143 if isinstance(stop, Terminated) else 130)
     except OSError as error:
         if debug or error.errno != errno.ENOSPC:
             raise
         print(f"{Path(sys.argv[0]).name}: error: no space left on the device writing {error.filename or 'a file'}; "
               "earlier checkpoints are whole (free space, then --resume_from auto)", file=sys.stderr)
         sys.exit(1)
+    finally:
+        for number, handler in zip((signal.SIGINT, signal.SIGTERM), handlers):
+            if handler is not None:  # None: set outside Python, nothing to restore
+                signal.signal(number, handler)

@@ -160,7 +160,7 @@ def train_missing(out: Path, study: dict, todo: list, n_parallel: int, keep_chec
     bar = tqdm(total=sum(steps.values()), desc=f"{out.name}: {len(todo)} of {n_jobs} runs to do", unit="step")
 
     def one(job) -> None:
-        if stop.is_set():  # Ctrl-C: no new run starts
+        if stop.is_set():  # Ctrl-C or kill: no new run starts
             return
         setting, arm, seed = job
         directory = run_dir(out, *job)
@@ -411,5 +411,5 @@ def decoder(study: dict):
 
 
 if __name__ == "__main__":
-    run_script(main, interrupted="interrupted: no run starts after Ctrl-C; finished runs are in the ledger, the others "
-                                 "continue from their checkpoints when the study is run again")
+    run_script(main, interrupted="interrupted: no run starts after Ctrl-C or kill; finished runs are in the ledger, the "
+                                 "others continue from their checkpoints when the study is run again")

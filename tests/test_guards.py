@@ -1,5 +1,7 @@
 """Guards: non-finite scores and gradients skip the update and leave weights and Adam untouched; too many
 in a row stop the run; failing rewards and over-long prompts are counted, not fatal."""
+import time
+
 import pytest
 import torch
 
@@ -96,18 +98,27 @@ def test_the_stop_names_the_reward_exception_and_it_is_printed_once(tokenizer, a
 
 @pytest.mark.parametrize("raised, code, message", [
     (KeyboardInterrupt(), 130, "interrupted; checkpoints already written are whole"),
+    ("kill", 143, "interrupted; checkpoints already written are whole"),
     (OSError(28, "No space left on device", "runs/x/checkpoints/.step-0000004.tmp-a/state.pt"), 1,
      "no space left on the device writing runs/x/checkpoints/.step-0000004.tmp-a/state.pt"),
 ])
-def test_ctrl_c_and_a_full_disk_are_one_line(raised, code, message, capsys):
+def test_ctrl_c_kill_and_a_full_disk_are_one_line(raised, code, message, capsys):
+    import os
+    import signal
+
     from cory.errors import run_script
 
     def main(argv):
+        if raised == "kill":
+            os.kill(os.getpid(), signal.SIGTERM)  # run_script's handler turns it into an interrupt here
+            time.sleep(5)
         raise raised
 
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     with pytest.raises(SystemExit) as stop:
         run_script(main, [])
     assert stop.value.code == code and message in capsys.readouterr().err
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before  # the caller's handlers are back
 
 
 def test_a_checkpoint_the_disk_cannot_hold_stops_before_it_is_written(tmp_path, monkeypatch):

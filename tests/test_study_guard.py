@@ -111,26 +111,37 @@ def test_leftovers_are_tidied_and_an_uncommitted_entry_is_found(tmp_path):
     assert uncommitted(out, jobs) == []
 
 
-def test_ctrl_c_stops_the_study_queue_with_exit_130_and_one_line(assets, tmp_path):
-    """Before: after the signal, compare.py trained and committed three more runs, then died with a traceback."""
+def ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # what a job started with `nohup ... &` inherits
+
+
+@pytest.mark.parametrize("how, start, stop, code", [
+    ("Ctrl-C in a terminal", None, signal.SIGINT, 130),
+    ("kill of a background job", ignore_sigint, signal.SIGTERM, 143),
+])
+def test_ctrl_c_or_kill_stops_the_study_queue_and_its_live_run_with_one_line(assets, tmp_path, how, start, stop, code):
+    """Before: after Ctrl-C, compare.py trained and committed three more runs, then died with a traceback; a study
+    started in the background ignored SIGINT, and `kill` ended compare.py at once with its run training on as an orphan."""
     from tests.test_scripts import COMMON, task_args
 
     argv = [sys.executable, str(ROOT / "scripts" / "compare.py"), "--results_dir", str(tmp_path), "--name", "tiny", "--seeds", "0", "1",
-            "--steps", "2", "--eval_every", "1", "--eval_prompts", "3", "--jobs", "1", "--mixed_precision", "no", "--allow_uncommitted",
+            "--steps", "20", "--eval_every", "1", "--eval_prompts", "3", "--jobs", "1", "--mixed_precision", "no", "--allow_uncommitted",
             "--model_name", str(assets / "lm"), "--eval_dataset_path", str(assets / "reviews.jsonl"), *COMMON[2:-4], *task_args("imdb", assets)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=start)
     first = tmp_path / "tiny" / "runs" / "default" / "ppo-seed0" / "config.json"
     deadline = time.time() + 300
     while not first.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)  # to compare.py alone, as `kill -INT` would
+    proc.send_signal(stop)  # to compare.py alone, as `kill -INT` / `kill` would
     _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 130, err[-2000:]
-    assert err.strip().splitlines()[-1] == ("compare.py: interrupted: no run starts after Ctrl-C; finished runs are in the "
-                                            "ledger, the others continue from their checkpoints when the study is run again")
+    assert proc.returncode == code, f"{how}: {err[-2000:]}"
+    assert err.strip().splitlines()[-1] == ("compare.py: interrupted: no run starts after Ctrl-C or kill; finished runs are in "
+                                            "the ledger, the others continue from their checkpoints when the study is run again")
     assert sorted(p.name for p in (tmp_path / "tiny" / "runs" / "default").iterdir() if p.is_dir()) == ["ppo-seed0"]
     assert not (tmp_path / "tiny" / "ledger").exists()
+    log = (tmp_path / "tiny" / "runs" / "default" / "ppo-seed0.log").read_text()
+    assert log.strip().splitlines()[-1].startswith("ppo.py: interrupted"), f"{how}: the live run did not stop: {log[-1500:]}"
 
 
 @pytest.mark.parametrize("source, spec, message", [
