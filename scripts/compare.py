@@ -10,40 +10,26 @@ finished run, a report from the ledger.
         --advantage_estimator grpo --samples_per_prompt 4      # critic-free, equal responses per step (CORY makes 2 a prompt)
 
 The first call on a new name writes results/<name>/study.json from its flags (commit it before the runs: it
-pre-registers the settings; `--prepare_only` stops there); a later call with other settings is refused. Every (setting, algorithm, seed) runs
-as its own process (`imdb_train/{ppo,cory}.py`, `gsm8k_train/...`, `own_task/train.py`), `--jobs` at a time (each with its share of the cores), with
-held-out evaluation every `eval_every` steps and checkpoints, so a killed study resumes where it stopped. A
-finished run becomes its ledger entry (results/<name>/ledger/<setting>/<alg>-seed<s>.json.gz; `--commit`
-commits it at once) and is never run again. Runs of a study use one training-code commit (run from a
-`git worktree` pinned at it, with --results_dir pointing at the main checkout's results/). Writes
-results/<name>/: summary.md (+ .json), curves.png, pareto.png, sweep.png; runs/ stays out of git.
+pre-registers the settings; `--prepare_only` stops there); a later call with other settings is refused. The runs,
+their ledger entries and resuming after a kill: `cory.studies.queue`. Runs of a study use one training-code commit
+(run from a `git worktree` pinned at it, with --results_dir pointing at the main checkout's results/;
+`scripts/run_study.sh`). Writes results/<name>/: summary.md (+ .json), curves.png, pareto.png, sweep.png; runs/
+stays out of git.
 """
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tqdm import tqdm
 
-from cory.errors import RunStopped, UsageError, run_script
-from cory.platform.paths import atomic_file, read_json
-from cory.run.checkpoint import complete_checkpoints
-from cory.run.rundir import RunDirLock
-from cory.studies.arms import arm_flags, arm_names, budget_table, resolved_config, study_arms
+from cory.errors import UsageError, run_script
+from cory.platform.paths import read_json
+from cory.studies.arms import arm_names, budget_table, resolved_config, study_arms
 from cory.studies.budget import MATCHES, QUANTITIES, require
-from cory.studies.checks import lock_study, stated, tidy, uncommitted, verified
-from cory.studies.evaluations import judge
-from cory.studies.ledger import (check_same_setting, commit_entry, entry_path, git_commit, make_entry, native_bf16, read_entry,
-                                 read_study, training_code_dirty, write_entry, write_study)
+from cory.studies.checks import lock_study, verified
+from cory.studies.ledger import entry_path, git_commit, native_bf16, read_study, write_study
+from cory.studies.queue import DEFAULT_SETTING, TASK_SCRIPTS, StudyQueue, clear_unresumable, study_jobs
 from cory.studies.report import write_report
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,14 +40,8 @@ PRESETS = {
     "paper": dict(task_preset="paper", steps=100, eval_every=10, eval_prompts=256, seeds=[0, 1, 2], sweep_seeds=[0, 1]),
 }
 ALGORITHMS = ("ppo", "cory")
-DEFAULT_SETTING = "default"
-TASK_SCRIPTS = {"imdb": ["imdb_train/{algorithm}.py"], "gsm8k": ["gsm8k_train/{algorithm}.py"],
-                "text": ["own_task/train.py", "--algorithm", "{algorithm}"]}
-"""each task's training script for an algorithm (your own task: own_task/train.py)"""
 ADDENDUM = "addendum.json"
 """a study's dated, post-hoc re-reading of its ledger (`cory.studies.addendum`), shown in its summary"""
-JUDGES = {"imdb": judge}
-"""a task's second judge, scored into every ledger entry (IMDB: VADER positivity); other tasks have none"""
 
 
 def parse_setting(spec: str) -> tuple[str, list[str]]:
@@ -124,135 +104,6 @@ def check_against_study(study: dict, requested: dict) -> None:
     if differ:
         raise UsageError(f"these settings differ from the study's: {'; '.join(differ)}; a study's runs share one set of "
                          "settings (start another --name for others)")
-
-
-def study_jobs(study: dict) -> list[tuple[str, str, int]]:
-    """(setting, arm, seed), seed-major: the first seeds of every setting finish first, paired."""
-    seeds = sorted({s for spec in study["settings"].values() for s in spec["seeds"]})
-    return [(name, arm, seed) for seed in seeds for name, spec in study["settings"].items() if seed in spec["seeds"]
-            for arm in study_arms(study)]
-
-
-def run_dir(out: Path, setting: str, arm: str, seed: int) -> Path:
-    return out / "runs" / setting / f"{arm}-seed{seed}"
-
-
-def run_command(study: dict, setting: str, arm: str, seed: int, directory: Path) -> list[str]:
-    """The training script's command line for one run of the study (the arm's flags: `cory.studies.arms.arm_flags`)."""
-    algorithm = study_arms(study)[arm]["algorithm"]
-    script = [part.format(algorithm=algorithm) for part in TASK_SCRIPTS[study.get("task", "imdb")]]
-    return [sys.executable, str(ROOT / script[0]), *script[1:], "--seed", str(seed), "--save_every", str(study["eval_every"]),
-            "--resume_from", "auto", "--output_dir", str(directory.parent), "--run_name", directory.name,
-            "--log_samples_every", "0", "--eval_roles", "true", *arm_flags(study, setting, arm)]
-
-
-def train_missing(out: Path, study: dict, todo: list, n_parallel: int, keep_checkpoints: bool, commit: bool, code: str,
-                  n_jobs: int) -> None:
-    """Run (or finish) each job of `todo`, `n_parallel` at a time; each finished run becomes its entry at once
-    (committed with `commit`)."""
-    walls_path = out / "runs" / "wall_seconds.json"
-    walls_path.parent.mkdir(parents=True, exist_ok=True)
-    walls = json.loads(walls_path.read_text()) if walls_path.exists() else {}
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1  # taskset; macOS has none
-    threads = str(max(1, cores // n_parallel))
-    lock, stop, live = threading.Lock(), threading.Event(), {}
-    steps = {job: resolved_steps(study, job) for job in todo}
-    bar = tqdm(total=sum(steps.values()), desc=f"{out.name}: {len(todo)} of {n_jobs} runs to do", unit="step")
-
-    def one(job) -> None:
-        if stop.is_set():  # Ctrl-C or kill: no new run starts
-            return
-        setting, arm, seed = job
-        directory = run_dir(out, *job)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        cmd = run_command(study, setting, arm, seed, directory)
-        env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,  # ROOT's own cory first: a pinned
-               "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}  # worktree trains its code
-        t0 = time.time()
-        with open(directory.parent / f"{directory.name}.log", "a") as log:
-            live[job] = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-            code_ = live[job].wait()
-            del live[job]
-        if stop.is_set():
-            return
-        if code_ != 0:
-            raise RunStopped(f"{directory} failed (exit {code_}); see {directory}.log (the study continues from its "
-                             "checkpoints when run again)")
-        key = f"{setting}/{directory.name}"
-        with lock:
-            walls[key] = walls.get(key, 0.0) + time.time() - t0
-            atomic_file(walls_path, json.dumps(walls, indent=2))
-            record(out, study, job, directory, walls[key], commit, code)
-        if not keep_checkpoints:
-            shutil.rmtree(directory / "checkpoints", ignore_errors=True)
-
-    with ThreadPoolExecutor(n_parallel) as pool, bar:
-        futures = [pool.submit(one, job) for job in todo]
-        try:
-            while not all(f.done() for f in futures):
-                time.sleep(1)
-                bar.n = sum(steps_logged(run_dir(out, *job)) for job in todo)
-                bar.refresh()
-        except KeyboardInterrupt:
-            stop.set()
-            for future in futures:
-                future.cancel()
-            for proc in list(live.values()):
-                proc.send_signal(signal.SIGINT)  # each run writes nothing half: it stops at a step's edge
-            raise
-        for future in futures:
-            future.result()  # re-raise the first failure
-
-
-def resolved_steps(study: dict, job: tuple[str, str, int]) -> int:
-    """The run length of a job's arm (an arm may run longer than the study's `steps`)."""
-    return int(stated(study, job[0], job[1])["steps"])
-
-
-def clear_unresumable(out: Path, jobs: list) -> list[Path]:
-    """Delete the run directory of each job that has no ledger entry and no complete checkpoint (an attempt killed
-    before its first checkpoint): it starts afresh anyway, and the training code of imdb-claims (before 5372ab1)
-    appended the new attempt's step-0 evaluation to the killed one's log. `run_study.sh` calls it first."""
-    cleared = []
-    for job in jobs:
-        directory = run_dir(out, *job)
-        if not directory.is_dir() or entry_path(out, *job).exists() or complete_checkpoints(directory):
-            continue
-        lock = RunDirLock(directory)
-        try:
-            lock.acquire()
-        except UsageError:
-            continue  # a live run's
-        shutil.rmtree(directory)
-        lock.release()
-        cleared.append(directory)
-        print(f"{directory}: no checkpoint to resume from; cleared, it starts afresh")
-    return cleared
-
-
-def record(out: Path, study: dict, job: tuple[str, str, int], directory: Path, wall: float, commit: bool, code: str) -> None:
-    """The finished run's ledger entry, after checking it ran the study's settings (precision included)."""
-    setting, arm, seed = job
-    entry = make_entry(directory, setting, study_arms(study)[arm]["algorithm"], seed, wall, code, JUDGES.get(study.get("task", "imdb")), ROOT)
-    if arm != entry["algorithm"]:
-        entry["arm"] = arm
-    entry["study_flags"] = arm_flags(study, setting, arm)  # what study.json gave this run: an edit later is caught
-    if study["mixed_precision"] and entry["config"]["mixed_precision"] != study["mixed_precision"]:
-        raise UsageError(f"{directory} ran in {entry['config']['mixed_precision']}, the study fixes {study['mixed_precision']}")
-    for other_seed in study["settings"][setting]["seeds"]:
-        other = entry_path(out, setting, arm, other_seed)
-        if other_seed != seed and other.exists():
-            check_same_setting(entry, read_entry(other))
-            break
-    path = entry_path(out, *job)
-    write_entry(path, entry)
-    if commit:
-        commit_entry(path, f"ledger {out.name}: {setting}/{arm}-seed{seed} ({entry['machine']['cpu']}, {wall / 60:.0f} min)")
-
-
-def steps_logged(directory: Path) -> int:
-    path = directory / "metrics.jsonl"
-    return sum(1 for _ in open(path)) if path.exists() else 0
 
 
 def machines(entries: dict) -> str:
@@ -333,47 +184,10 @@ def main(argv=None) -> None:
         if args.clear_unresumable:
             clear_unresumable(out, jobs)
             return
-        train_study(out, study, jobs, args)
+        StudyQueue(out, study, ROOT, args.commit, args.keep_run_checkpoints).run(jobs, args.jobs, args.allow_uncommitted)
     finally:
         lock.release()
     report(out, study, name, jobs)
-
-
-def train_study(out: Path, study: dict, jobs: list, args) -> None:
-    """Under the study's lock: tidy and check the ledger, recover entries a kill left uncommitted, then run what is missing."""
-    commit, dirty = git_commit(ROOT), training_code_dirty(ROOT)
-    if commit not in study["training_commits"] or (dirty and not args.allow_uncommitted):
-        raise UsageError(f"this checkout ({commit[:10]}{', with uncommitted changes to ' + ', '.join(dirty) if dirty else ''}) is not "
-                         f"the study's training code {[c[:10] for c in study['training_commits']]}: run from `git worktree add "
-                         f"<dir> {study['training_commits'][0][:10]}` with --results_dir pointing here")
-    for line in tidy(out):
-        print(line)
-    good, refused = verified(out, study, jobs)
-    strays = stray_entries(out, jobs)
-    if refused or strays:  # an edited study.json, or an entry filed under the wrong name: nothing runs
-        what = {**refused, **{str(p): "not a run of study.json (its setting, arm or seed is not in it)" for p in strays}}
-        first = next(iter(what))
-        raise UsageError(f"{first}: {what[first]}" + (f" (and {len(what) - 1} more entries)" if len(what) > 1 else "")
-                         + "; restore study.json and the ledger with git, or start another --name")
-    for path in uncommitted(out, list(good)):
-        if args.commit:
-            commit_entry(path, f"ledger {out.name}: {path.parent.name}/{path.name.removesuffix('.json.gz')} (recovered: written, not committed)")
-            print(f"{path}: committed (a kill had left it written but not committed)")
-        else:
-            print(f"{path}: written but not committed (commit it, or run with --commit)")
-    if not args.keep_run_checkpoints:
-        for job in good:
-            shutil.rmtree(run_dir(out, *job) / "checkpoints", ignore_errors=True)  # its entry is whole
-    if len(good) < len(jobs):  # runs to do: only at the budgets the study states
-        require(budget_table(study), study.get("budget", []), arm_names(study))
-    code = commit + ("+uncommitted" if dirty else "")
-    train_missing(out, study, [job for job in jobs if job not in good], args.jobs, args.keep_run_checkpoints, args.commit, code, len(jobs))
-
-
-def stray_entries(out: Path, jobs: list) -> list[Path]:
-    """Entries in the ledger that no job of study.json names (a seed removed from it, a misnamed file)."""
-    named = {entry_path(out, *job) for job in jobs}
-    return sorted(p for p in (out / "ledger").glob("*/*.json.gz") if p not in named) if (out / "ledger").is_dir() else []
 
 
 def report(out: Path, study: dict, name: str, jobs: list) -> None:

@@ -14,6 +14,7 @@ import pytest
 from cory.run.checkpoint import MARKER
 from cory.errors import UsageError
 from cory.studies.ledger import check_same_setting, make_entry, read_entry, write_entry
+from cory.studies.queue import StudyQueue
 from cory.run.rundir import RunDirLock
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -135,10 +136,11 @@ def test_a_run_of_other_settings_cannot_join_a_setting(tmp_path):
 def test_a_study_continues_after_clearing_only_attempts_killed_before_their_first_checkpoint(tmp_path):
     """imdb-claims' pinned code appended a restarted run's step-0 evaluation to the killed attempt's log: before a
     study continues, a run with no checkpoint and no ledger entry is cleared; a resumable, a landed and a live one stay."""
-    module = runpy.run_path(str(ROOT / "scripts" / "compare.py"))
+    from cory.studies.queue import clear_unresumable, run_dir
+
     out = tmp_path / "study"
     jobs = [("default", algorithm, seed) for algorithm in ("ppo", "cory") for seed in (0, 1)]
-    dirs = {job: module["run_dir"](out, *job) for job in jobs}
+    dirs = {job: run_dir(out, *job) for job in jobs}
     for directory in dirs.values():
         directory.mkdir(parents=True)
         (directory / "eval.jsonl").write_text('{"step": 0}\n')
@@ -151,7 +153,7 @@ def test_a_study_continues_after_clearing_only_attempts_killed_before_their_firs
     live = RunDirLock(dirs[("default", "cory", 1)])
     live.acquire()
     try:
-        assert module["clear_unresumable"](out, jobs) == [dirs[("default", "ppo", 0)]]
+        assert clear_unresumable(out, jobs) == [dirs[("default", "ppo", 0)]]
     finally:
         live.release()
     assert [job for job, directory in dirs.items() if directory.exists()] == jobs[1:]
@@ -201,8 +203,9 @@ def test_a_study_names_its_algorithms_and_gives_one_algorithm_its_own_flags(tmp_
     study = compare["new_study"](settings, [], ["--advantage_estimator", "grpo", "--samples_per_prompt", "4"], "no", compare["parse_names"](["ppo=GRPO", "cory=CORY-GRPO"]),
                                  compare["parse_algorithm_args"](["ppo:batch_size=64"]))
     assert study["names"] == {"ppo": "GRPO", "cory": "CORY-GRPO"} and study["algorithm_args"] == {"ppo": ["--batch_size", "64"]}
-    ppo = compare["run_command"](study, "default", "ppo", 0, tmp_path / "ppo-seed0")
-    cory = compare["run_command"](study, "default", "cory", 0, tmp_path / "cory-seed0")
+    queue = StudyQueue(tmp_path, study, ROOT)
+    ppo = queue.command(("default", "ppo", 0), tmp_path / "ppo-seed0")
+    cory = queue.command(("default", "cory", 0), tmp_path / "cory-seed0")
     assert ppo[ppo.index("--batch_size") + 1] == "64" and "--batch_size" not in cory
     assert ppo[-6:] == ["--advantage_estimator", "grpo", "--samples_per_prompt", "4", "--batch_size", "64"]
     plain = compare["new_study"](settings, [], [], "no")  # a study without them keeps the old form (imdb-claims)

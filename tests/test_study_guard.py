@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from cory.errors import UsageError
-from cory.studies.ledger import entry_path, native_bf16, write_entry
+from cory.studies.ledger import entry_path, git_commit, native_bf16, write_entry
+from cory.studies.queue import StudyQueue, stray_entries, study_jobs
 from cory.studies.checks import lock_study, read_checked, tidy, uncommitted, verified
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,7 +41,7 @@ def ledger(tmp_path: Path, entries: dict, study: dict = STUDY) -> tuple[Path, li
     (out / "study.json").write_text(json.dumps(study))
     for (algorithm, seed), value in entries.items():
         write_entry(entry_path(out, "default", algorithm, seed), value)
-    return out, COMPARE["study_jobs"](study)
+    return out, study_jobs(study)
 
 
 def test_entries_that_are_not_the_run_they_are_filed_as_are_refused_by_name(tmp_path):
@@ -66,13 +67,13 @@ def test_entries_that_are_not_the_run_they_are_filed_as_are_refused_by_name(tmp_
 def test_an_edited_study_json_or_a_removed_seed_is_refused_before_any_run(tmp_path):
     out, jobs = ledger(tmp_path, {("ppo", 0): entry("ppo", 0), ("cory", 0): entry("cory", 0)})
     edited = {**STUDY, "steps": 3}
-    _, refused = verified(out, edited, COMPARE["study_jobs"](edited))
+    _, refused = verified(out, edited, study_jobs(edited))
     assert all("steps=2 where study.json gives '3'" in why for why in refused.values()) and len(refused) == 2
     fewer = {**STUDY, "settings": {"default": {"flags": [], "seeds": [1, 2]}}}
-    assert [p.name for p in COMPARE["stray_entries"](out, COMPARE["study_jobs"](fewer))] == ["cory-seed0.json.gz", "ppo-seed0.json.gz"]
-    args = type("Args", (), {"allow_uncommitted": True, "commit": False, "keep_run_checkpoints": False, "jobs": 1})()
+    assert [p.name for p in stray_entries(out, study_jobs(fewer))] == ["cory-seed0.json.gz", "ppo-seed0.json.gz"]
+    queue = StudyQueue(out, {**edited, "training_commits": [git_commit(ROOT)]}, ROOT)
     with pytest.raises(UsageError, match=r"ppo-seed0.json.gz: it ran steps=2 where study.json gives '3' \(and 1 more entries\)"):
-        COMPARE["train_study"](out, {**edited, "training_commits": [COMPARE["git_commit"](ROOT)]}, COMPARE["study_jobs"](edited), args)
+        queue.run(study_jobs(edited), n_parallel=1, allow_uncommitted=True)
     assert not (out / "runs").exists()  # refused before any run
 
 
