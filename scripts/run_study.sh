@@ -4,6 +4,8 @@
 # once; PYTHONPATH puts the worktree's own cory before this checkout's editable install. Resumable: run it again
 # after a stop (a fresh machine needs only `make assets`).
 #   usage: scripts/run_study.sh NAME [JOBS]      e.g. taskset -c 1 scripts/run_study.sh imdb-claims 1
+# Stop: `kill PID` of its compare.py stops the queue and the live run at once, checkpoints whole (code from a28f11c on);
+# a study pinned at older code ignores that (its runs would train on): kill its compare.py and the run's process.
 set -euo pipefail
 {  # bash reads a script as it runs: a block is parsed whole first, so editing this file mid-run is safe
 cd "$(dirname "$0")/.."
