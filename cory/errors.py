@@ -29,7 +29,7 @@ class RunStopped(RuntimeError):
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM (a plain `kill`), taken like Ctrl-C: the job stops at a step's edge and stops the runs it started."""
+    """SIGTERM (a plain `kill`), taken like Ctrl-C: the job stops, its checkpoints whole, and stops the runs it started."""
 
 
 INTERRUPTED = "interrupted; checkpoints already written are whole (continue with --resume_from auto)"
