@@ -195,7 +195,7 @@ class StudyQueue:
                 for future in futures:
                     future.cancel()
                 for proc in list(live.values()):
-                    proc.send_signal(signal.SIGINT)  # each run writes nothing half: it stops at a step's edge
+                    proc.send_signal(signal.SIGINT)  # each run stops with nothing half-written (atomic checkpoints)
                 raise
             for future in futures:
                 future.result()  # re-raise the first failure
