@@ -198,7 +198,7 @@ def report(out: Path, study: dict, name: str, jobs: list) -> None:
     walls = {f"{s}/{a}-seed{seed}": e["wall_seconds"] for (s, a, seed), e in entries.items()}
     # the command that rebuilds this report from the committed ledger alone (not this run's, which may name this
     # machine's paths)
-    meta = {**study, "seeds": {k: v["seeds"] for k, v in study["settings"].items()},
+    meta = {**study, "name": name, "seeds": {k: v["seeds"] for k, v in study["settings"].items()},
             "command": f"python scripts/compare.py --name {name} --report_only",
             "machine": machines(entries), "git_commit": ", ".join(c[:10] for c in study["training_commits"]),
             "missing": [f"{s}/{a}-seed{seed}" + (" (refused)" if str(entry_path(out, s, a, seed)) in refused else "")

@@ -15,6 +15,7 @@ from cory.eval.heldout import ETAS
 from cory.platform.paths import atomic_file
 from cory.run.plots import plot_grid, plot_mean_std, plot_trajectories
 from cory.studies.addendum import build_section
+from cory.studies.answer import answer_lines
 from cory.studies.arms import arm_names, baseline_arm, study_arms
 from cory.studies.endpoints import MIN_SEEDS, claim_1, claim_2, fisher_exact, verdict
 from cory.studies.evaluations import ETA_PLOT, METRICS, PRECISION, SHORT, agent_of, evals_of, load, value
@@ -119,6 +120,9 @@ def write_report(out: Path, meta: dict, jobs: list[tuple[str, str, int]], walls:
         parts += ["![sweep](sweep.png)", ""]
     if walls:
         parts += ["## Wall time per run (minutes)", "", markdown([{"run": k, "minutes": v / 60} for k, v in sorted(walls.items())], ["run", "minutes"]), ""]
+    if meta.get("frontier"):  # a three-claims study ends with its plain answer, by its pre-registered rule
+        agents = sorted(curve for curve in default if curve.startswith(f"{cory_name} agent"))
+        parts += answer_lines(meta.get("name", ""), meta, tables, agents, names[meta["frontier"].get("baselines", [baseline_arm(meta)])[0]])
     atomic_file(out / "summary.md", "\n".join(parts))
     atomic_file(out / "summary.json", json.dumps({"meta": meta, **tables, "wall_seconds": walls}, indent=1, default=list))
     plot(out, runs)
