@@ -121,7 +121,7 @@ def write_report(out: Path, meta: dict, jobs: list[tuple[str, str, int]], walls:
     if walls:
         parts += ["## Wall time per run (minutes)", "", markdown([{"run": k, "minutes": v / 60} for k, v in sorted(walls.items())], ["run", "minutes"]), ""]
     if meta.get("frontier"):  # a three-claims study ends with its plain answer, by its pre-registered rule
-        agents = sorted(curve for curve in default if curve.startswith(f"{cory_name} agent"))
+        agents = sorted(curve for curve in default if agent_of(curve) != "policy")  # the CORY agents' curves
         parts += answer_lines(meta.get("name", ""), meta, tables, agents, names[meta["frontier"].get("baselines", [baseline_arm(meta)])[0]])
     atomic_file(out / "summary.md", "\n".join(parts))
     atomic_file(out / "summary.json", json.dumps({"meta": meta, **tables, "wall_seconds": walls}, indent=1, default=list))
