@@ -1,5 +1,7 @@
 """Held-out evaluation and the comparison's tables and plots."""
 
+import json
+
 import pytest
 import torch
 
@@ -257,4 +259,6 @@ def test_a_study_with_arms_reports_its_pre_registered_frontier_per_setting(tmp_p
     assert text.startswith("# CORY vs PPO vs PPO per-system on IMDB")
     assert "## Pre-registered frontier endpoints: setting lr10x" in text and "| lr10x | CORY agent A | 0/5 |" in text
     assert "Claim 1 (default setting)" not in text  # the old rule's verdict table belongs to the studies that registered it
+    saved = json.loads((tmp_path / "summary.json").read_text())  # nor its verdicts ("holds", "decided") in summary.json
+    assert saved["claim_1"] == [] and saved["claim_2"] == [] and saved["paired"]
     assert (tmp_path / "frontier.png").exists() and (tmp_path / "frontier-lr10x.png").exists()

@@ -22,21 +22,21 @@ from cory.studies.evaluations import ETA_PLOT, METRICS, PRECISION, SHORT, agent_
 from cory.studies.tables import final_table, markdown, paired_table, role_table, sweep_table
 
 
-def endpoint_lines(tables: dict, endpoints: dict, baseline: str, cory_name: str, decided_the_old_way: bool = True) -> list[str]:
+def endpoint_lines(tables: dict, endpoints: dict, baseline: str, cory_name: str) -> list[str]:
     """The pre-registered endpoints (study.json), each decided or undecided by the rule of the studies before
-    2026-12-07 (`decided_the_old_way`; later studies register the seed-level rule and `frontier_sections` decides
-    them), and the seed-level view. The verdict
+    2026-12-07 (`report_tables` leaves those verdicts empty for a study that registered the seed-level rule, which
+    `frontier_sections` decides), and the seed-level view. The verdict
     of claim 1's rule is shown only where the study registered claim 1 (another study's endpoints are its own)."""
     metrics = {"reward_mean": "reward", "kl_exact": "KL", "combined_eta0.05": "r-0.05KL"}
     lines = ["## Pre-registered endpoints", "", *[f"- {k}: {v}" for k, v in endpoints.items()], ""]
-    if tables["claim_1"] and decided_the_old_way:
+    if tables["claim_1"]:
         if any(key.startswith("claim 1") for key in endpoints):
             lines += ["Claim 1 (default setting): " + ", ".join(
                 f"{r['comparison']}: {'holds' if r['holds'] else 'not shown' if r['kl_exact']['seeds'] < MIN_SEEDS else 'does not hold'}"
                 for r in tables["claim_1"]), ""]
         lines += markdown([{"comparison": r["comparison"], **{metrics[m]: verdict(r[m]) for m in metrics}} for r in tables["claim_1"]],
                           ["comparison", *metrics.values()]).splitlines() + [""]
-    if tables["claim_2"] and decided_the_old_way:
+    if tables["claim_2"]:
         lines += [f"Claim 2 (fixed KL coefficient 0): collapsed seeds ({cory_name} agent vs {baseline}), two-sided "
                   "Fisher exact p, r - 0.05 KL", ""]
         lines += markdown([{**r, "r-0.05KL": verdict(r["combined_eta0.05"])} for r in tables["claim_2"]],
@@ -96,7 +96,7 @@ def write_report(out: Path, meta: dict, jobs: list[tuple[str, str, int]], walls:
     columns = {**SHORT, **{f"combined_eta{e:g}": f"r-{e:g}KL" for e in ETAS}}
     parts = header_lines(meta, names, arms, runs, walls)
     if meta.get("endpoints"):
-        parts += endpoint_lines(tables, meta["endpoints"], baseline, cory_name, meta.get("decision_rule") != "seed-level")
+        parts += endpoint_lines(tables, meta["endpoints"], baseline, cory_name)
     if meta.get("frontier"):  # a study that pre-registered frontier endpoints (seed-level rules): one section per setting
         parts += frontier_sections(runs, meta, budget, names, decode, out, tables)
     if addendum:
@@ -131,12 +131,16 @@ def write_report(out: Path, meta: dict, jobs: list[tuple[str, str, int]], walls:
 
 
 def report_tables(runs: dict, baseline: str, meta: dict) -> dict:
-    """Every table of the report, from the ledger's evaluations: final, paired (default and kl0), roles, sweep, claims."""
+    """Every table of the report, from the ledger's evaluations: final, paired (default and kl0), roles, sweep, and the
+    verdicts of claims 1 and 2 by the final-point rule of the studies before 2026-12-07: empty for a study that
+    registered the seed-level rule, whose summary.json must not carry verdicts its rule does not make (4 seeds
+    'decided' at the final step, where it decides on the frontier and never under 5 seeds)."""
     default = runs.get("default", {})
     tables = {"final": final_table(default), "paired": paired_table(default, baseline), "roles": role_table(default),
               "sweep": sweep_table(runs), "paired_kl0": paired_table(runs.get("kl0", {}), baseline)}
-    tables["claim_1"] = claim_1(tables["paired"])
-    tables["claim_2"] = claim_2([r for r in tables["sweep"] if r["setting"] == "kl0"], tables["paired_kl0"], baseline)
+    final_point_rule = meta.get("decision_rule") != "seed-level"
+    tables["claim_1"] = claim_1(tables["paired"]) if final_point_rule else []
+    tables["claim_2"] = claim_2([r for r in tables["sweep"] if r["setting"] == "kl0"], tables["paired_kl0"], baseline) if final_point_rule else []
     if meta.get("extra_args"):  # the default setting of this comparison is not the preset's: name it by its flags
         for row in tables["sweep"]:
             row["setting"] = " ".join(meta["extra_args"]) if row["setting"] == "default" else row["setting"]
