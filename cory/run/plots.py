@@ -1,9 +1,14 @@
 """PNG curves of logged metrics."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
+
+PALETTE_COLOURS = 256
+"""a line plot needs no more; with them a committed PNG shrinks ~3x (a 3x3 grid of seed bands: 293 -> 93 KB), under
+the 300 KB a plot in results/ may take"""
 
 
 def _figure(size: tuple[float, float]):
@@ -55,7 +60,12 @@ def _save(fig, path: Path, title: str) -> Path:
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    rendered = io.BytesIO()
+    fig.savefig(rendered, format="png", dpi=110)
+    from PIL import Image  # matplotlib's own dependency
+
+    paletted = Image.open(rendered).convert("RGB").quantize(PALETTE_COLOURS, method=Image.Quantize.MEDIANCUT)
+    paletted.save(path, format="PNG", optimize=True)
     return Path(path)
 
 
