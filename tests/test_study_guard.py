@@ -234,3 +234,18 @@ def test_a_machine_s_bf16_is_read_from_its_recorded_flags_not_from_an_older_entr
     assert not native_bf16(ice_lake)
     assert native_bf16({**ice_lake, "flags": ["avx2", "avx512f", "amx_bf16"], "bf16_native": False})
     assert native_bf16({"cpu": "older entry, no flags recorded", "bf16_native": True})
+
+
+def test_a_live_run_s_wall_time_is_on_disk_before_it_ends(tmp_path, monkeypatch):
+    """Before: a run's wall time was written only when the run finished, so an attempt that a session's end killed
+    counted nothing and a resumed run's entry recorded its last attempt alone (12 of the three-claims runs)."""
+    import cory.studies.queue as queue
+
+    walls, seen = tmp_path / "study" / "runs" / "wall_seconds.json", tmp_path / "seen.json"
+    peek = f"import pathlib, time; time.sleep(1.0); pathlib.Path({str(seen)!r}).write_text(pathlib.Path({str(walls)!r}).read_text())"
+    monkeypatch.setattr(queue, "WALL_FLUSH_SECONDS", 0.2)
+    monkeypatch.setattr(StudyQueue, "command", lambda self, job, directory: [sys.executable, "-c", peek])
+    monkeypatch.setattr(StudyQueue, "_record", lambda self, job, directory, wall, code: None)
+    StudyQueue(tmp_path / "study", STUDY, ROOT)._train([("default", "ppo", 0)], 1, "x", 1)
+    while_live, after = json.loads(seen.read_text())["default/ppo-seed0"], json.loads(walls.read_text())["default/ppo-seed0"]
+    assert 0.2 <= while_live < after and after >= 1.0

@@ -36,6 +36,9 @@ from cory.studies.ledger import (check_same_setting, commit_entry, entry_path, g
 Job = tuple[str, str, int]
 """(setting, arm, seed)"""
 DEFAULT_SETTING = "default"
+WALL_FLUSH_SECONDS = 60.0
+"""a live run's wall time is added to wall_seconds.json this often, so an attempt that a kill or a session's end
+stops still counts (at most this much of it is lost), and a resumed run's entry records all its attempts"""
 TASK_SCRIPTS = {"imdb": ["imdb_train/{algorithm}.py"], "gsm8k": ["gsm8k_train/{algorithm}.py"],
                 "text": ["own_task/train.py", "--algorithm", "{algorithm}"]}
 """each task's training script for an algorithm (your own task: own_task/train.py)"""
@@ -164,21 +167,28 @@ class StudyQueue:
             directory.parent.mkdir(parents=True, exist_ok=True)
             env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,  # root's own cory first: a
                    "PYTHONPATH": os.pathsep.join(p for p in (str(self.root), os.environ.get("PYTHONPATH", "")) if p)}  # pinned worktree trains its code
-            t0 = time.time()
+            key, since = f"{job[0]}/{directory.name}", time.time()
+
+            def count_wall() -> None:
+                nonlocal since
+                with lock:
+                    now = time.time()
+                    walls[key], since = walls.get(key, 0.0) + now - since, now
+                    atomic_file(walls_path, json.dumps(walls, indent=2))
+
             with open(directory.parent / f"{directory.name}.log", "a") as log:
                 live[job] = subprocess.Popen(self.command(job, directory), cwd=self.root, env=env, stdout=log,
                                              stderr=subprocess.STDOUT)
-                exit_code = live[job].wait()
+                while (exit_code := _wait(live[job], WALL_FLUSH_SECONDS)) is None:
+                    count_wall()
                 del live[job]
+            count_wall()
             if stop.is_set():
                 return
             if exit_code != 0:
                 raise RunStopped(f"{directory} failed (exit {exit_code}); see {directory}.log (the study continues from its "
                                  "checkpoints when run again)")
-            key = f"{job[0]}/{directory.name}"
             with lock:
-                walls[key] = walls.get(key, 0.0) + time.time() - t0
-                atomic_file(walls_path, json.dumps(walls, indent=2))
                 self._record(job, directory, walls[key], code)
             if not self.keep_checkpoints:
                 shutil.rmtree(directory / "checkpoints", ignore_errors=True)
@@ -220,3 +230,11 @@ class StudyQueue:
         write_entry(path, entry)
         if self.commit:
             commit_entry(path, f"ledger {self.out.name}: {setting}/{arm}-seed{seed} ({entry['machine']['cpu']}, {wall / 60:.0f} min)")
+
+
+def _wait(process: subprocess.Popen, seconds: float) -> int | None:
+    """The process's exit code, or None if it still runs after `seconds`."""
+    try:
+        return process.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        return None
