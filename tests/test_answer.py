@@ -58,3 +58,9 @@ def test_a_study_without_a_registered_rule_gets_no_answer_section():
     lines = answer_lines("imdb-frontier", {"seeds": SEEDS, "endpoints": {"answer": "the rule"}},
                          frontier({a: ["above 0"] for a in AGENTS}), AGENTS, "PPO")
     assert lines[:3] == ["## Answer to the claim", "", "Rule (pre-registered in study.json): the rule"]
+
+
+def test_a_study_whose_cory_runs_have_not_landed_says_so():
+    """Before: imdb-frontier with only PPO seed 0 in its ledger ended on the rule with no answer under it."""
+    lines = answer_lines("imdb-frontier", {"seeds": SEEDS, "endpoints": {"answer": "the rule"}}, frontier({}), [], "PPO")
+    assert lines[-2:] == ["**not decided** (no CORY run in the ledger yet)", ""]

@@ -105,5 +105,5 @@ def answer_lines(name: str, meta: dict, tables: dict, agents: list[str], baselin
     if rule is None:
         return []
     registered = meta.get("endpoints", {}).get("answer", "")
-    return ["## Answer to the claim", "", f"Rule (pre-registered in study.json): {registered}", "",
-            *rule(tables, agents, baseline, meta["seeds"]), ""]
+    answer = rule(tables, agents, baseline, meta["seeds"]) if agents else ["**not decided** (no CORY run in the ledger yet)"]
+    return ["## Answer to the claim", "", f"Rule (pre-registered in study.json): {registered}", "", *answer, ""]
