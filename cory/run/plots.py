@@ -147,3 +147,30 @@ def plot_frontier(paths: dict[str, dict[int, tuple[list[float], list[float]]]], 
     ax.legend(fontsize=7)
     ax.set_title(title, fontsize=9)
     return _save(fig, path, "")
+
+
+def plot_intervals(rows: list[dict], path: Path, bound: float, xlabel: str, title: str = "") -> Path:
+    """A forest plot: one line per row ({"name", "diff", "low", "high", "kind"}), its estimate and interval, top to
+    bottom in order; 0 solid and +-`bound` dashed (inside both ends: bounded). `kind` ("decided", "undecided", "not
+    reached") sets the marker, so a reader sees which intervals the study's rule decides on. The x range fits the
+    reached levels' intervals; a not-reached level's wider one (a few seeds) runs off the edge."""
+    markers = {"decided": ("o", "black"), "undecided": ("o", "white"), "not reached": ("x", "0.5")}
+    reach = max([abs(v) for row in rows if row["kind"] != "not reached" for v in (row["low"], row["high"])] + [1.5 * bound])
+    fig = _figure((10.0, 1.2 + 0.32 * len(rows)))
+    ax = fig.subplots()
+    for y, row in enumerate(reversed(rows)):
+        marker, face = markers[row["kind"]]
+        ax.plot([row["low"], row["high"]], [y, y], color="0.3", lw=1.4)
+        ax.plot([row["diff"]], [y], marker=marker, ms=6, mfc=face, mec="black", color="black", lw=0)
+    ax.set_yticks(range(len(rows)), [row["name"] for row in reversed(rows)], fontsize=7)
+    ax.axvline(0, color="black", lw=0.8)
+    for edge in (-bound, bound):
+        ax.axvline(edge, color="0.5", lw=0.8, ls="--")
+    for kind, (marker, face) in markers.items():
+        ax.plot([], [], marker=marker, ms=6, mfc=face, mec="black", color="black", lw=0, label=kind)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_xlim(-1.15 * reach, 1.15 * reach)
+    ax.set_xlabel(xlabel)
+    ax.grid(alpha=0.3, axis="x")
+    ax.set_title(title, fontsize=9)
+    return _save(fig, path, "")
