@@ -29,6 +29,7 @@ from cory.studies.arms import arm_names, budget_table, resolved_config, study_ar
 from cory.studies.budget import MATCHES, QUANTITIES, require
 from cory.studies.checks import lock_study, verified
 from cory.studies.ledger import entry_path, git_commit, native_bf16, read_study, write_study
+from cory.studies.overview import BASELINES as CLAIMS_SHOWN, draw_claims
 from cory.studies.queue import DEFAULT_SETTING, TASK_SCRIPTS, StudyQueue, clear_unresumable, study_jobs
 from cory.studies.report import write_report
 
@@ -209,6 +210,8 @@ def report(out: Path, study: dict, name: str, jobs: list) -> None:
     write_report(out, meta, list(entries), walls, addendum, budget_table(study) if rereads else None,
                  decoder(study) if rereads else None)
     print(f"tables and plots in {out}")
+    if name in CLAIMS_SHOWN:
+        print(f"claim 1 across the studies: {draw_claims(out.parent)}")
 
 
 def decoder(study: dict):

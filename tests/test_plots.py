@@ -1,9 +1,12 @@
 """The PNGs a study commits stay small enough for results/ (< 300 KB) and keep their colours."""
 
+import json
+
 import numpy as np
 from PIL import Image
 
 from cory.run.plots import plot_grid
+from cory.studies.overview import draw_claims, matched_kl_rows
 
 LIMIT = 300_000
 TAB_BLUE = (31, 119, 180)  # matplotlib's first line colour
@@ -22,14 +25,10 @@ def test_a_grid_of_seed_bands_is_saved_paletted_under_the_results_limit(tmp_path
     assert np.abs(colours - TAB_BLUE).sum(axis=1).min() <= 6  # the first curve's blue survives the palette
 
 
+
 def test_the_claims_figure_reads_each_study_s_matched_kl_intervals_against_its_own_baseline(tmp_path):
     """Decided, undecided and not-reached levels get their own marks; another baseline's rows and a level no seed
     reached (no estimate) are left out; a study without a report is skipped."""
-    import json
-    import runpy
-    from pathlib import Path
-
-    figure = runpy.run_path(str(Path(__file__).resolve().parent.parent / "scripts" / "claims_figure.py"))
     level = lambda kl, label, diff=0.01: {"level": kl, "seeds": 5, "label": label, "diff": diff, "low": diff - 0.05, "high": diff + 0.05}  # noqa: E731
     rows = {"reward at kl: CORY-GRPO agent A - GRPO per-model": [level(3, "below 0", -0.06), level(5, "undecided (~8 seeds)"),
                                                                   level(8, "not reached (2 of 5)"), {"level": 12, "seeds": 5, "label": "not reached (0 of 5)"}],
@@ -37,9 +36,8 @@ def test_the_claims_figure_reads_each_study_s_matched_kl_intervals_against_its_o
             "kl at reward: CORY-GRPO agent A - GRPO per-model": [level(0.4, "above 0")]}
     (tmp_path / "imdb-critic-free-matched").mkdir()
     (tmp_path / "imdb-critic-free-matched" / "summary.json").write_text(json.dumps({"frontier": {"default": {"frontier": rows}}}))
-    got = figure["matched_kl_rows"](tmp_path)
+    got = matched_kl_rows(tmp_path)
     assert [(r["name"].split(", KL ")[1], r["kind"]) for r in got] == [("3, 5 seeds", "decided"), ("5, 5 seeds", "undecided"),
                                                                        ("8, 5 seeds", "not reached")]
     assert got[0]["diff"] == -0.06 and got[0]["name"].startswith("imdb-critic-free-matched: CORY-GRPO agent A - GRPO per-model")
-    figure["main"](["--results", str(tmp_path)])
-    assert Image.open(tmp_path / "claims.png").mode == "P"
+    assert Image.open(draw_claims(tmp_path)).mode == "P" and (tmp_path / "claims.png").exists()
