@@ -8,15 +8,16 @@ import math
 from pathlib import Path
 
 from cory.run.plots import plot_intervals
+from cory.studies.answer import ABOVE, BELOW, BOUNDED
 from cory.studies.endpoints import BOUNDS
 
 BASELINES = {"imdb-claims": "PPO", "imdb-critic-free-matched": "GRPO per-model", "imdb-frontier": "PPO"}
-"""each study shown, in order, and the baseline of its primary endpoint (imdb-claims: its post-hoc re-reading)"""
-DECIDED = ("above 0", "below 0", "bounded")
+"""each study shown, in order, and the baseline of its primary endpoint, matched to CORY per trained model (imdb-claims:
+its post-hoc re-reading)"""
 
 
 def kind(label: str) -> str:
-    return "decided" if label.startswith(DECIDED) else "not reached" if label.startswith("not reached") else "undecided"
+    return "decided" if label.startswith((ABOVE, BELOW, BOUNDED)) else "not reached" if label.startswith("not reached") else "undecided"
 
 
 def matched_kl_rows(results: Path) -> list[dict]:
@@ -44,4 +45,4 @@ def draw_claims(results: Path, out: Path | None = None) -> Path:
     """results/claims.png (or `out`) from the reports under `results`."""
     return plot_intervals(matched_kl_rows(results), out or results / "claims.png", BOUNDS["reward_mean"],
                           "held-out reward at matched KL, CORY agent - baseline",
-                          title="Claim 1: reward at matched KL, each study's decision interval")
+                          title="Claim 1: reward at matched KL against a baseline matched per model, seeds as the unit")
