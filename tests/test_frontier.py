@@ -13,7 +13,7 @@ from cory.errors import UsageError
 from cory.eval.bootstrap import crossed_mean_replicates, paired_difference_ci
 from cory.studies import budget
 from cory.studies.arms import arm_names, budget_table
-from cory.studies.frontier import compare_at_levels, crossing, read_at_level, travel
+from cory.studies.frontier import compare_at_levels, comparison_key, crossing, read_at_level, split_comparison, travel
 from cory.studies.intervals import label, monte_carlo_band, seed_level, t_interval, t_quantile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -173,3 +173,12 @@ def test_the_addendum_reads_the_committed_critic_free_ledger():
     assert all(c["label"].startswith("not decided") for cells in numbers["final"].values() for c in cells.values())
     grpo = {r["step"]: r for r in numbers["degeneration"]["GRPO"]}
     assert grpo[30]["ended_early"] > 0.7 and grpo[20]["ended_early"] < 0.1
+
+
+def test_comparison_key_reads_back_its_parts_and_refuses_other_forms():
+    key = comparison_key("CORY agent A", "GRPO per-model", "kl", "reward")
+    assert key == "kl at reward: CORY agent A - GRPO per-model"
+    assert split_comparison(key) == {"read": "kl", "along": "reward", "arm": "CORY agent A", "base": "GRPO per-model"}
+    assert split_comparison(comparison_key("CORY agent B", "PPO"))["along"] == "kl"
+    assert split_comparison("final r-0.05KL: CORY agent A") is None
+    assert split_comparison("reward at kl CORY agent A - PPO") is None

@@ -20,7 +20,7 @@ from cory.run.plots import plot_frontier
 from cory.studies import budget as budgets
 from cory.studies.endpoints import BOUNDS
 from cory.studies.evaluations import agent_of, evals_of
-from cory.studies.frontier import compare_at_levels, mean_path, trajectory, travel
+from cory.studies.frontier import compare_at_levels, comparison_key, mean_path, trajectory, travel
 from cory.studies.intervals import MIN_DECISION_SEEDS, N_BOOT, seed_level, show
 
 FINAL_METRICS = {"reward_mean": "final reward", "kl_exact": "final KL", "combined_eta0.05": "final r - 0.05 KL"}
@@ -127,7 +127,7 @@ def matched_level_lines(trajectories: dict, pairs: list[tuple[str, str]], spec: 
                   "| --- | --- | --- | --- | --- |"]
         for label, base in pairs:
             rows = compare_at_levels(trajectories[base], trajectories[label], levels, bound, along, read, (base, label))
-            numbers["frontier"][f"{read} at {along}: {label} - {base}"] = rows
+            numbers["frontier"][comparison_key(label, base, read, along)] = rows
             lines += [f"| {label} - {base} | {along} {r['level']:g} | {r['reached']}/{r['seeds']} | {show(r)} | "
                       f"{', '.join(r['not_reached']) or '-'} |" for r in rows]
         lines.append("")

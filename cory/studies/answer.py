@@ -9,13 +9,14 @@ the report's own tables: the seed-level frontier decisions (`cory.studies.fronti
 from __future__ import annotations
 
 from cory.studies.endpoints import fisher_exact
+from cory.studies.frontier import comparison_key
 from cory.studies.intervals import MIN_DECISION_SEEDS
 
 ABOVE, BELOW, BOUNDED = "above 0", "below 0", "bounded"
 
 
 def _reward_at_kl(tables: dict, setting: str, agent: str, baseline: str) -> list[dict]:
-    return tables["frontier"].get(setting, {}).get("frontier", {}).get(f"reward at kl: {agent} - {baseline}", [])
+    return tables["frontier"].get(setting, {}).get("frontier", {}).get(comparison_key(agent, baseline), [])
 
 
 def _needed(rows: list[dict], wanted: int) -> str:

@@ -52,6 +52,22 @@ def read_at_level(run: dict, level: float, along: str = "kl", read: str = "rewar
     return {"values": at(run[read], where), "step": float(at(run["steps"], where))}
 
 
+def comparison_key(arm: str, base: str, read: str = "reward", along: str = "kl") -> str:
+    """How a report's tables (summary.json `frontier`) name one matched-level comparison, e.g.
+    "reward at kl: CORY agent A - PPO"; `split_comparison` reads it back."""
+    return f"{read} at {along}: {arm} - {base}"
+
+
+def split_comparison(key: str) -> dict[str, str] | None:
+    """The parts of a `comparison_key` (read, along, arm, base); None for a key of another form."""
+    head, sep, pair = key.partition(": ")
+    read, at, along = head.partition(" at ")
+    arm, dash, base = pair.partition(" - ")
+    if not (sep and at and dash):
+        return None
+    return {"read": read, "along": along, "arm": arm, "base": base}
+
+
 def compare_at_levels(base: dict[int, dict], mine: dict[int, dict], levels: Sequence[float], bound: float,
                       along: str = "kl", read: str = "reward", names: tuple[str, str] = ("baseline", "arm")) -> list[dict]:
     """mine - base of `read` at each level of `along`, paired over the seeds both arms have (seed -> trajectory);

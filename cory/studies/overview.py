@@ -10,6 +10,7 @@ from pathlib import Path
 from cory.run.plots import plot_intervals
 from cory.studies.answer import ABOVE, BELOW, BOUNDED
 from cory.studies.endpoints import BOUNDS
+from cory.studies.frontier import split_comparison
 
 BASELINES = {"imdb-claims": "PPO", "imdb-critic-free-matched": "GRPO per-model", "imdb-frontier": "PPO"}
 """each study shown, in order, and the baseline of its primary endpoint, matched to CORY per trained model (imdb-claims:
@@ -31,9 +32,10 @@ def matched_kl_rows(results: Path) -> list[dict]:
         summary = json.loads(path.read_text())
         tables = summary["addendum"] if "addendum" in summary else summary.get("frontier", {}).get("default", {})
         for comparison, levels in tables.get("frontier", {}).items():
-            agent, _, base = comparison.removeprefix("reward at kl: ").partition(" - ")
-            if not comparison.startswith("reward at kl: ") or base != baseline:
+            parts = split_comparison(comparison)
+            if parts is None or (parts["read"], parts["along"], parts["base"]) != ("reward", "kl", baseline):
                 continue
+            agent = parts["arm"]
             for level in levels:
                 if isinstance(level.get("diff"), float) and math.isfinite(level["diff"]):
                     rows.append({"name": f"{study}: {agent} - {baseline}, KL {level['level']:g}, {level['seeds']} seeds",
