@@ -1,5 +1,5 @@
 """Each three-claims study's plain answer follows the rule it pre-registered, on hand-made report tables."""
-from cory.studies.answer import answer_lines, every_level_above, fewer_collapses, per_agent_some_level_above
+from cory.studies.answer import answer_section, every_level_above, fewer_collapses, per_agent_some_level_above, plain_answer
 
 AGENTS = ["CORY agent A", "CORY agent B"]
 SEEDS = {"default": [0, 1, 2, 3, 4]}
@@ -54,13 +54,22 @@ def test_fewer_collapses_needs_every_seed_and_a_significant_fisher_test_against_
 
 
 def test_a_study_without_a_registered_rule_gets_no_answer_section():
-    assert answer_lines("imdb-claims", {"seeds": SEEDS}, frontier({}), AGENTS, "PPO") == []
-    lines = answer_lines("imdb-frontier", {"seeds": SEEDS, "endpoints": {"answer": "the rule"}},
-                         frontier({a: ["above 0"] for a in AGENTS}), AGENTS, "PPO")
+    assert plain_answer("imdb-claims", {"seeds": SEEDS}, frontier({}), AGENTS, "PPO") == []
+    assert answer_section({"seeds": SEEDS}, []) == []
+    meta = {"seeds": SEEDS, "endpoints": {"answer": "the rule"}}
+    lines = answer_section(meta, plain_answer("imdb-frontier", meta, frontier({a: ["above 0"] for a in AGENTS}), AGENTS, "PPO"))
     assert lines[:3] == ["## Answer to the claim", "", "Rule (pre-registered in study.json): the rule"]
 
 
 def test_a_study_whose_cory_runs_have_not_landed_says_so():
     """Before: imdb-frontier with only PPO seed 0 in its ledger ended on the rule with no answer under it."""
-    lines = answer_lines("imdb-frontier", {"seeds": SEEDS, "endpoints": {"answer": "the rule"}}, frontier({}), [], "PPO")
+    meta = {"seeds": SEEDS, "endpoints": {"answer": "the rule"}}
+    lines = answer_section(meta, plain_answer("imdb-frontier", meta, frontier({}), [], "PPO"))
     assert lines[-2:] == ["**not decided** (no CORY run in the ledger yet)", ""]
+
+
+def test_each_level_shows_the_difference_and_interval_it_was_decided_on():
+    tables = frontier({AGENTS[0]: ["below 0", "not reached (1 of 5 seeds in both arms; 5 needed)"]})
+    tables["frontier"]["default"]["frontier"][f"reward at kl: {AGENTS[0]} - PPO"][0].update(diff=-0.0634, low=-0.1191, high=-0.0109)
+    (line,) = per_agent_some_level_above(tables, AGENTS[:1], "PPO", SEEDS)
+    assert "KL 3: -0.063 [-0.119, -0.011] below 0; KL 5: not reached (1 of 5 seeds in both arms; 5 needed))" in line

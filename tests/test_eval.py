@@ -248,7 +248,9 @@ def test_a_study_with_arms_reports_its_pre_registered_frontier_per_setting(tmp_p
         write_entry(entry_path(tmp_path, setting, arm, seed), {"config": {}, "evals": [compact_eval(r, judge) for r in rows]})
     meta = {"steps": 10, "arms": arms, "baseline": "ppo", "decision_rule": "seed-level",
             "frontier": {"kl_levels": [3.0, 7.0], "baselines": ["ppo", "ppo-system"]},
-            "endpoints": {"claim 1 (pre-registered as frontier)": "reward at KL 3 and 7"}}
+            "endpoints": {"claim 1 (pre-registered as frontier)": "reward at KL 3 and 7", "answer": "the rule"},
+            "name": "imdb-frontier", "seeds": {"default": list(range(5)), "lr10x": list(range(5))}, "missing": ["default/cory-seed5"]}
+    (tmp_path / "README.md").write_text("# the study\n\n## Status\n\nqueued\n\n## Findings\n\nnone yet\n\n## How to rebuild\n\nby hand\n")
     tables = write_report(tmp_path, meta, jobs, {})
     default = tables["frontier"]["default"]["frontier"]
     at3 = default["reward at kl: CORY agent A - PPO"][0]  # KL = step, so KL 3 is 3/5 of the way to step 5
@@ -262,3 +264,7 @@ def test_a_study_with_arms_reports_its_pre_registered_frontier_per_setting(tmp_p
     saved = json.loads((tmp_path / "summary.json").read_text())  # nor its verdicts ("holds", "decided") in summary.json
     assert saved["claim_1"] == [] and saved["claim_2"] == [] and saved["paired"]
     assert (tmp_path / "frontier.png").exists() and (tmp_path / "frontier-lr10x.png").exists()
+    page = (tmp_path / "README.md").read_text()  # the study's own page carries the report's status and answer
+    assert "## Status\n\nrunning: 30 of 31 runs landed (missing: default/cory-seed5)\n" in page and "queued" not in page
+    assert "- CORY agent A against PPO: **" in page and "none yet" not in page
+    assert page.startswith("# the study\n") and page.endswith("## How to rebuild\n\nby hand\n")

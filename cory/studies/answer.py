@@ -30,7 +30,9 @@ def _needed(rows: list[dict], wanted: int) -> str:
 
 
 def _levels(rows: list[dict]) -> str:
-    return "; ".join(f"KL {r['level']:g}: {r['label']}" for r in rows)
+    """Each level's label with the difference and the interval it was decided on, where two or more seeds gave one."""
+    return "; ".join(f"KL {r['level']:g}: " + (f"{r['diff']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}] " if "diff" in r else "") + r["label"]
+                     for r in rows)
 
 
 def every_level_above(tables: dict, agents: list[str], baseline: str, seeds: dict) -> list[str]:
@@ -100,11 +102,17 @@ RULES = {
 }
 
 
-def answer_lines(name: str, meta: dict, tables: dict, agents: list[str], baseline: str) -> list[str]:
-    """The report's closing section: the pre-registered rule, then its answer from this ledger; [] without a rule."""
+def plain_answer(name: str, meta: dict, tables: dict, agents: list[str], baseline: str) -> list[str]:
+    """The answer to the study's claim from this ledger, by its registered rule; [] for a study without one."""
     rule = RULES.get(name)
     if rule is None:
         return []
+    return rule(tables, agents, baseline, meta["seeds"]) if agents else ["**not decided** (no CORY run in the ledger yet)"]
+
+
+def answer_section(meta: dict, answer: list[str]) -> list[str]:
+    """The report's closing section: the pre-registered rule, then the answer under it; [] without an answer."""
+    if not answer:
+        return []
     registered = meta.get("endpoints", {}).get("answer", "")
-    answer = rule(tables, agents, baseline, meta["seeds"]) if agents else ["**not decided** (no CORY run in the ledger yet)"]
     return ["## Answer to the claim", "", f"Rule (pre-registered in study.json): {registered}", "", *answer, ""]

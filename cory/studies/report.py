@@ -15,10 +15,11 @@ from cory.eval.heldout import ETAS
 from cory.platform.paths import atomic_file
 from cory.run.plots import plot_grid, plot_mean_std, plot_trajectories
 from cory.studies.addendum import build_section
-from cory.studies.answer import answer_lines
+from cory.studies.answer import answer_section, plain_answer
 from cory.studies.arms import arm_names, baseline_arm, study_arms
 from cory.studies.endpoints import MIN_SEEDS, claim_1, claim_2, fisher_exact, verdict
 from cory.studies.evaluations import ETA_PLOT, METRICS, PRECISION, SHORT, agent_of, evals_of, load, value
+from cory.studies.status import update_page
 from cory.studies.tables import final_table, markdown, paired_table, role_table, sweep_table
 
 
@@ -120,12 +121,16 @@ def write_report(out: Path, meta: dict, jobs: list[tuple[str, str, int]], walls:
         parts += ["![sweep](sweep.png)", ""]
     if walls:
         parts += ["## Wall time per run (minutes)", "", markdown([{"run": k, "minutes": v / 60} for k, v in sorted(walls.items())], ["run", "minutes"]), ""]
+    answer = []
     if meta.get("frontier"):  # a three-claims study ends with its plain answer, by its pre-registered rule
         agents = sorted(curve for curve in default if agent_of(curve) != "policy")  # the CORY agents' curves
-        parts += answer_lines(meta.get("name", ""), meta, tables, agents, names[meta["frontier"].get("baselines", [baseline_arm(meta)])[0]])
+        answer = plain_answer(meta.get("name", ""), meta, tables, agents, names[meta["frontier"].get("baselines", [baseline_arm(meta)])[0]])
+        parts += answer_section(meta, answer)
     atomic_file(out / "summary.md", "\n".join(parts))
     atomic_file(out / "summary.json", json.dumps({"meta": meta, **tables, "wall_seconds": walls}, indent=1, default=list))
     plot(out, runs)
+    if answer:  # the study's own page shows the same status and answer
+        update_page(out, len(jobs), meta.get("missing", []), answer)
     print("\n".join(parts[:30]))
     return tables
 
