@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from cory.errors import UsageError
-from cory.studies.ledger import entry_path, git_commit, native_bf16, write_entry
+from cory.studies.ledger import entry_path, git_commit, native_bf16, pinned_training_commit, write_entry
 from cory.studies.queue import StudyQueue, stray_entries, study_jobs
 from cory.studies.checks import lock_study, read_checked, tidy, uncommitted, verified
 
@@ -75,6 +75,37 @@ def test_an_edited_study_json_or_a_removed_seed_is_refused_before_any_run(tmp_pa
     with pytest.raises(UsageError, match=r"ppo-seed0.json.gz: it ran steps=2 where study.json gives '3' \(and 1 more entries\)"):
         queue.run(study_jobs(edited), n_parallel=1, allow_uncommitted=True)
     assert not (out / "runs").exists()  # refused before any run
+
+
+def _commit(repo: Path, files: dict[str, str]) -> str:
+    for name, text in files.items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text(text)
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run([*git, "add", "-A"], check=True, capture_output=True)
+    subprocess.run([*git, "commit", "-qm", "c"], check=True, capture_output=True)
+    return git_commit(repo)
+
+
+def test_a_study_continues_after_commits_outside_its_training_code_and_refuses_a_change_inside_it(tmp_path):
+    """Before: an entry the study committed into its own checkout moved HEAD off the pinned commit, and the study
+    refused to continue (as did a test run beside a study committing its entries)."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    pinned = _commit(repo, {"cory/ppo.py": "step = 1\n", "results/s/study.json": "{}"})
+    ledger_commit = _commit(repo, {"results/s/ledger/ppo-seed0.json": "{}", "README.md": "results"})
+    assert pinned_training_commit(repo, pinned, [pinned]) == pinned
+    assert pinned_training_commit(repo, ledger_commit, ["f" * 40, pinned]) == pinned  # runs as the pinned commit
+    assert pinned_training_commit(repo, ledger_commit, ["f" * 40]) is None  # a commit git cannot read matches nothing
+    out, _ = ledger(tmp_path, {})
+    StudyQueue(out, {**STUDY, "training_commits": [pinned]}, repo).run([], n_parallel=1, allow_uncommitted=False)  # no refusal
+    changed = _commit(repo, {"cory/ppo.py": "step = 2\n"})
+    assert pinned_training_commit(repo, changed, [pinned]) is None
+    before = sorted(out.rglob("*"))
+    with pytest.raises(UsageError, match=rf"this checkout \({changed[:10]}\) is not the study's training code \['{pinned[:10]}'\]"):
+        StudyQueue(out, {**STUDY, "training_commits": [pinned]}, repo).run(study_jobs(STUDY), n_parallel=1, allow_uncommitted=False)
+    assert sorted(out.rglob("*")) == before  # refused before anything was written
 
 
 @pytest.mark.parametrize("content", [b"not gzip at all", gzip.compress(b'{"evals": [', mtime=0)[:-5], gzip.compress(b"[1, 2]", mtime=0),

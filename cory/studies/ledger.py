@@ -27,6 +27,8 @@ STUDY_FILE = "study.json"
 PER_PROMPT_KEYS = ("reward", "kl_exact", "response_len", "response_ids", "judge_vader")
 RUN_KEYS_FREE = ("seed", "run_name", "output_dir", "resume_from", "overwrite")
 """config keys that may differ between the runs of one setting (everything else must be equal)"""
+TRAINING_CODE = ("cory", "imdb_train", "gsm8k_train", "configs")
+"""what a study's runs execute: the folders whose commit a study pins"""
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 
 
@@ -148,9 +150,23 @@ def git_commit(root: Path) -> str:
 
 def training_code_dirty(root: Path) -> list[str]:
     """Uncommitted changes to the code a run executes (a study's runs must all run one commit)."""
-    done = subprocess.run(["git", "status", "--porcelain", "--", "cory", "imdb_train", "gsm8k_train", "configs"],
-                          cwd=root, capture_output=True, text=True)
+    done = subprocess.run(["git", "status", "--porcelain", "--", *TRAINING_CODE], cwd=root, capture_output=True, text=True)
     return [line[3:] for line in done.stdout.splitlines()]
+
+
+def training_tree(root: Path, commit: str) -> str | None:
+    """The git objects of the code a run executes, at `commit`; None where git cannot read that commit here."""
+    done = subprocess.run(["git", "ls-tree", commit, "--", *TRAINING_CODE], cwd=root, capture_output=True, text=True)
+    return done.stdout if done.returncode == 0 and done.stdout else None
+
+
+def pinned_training_commit(root: Path, commit: str, pinned: list[str]) -> str | None:
+    """The study's commit whose training code `commit` runs: itself, or one it differs from only outside that code
+    (a ledger entry committed since, a README); None where the training code differs from every pinned commit."""
+    if commit in pinned:
+        return commit
+    mine = training_tree(root, commit)
+    return next((c for c in pinned if mine is not None and training_tree(root, c) == mine), None)
 
 
 def commit_entry(path: Path, message: str, attempts: int = 20) -> None:

@@ -30,8 +30,8 @@ from cory.studies.arms import arm_flags, arm_names, budget_table, study_arms
 from cory.studies.budget import require
 from cory.studies.checks import stated, tidy, uncommitted, verified
 from cory.studies.evaluations import judge
-from cory.studies.ledger import (check_same_setting, commit_entry, entry_path, git_commit, make_entry, read_entry,
-                                 training_code_dirty, write_entry)
+from cory.studies.ledger import (TRAINING_CODE, check_same_setting, commit_entry, entry_path, git_commit, make_entry,
+                                 pinned_training_commit, read_entry, training_code_dirty, write_entry)
 
 Job = tuple[str, str, int]
 """(setting, arm, seed)"""
@@ -115,15 +115,16 @@ class StudyQueue:
         (only at the budgets the study states). The caller holds the study's lock."""
         commit, dirty = git_commit(self.root), training_code_dirty(self.root)
         pinned = self.study["training_commits"]
-        if commit not in pinned or (dirty and not allow_uncommitted):
+        same = pinned_training_commit(self.root, commit, pinned)
+        if same is None or (dirty and not allow_uncommitted):
             raise UsageError(f"this checkout ({commit[:10]}{', with uncommitted changes to ' + ', '.join(dirty) if dirty else ''}) "
-                             f"is not the study's training code {[c[:10] for c in pinned]}: run from `git worktree add <dir> "
-                             f"{pinned[0][:10]}` with --results_dir pointing here")
+                             f"is not the study's training code {[c[:10] for c in pinned]} ({', '.join(TRAINING_CODE)}): run "
+                             f"from `git worktree add <dir> {pinned[0][:10]}` with --results_dir pointing here")
         good = self._checked_ledger(jobs)
         if len(good) < len(jobs):
             require(budget_table(self.study), self.study.get("budget", []), arm_names(self.study))
         todo = [job for job in jobs if job not in good]
-        self._train(todo, n_parallel, commit + ("+uncommitted" if dirty else ""), len(jobs))
+        self._train(todo, n_parallel, same + ("+uncommitted" if dirty else ""), len(jobs))
 
     def _checked_ledger(self, jobs: list[Job]) -> dict:
         """The verified entries; an edited study.json or a misfiled entry stops everything before any run."""
