@@ -19,7 +19,7 @@ from cory.studies.answer import answer_section, plain_answer
 from cory.studies.arms import arm_names, baseline_arm, study_arms
 from cory.studies.endpoints import MIN_SEEDS, claim_1, claim_2, fisher_exact, verdict
 from cory.studies.evaluations import ETA_PLOT, METRICS, PRECISION, SHORT, agent_of, evals_of, load, value
-from cory.studies.status import update_page
+from cory.studies.status import first_runs, update_page
 from cory.studies.tables import final_table, markdown, paired_table, role_table, sweep_table
 
 
@@ -80,8 +80,7 @@ def completeness(missing: list) -> str:
     """How far the study got, in words a reader takes in at a glance: 'complete' rather than '0 runs missing'."""
     if not missing:
         return "complete (every run of study.json is in the ledger)"
-    shown = ", ".join(missing[:4]) + (", ..." if len(missing) > 4 else "")
-    return f"{len(missing)} run(s) missing ({shown})"
+    return f"{len(missing)} run(s) missing ({first_runs(missing)})"
 
 
 def write_report(out: Path, meta: dict, jobs: list[tuple[str, str, int]], walls: dict, addendum: dict | None = None,

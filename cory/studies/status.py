@@ -12,13 +12,17 @@ from cory.platform.paths import atomic_file
 PAGE = "README.md"
 
 
+def first_runs(runs: list[str], shown: int = 4) -> str:
+    """'a, b, c, d, ...': the first runs of a list, and '...' where it goes on."""
+    return ", ".join(runs[:shown]) + (", ..." if len(runs) > shown else "")
+
+
 def status_line(landed: int, missing: list[str]) -> str:
     """'complete: 15 of 15 runs', or 'running: 2 of 24 runs landed (missing: a, b, c, d, ...)'."""
     total = landed + len(missing)
     if not missing:
         return f"complete: {total} of {total} runs"
-    shown = ", ".join(missing[:4]) + (", ..." if len(missing) > 4 else "")
-    return f"running: {landed} of {total} runs landed (missing: {shown})"
+    return f"running: {landed} of {total} runs landed (missing: {first_runs(missing)})"
 
 
 def replace_section(page: str, heading: str, body: str) -> str:
