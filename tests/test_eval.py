@@ -30,7 +30,8 @@ def test_evaluation_of_an_untrained_policy(tokenizer, accelerator):
     reference = FrozenReference(tiny_gpt2(n_embd=16))  # same weights: KL must be 0
     trainer = PPOTrainer(PPOConfig(batch_size=4, mini_batch_size=4), ValueHeadPolicy(lm), reference, tokenizer, accelerator)
     prompts = as_prompts([torch.randint(0, 1000, (n,)) for n in (2, 3, 4, 5, 6)], tokenizer)
-    task = TextTask(lambda texts: [float(len(t)) for t in texts])
+    # scored like a reward pipeline, whose DataLoader draws a seed from the global RNG on every call
+    task = TextTask(lambda texts: [float(len(t)) + 0 * torch.randint(0, 2, ()).item() for t in texts])
     gen = dict(do_sample=True, top_k=0, max_new_tokens=4, min_new_tokens=4)
     state = torch.get_rng_state()
     first = evaluate_agent(trainer, task, prompts, gen, seed=3, batch_size=2)

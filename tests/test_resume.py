@@ -191,3 +191,18 @@ def test_a_run_killed_before_its_first_checkpoint_logs_step_0_once(tmp_path):
     resumed.log_eval(2, "policy", {"metrics": {}, "samples": []})  # a checkpoint after step 2, then a kill
     Tracker(tmp_path, {}, resume_step=2)
     assert [json.loads(line)["step"] for line in (tmp_path / "eval.jsonl").read_text().splitlines()] == [0, 2]
+
+
+def test_how_often_a_run_evaluates_does_not_change_its_training(assets, tmp_path):
+    """The reward classifier's pipeline draws a DataLoader seed from the global RNG on every call, so an evaluation
+    scored outside the forked RNG moved every later step's samples: `eval_every`, which a resume may change, changed
+    the run (found by starting a 6-step run from a 3-step run's last checkpoint, after its final evaluations)."""
+    runs = {every: tmp_path / f"every{every}" for every in ("1", "4")}
+    for every, out in runs.items():
+        subprocess.run(run_command(assets, out, "--steps", "4", "--save_every", "0", "--eval_every", every),
+                       env=ENV, check=True, capture_output=True, timeout=600)
+    for agent in ("agent_a", "agent_b"):
+        a, b = (load_file(out / "run" / "final" / agent / "model.safetensors") for out in runs.values())
+        assert all(torch.equal(a[k], b[k]) for k in a), agent
+    metrics = [[json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()] for out in runs.values()]
+    assert [r["pioneer/task_reward"] for r in metrics[0]] == [r["pioneer/task_reward"] for r in metrics[1]]
