@@ -104,17 +104,24 @@ def test_a_longer_run_is_seeded_by_hard_links_from_a_checkpoint_before_the_sourc
     assert "seeded from short:default/cory-seed0's checkpoint step-0000002" in (seeded.parent / f"{seeded.name}.log").read_text()
     with pytest.raises(UsageError, match="holds a run already"):
         seed_run(results, source, target)
-    with pytest.raises(UsageError, match="runs no longer than"):
-        seed_run(results, RunRef.parse("short:default/ppo-seed0"), RunRef.parse("long:default/ppo-seed0"))
-    other = RunRef.parse("long:default/cory-seed1")
-    last = fake_run(run_dir(results / "short", "default", "cory", 1), 3)
-    with pytest.raises(UsageError, match="written at short:default/cory-seed1's last step, after its final evaluations"):
-        seed_run(results, RunRef.parse("short:default/cory-seed1"), other, last)
     shutil.rmtree(seeded)
     (checkpoint / "state.pt").write_bytes(b"STATE")  # corrupted after it was written: never seeded from
     with pytest.raises(UsageError, match="does not match its sha256"):
         seed_run(results, source, target, checkpoint)
     assert not seeded.exists()
+
+
+def test_a_run_is_seeded_only_from_a_checkpoint_before_both_runs_end(tmp_path):
+    results = studies(tmp_path)
+    short, long = RunRef.parse("short:default/cory-seed1"), RunRef.parse("long:default/cory-seed1")
+    last = fake_run(run_dir(results / "short", *short.job), 3)
+    with pytest.raises(UsageError, match="written at short:default/cory-seed1's last step, after its final evaluations"):
+        seed_run(results, short, long, last)
+    late = fake_run(run_dir(results / "long", *long.job), 4)
+    with pytest.raises(UsageError, match="short:default/cory-seed1 runs 3 steps, so it would train nothing from step 4"):
+        seed_run(results, long, short, late)
+    early = fake_run(run_dir(results / "long", "default", "cory", 0), 2)  # a shorter run from a longer one's checkpoint
+    assert seed_run(results, RunRef.parse("long:default/cory-seed0"), RunRef.parse("short:default/cory-seed0")) == early
 
 
 def test_a_run_started_from_a_shorter_run_s_checkpoint_ends_as_an_uninterrupted_run(assets, tmp_path):

@@ -7,8 +7,8 @@ imdb-frontier at cf570ea: every metric and evaluation of their PPO and CORY seed
 
 - Same length: the target's ledger entry is the source's, marked `reused_from` (its wall time is the source's,
   spent once).
-- The target runs longer: its run directory starts from one of the source's checkpoints before its last step
-  (hard-linked) with the source's logs; the target's own study resumes it there (bit-exact resume), truncating the logs past that step,
+- Another length: the target's run directory starts from a checkpoint the source wrote before its last step and
+  before the target's (hard-linked), with the source's logs; the target's own study resumes it there (bit-exact resume), truncating the logs past that step,
   and writes its entry as usual. The run's log says where it started.
 
 The target's study must not be training meanwhile: its queue decides what to run when it starts.
@@ -117,20 +117,23 @@ def reuse_entry(results: Path, source: RunRef, target: RunRef) -> Path:
 
 
 def seed_run(results: Path, source: RunRef, target: RunRef, checkpoint: Path | None = None) -> Path:
-    """Start `target`'s run directory from `checkpoint` (default: `source`'s newest complete one): hard links, so
-    no space is spent and the source keeps its own. Returns the checkpoint it starts from."""
+    """Start `target`'s run directory from `checkpoint` (default: `source`'s newest complete one; a copy kept
+    elsewhere will do, named step-NNNNNNN): hard links, so no space is spent and the source keeps its own. Returns
+    the checkpoint it starts from."""
     _check(results, source, target)
-    if steps(results, target) <= steps(results, source):
-        raise UsageError(f"{target} runs no longer than {source}: reuse its entry instead")
     source_dir, target_dir = run_dir(results / source.study, *source.job), run_dir(results / target.study, *target.job)
     checkpoint = Path(checkpoint) if checkpoint else next(iter(reversed(complete_checkpoints(source_dir))), None)
     if checkpoint is None:
         raise UsageError(f"{source} has no complete checkpoint in {source_dir / 'checkpoints'}")
     if not checkpoint.name.startswith("step-"):
         raise UsageError(f"{checkpoint}: not a checkpoint directory (step-NNNNNNN)")
-    if int(checkpoint.name.removeprefix("step-")) >= steps(results, source):
+    step = int(checkpoint.name.removeprefix("step-"))
+    if step >= steps(results, source):
         raise UsageError(f"{checkpoint}: written at {source}'s last step, after its final evaluations (which drew from "
                          "the training RNG before 2026-12-07): start from an earlier checkpoint")
+    if step >= steps(results, target):
+        raise UsageError(f"{checkpoint}: {target} runs {steps(results, target)} steps, so it would train nothing from "
+                         f"step {step}: start from an earlier checkpoint")
     problem = verify_checkpoint(checkpoint)
     if problem:
         raise UsageError(f"{checkpoint}: {problem}")
