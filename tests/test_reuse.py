@@ -70,7 +70,7 @@ def test_an_entry_of_the_same_length_is_reused_marked_and_never_twice(tmp_path):
     write_json(entry_path(results / "short", *source.job), entry)
     path = reuse_entry(results, source, target)
     assert path == entry_path(results / "long", "default", "ppo", 1)
-    assert read_json(path) == {**entry, "reused_from": {"run": "short:default/ppo-seed1", "training_commit": "abc"}}
+    assert read_json(path) == {**entry, "reused_from": "short:default/ppo-seed1"}
     assert read_json(entry_path(results / "short", *source.job)) == entry  # the source's is untouched
     with pytest.raises(UsageError, match="has a ledger entry already"):
         reuse_entry(results, source, target)

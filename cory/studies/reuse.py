@@ -112,7 +112,7 @@ def reuse_entry(results: Path, source: RunRef, target: RunRef) -> Path:
         raise UsageError(f"{source} has no ledger entry yet: run it first")
     entry = read_json(path)
     out = entry_path(results / target.study, *target.job)
-    write_json(out, {**entry, "reused_from": {"run": str(source), "training_commit": entry["training_commit"]}})
+    write_json(out, {**entry, "reused_from": str(source)})
     return out
 
 
