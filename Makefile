@@ -49,7 +49,7 @@ gsm8k-results: eval-gsm8k  ## PPO vs CORY from the SFT warm start (offline prese
 gsm8k-grpo: venv  ## GSM8K, GRPO vs CORY-GRPO (k 4, 10 steps, one seed) from the SFT warm start, as results/gsm8k-grpo/plan.md fixes it; pass@k before/after: results/gsm8k-grpo/
 	results/gsm8k-grpo/reproduce.sh all
 
-compare: assets  ## a quick PPO vs CORY comparison of your own (3 seeds x 60 steps, offline preset, resumable): results/imdb-mine/
+compare: assets  ## a PPO vs CORY comparison of your own (5 seeds x 60 steps, offline preset, resumable; answered on the reward-KL frontier): results/imdb-mine/
 	$(PY) scripts/compare.py --preset offline --name imdb-mine --allow_uncommitted
 
 STUDY ?= imdb-claims

@@ -1,7 +1,7 @@
 """PPO vs CORY as a study (IMDB by default; --task gsm8k or text too): fixed settings, one ledger entry per
 finished run, a report from the ledger.
 
-    python scripts/compare.py                       # offline preset: SmolLM2-135M, 3 seeds x 60 steps (see PRESETS)
+    python scripts/compare.py                       # offline preset: SmolLM2-135M, 5 seeds x 60 steps (see PRESETS)
     python scripts/compare.py --name imdb-claims    # a study whose results/imdb-claims/study.json is committed: runs what is missing
     python scripts/compare.py --sweep kl0:init_kl_coef=0,adap_kl_ctrl=false   # a named extra setting beside the default
     python scripts/compare.py --name imdb-claims --report_only                 # tables and plots from the ledger alone
@@ -10,7 +10,9 @@ finished run, a report from the ledger.
         --advantage_estimator grpo --samples_per_prompt 4      # critic-free, equal responses per step (CORY makes 2 a prompt)
 
 The first call on a new name writes results/<name>/study.json from its flags (commit it before the runs: it
-pre-registers the settings; `--prepare_only` stops there); a later call with other settings is refused. The runs,
+pre-registers the settings, the budget claim and the endpoints: each CORY agent's reward at matched KL against PPO at
+`--kl_levels`, decided with seeds as the unit, and the rule `--answer` that turns them into the summary's plain
+answer; `--prepare_only` stops there); a later call with other settings is refused. The runs,
 their ledger entries and resuming after a kill: `cory.studies.queue`. Runs of a study use one training-code commit
 (run from a `git worktree` pinned at it, with --results_dir pointing at the main checkout's results/;
 `scripts/run_study.sh`). Writes results/<name>/: summary.md (+ .json), curves.png, pareto.png, sweep.png; runs/
@@ -19,12 +21,14 @@ stays out of git.
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from tqdm import tqdm
 
 from cory.errors import UsageError, run_script
 from cory.platform.paths import read_json
+from cory.studies.answer import RULES
 from cory.studies.arms import arm_names, budget_table, resolved_config, study_arms
 from cory.studies.budget import MATCHES, QUANTITIES, require
 from cory.studies.checks import lock_study, verified
@@ -37,9 +41,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 PRESETS = {
     # the task preset each training script runs, and the comparison's own settings (fixed before the runs)
-    "offline": dict(task_preset="offline", steps=60, eval_every=10, eval_prompts=128, seeds=[0, 1, 2], sweep_seeds=[0, 1]),
-    "paper": dict(task_preset="paper", steps=100, eval_every=10, eval_prompts=256, seeds=[0, 1, 2], sweep_seeds=[0, 1]),
+    # (5 seeds: the seed-level rule decides nothing on fewer, `cory.studies.intervals.MIN_DECISION_SEEDS`)
+    "offline": dict(task_preset="offline", steps=60, eval_every=10, eval_prompts=128, seeds=[0, 1, 2, 3, 4], sweep_seeds=[0, 1, 2, 3, 4]),
+    "paper": dict(task_preset="paper", steps=100, eval_every=10, eval_prompts=256, seeds=[0, 1, 2, 3, 4], sweep_seeds=[0, 1, 2, 3, 4]),
 }
+KL_LEVELS = [3.0, 5.0, 8.0, 12.0]
+"""a new study's default KL levels (nats, summed over the response): those of imdb-frontier"""
 ALGORITHMS = ("ppo", "cory")
 ADDENDUM = "addendum.json"
 """a study's dated, post-hoc re-reading of its ledger (`cory.studies.addendum`), shown in its summary"""
@@ -86,17 +93,31 @@ def parse_budget(spec: str) -> dict:
     return claim
 
 
-def new_study(settings: dict, sweep: list[str], extra: list[str], precision: str, names: dict | None = None,
-              algorithm_args: dict | None = None, budget: dict | None = None) -> dict:
-    """What a study fixes before its runs: every run's settings, seeds and the training code's commit."""
+def parse_frontier(kl_levels: list[float], reward_levels: list[float], answer: str) -> dict:
+    """The endpoints a new study decides on (`cory.studies.addendum.build_section`): each CORY agent's reward at
+    matched KL, and KL at matched reward, against the baseline arm; each arm's degeneration by step; and the rule
+    (`cory.studies.answer.RULES`) that turns them into the summary's plain answer."""
+    for flag, levels in (("--kl_levels", kl_levels), ("--reward_levels", reward_levels)):
+        if not all(math.isfinite(v) for v in levels) or levels != sorted(set(levels)):
+            raise SystemExit(f"{flag} {levels}: must be distinct finite numbers in increasing order")
+    if not kl_levels or kl_levels[0] <= 0:
+        raise SystemExit(f"--kl_levels {kl_levels}: at least one, each above 0 (every run starts at KL 0)")
+    return {"kl_levels": kl_levels, "reward_levels": reward_levels, "baselines": ["ppo"], "degeneration": True, "answer": answer}
+
+
+def new_study(settings: dict, sweep: list[str], extra: list[str], precision: str, registered: dict | None = None) -> dict:
+    """What a study fixes before its runs: every run's settings, seeds and the training code's commit, and what its
+    flags register beside them (`names`, `algorithm_args`, the `budget` claims, the `frontier` endpoints)."""
     study = {key: settings[key] for key in ("task", "task_preset", "steps", "eval_every", "eval_prompts")}
     study["settings"] = {DEFAULT_SETTING: {"flags": [], "seeds": settings["seeds"]}}
     for spec in sweep:
         name, flags = parse_setting(spec)
         study["settings"][name] = {"flags": flags, "seeds": settings["sweep_seeds"]}
-    optional = {"names": names, "algorithm_args": algorithm_args, "budget": [budget] if budget else None}
+    optional = {key: value for key, value in (registered or {}).items() if value}
+    if "frontier" in optional:  # decided on the frontier with seeds as the unit, never at the final points
+        optional["decision_rule"] = "seed-level"
     return {**study, "algorithms": list(ALGORITHMS), "mixed_precision": precision, "extra_args": extra,
-            **{key: value for key, value in optional.items() if value}, "training_commits": [git_commit(ROOT)]}
+            **optional, "training_commits": [git_commit(ROOT)]}
 
 
 def check_against_study(study: dict, requested: dict) -> None:
@@ -139,6 +160,11 @@ def main(argv=None) -> None:
     parser.add_argument("--budget", default="per model:responses_per_step,optimizer_steps", metavar="MATCH:QUANTITY[,...]",
                         help="what a new study matches between its arms, checked against the budgets its settings give "
                              "(default: per model, responses learnt from and optimizer steps); e.g. 'per system:responses_per_step'")
+    parser.add_argument("--kl_levels", type=float, nargs="+", metavar="KL",
+                        help=f"a new study's primary endpoints: each CORY agent's reward - PPO's at these KLs (default {KL_LEVELS})")
+    parser.add_argument("--reward_levels", type=float, nargs="*", metavar="R",
+                        help="a new study's secondary endpoints: KL at these rewards (default none: reward scales differ by task)")
+    parser.add_argument("--answer", choices=sorted(RULES), help=f"the rule of a new study's plain answer (default {next(iter(RULES))})")
     parser.add_argument("--wait", action="store_true", help="if another process is running this study, wait for it (default: refuse)")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time, each with cores/jobs threads (default 2)")
     parser.add_argument("--keep_run_checkpoints", action="store_true", help="keep each finished run's checkpoints")
@@ -154,6 +180,7 @@ def main(argv=None) -> None:
     for spec in args.sweep:
         parse_setting(spec)  # a malformed setting fails before any run
     names, algorithm_args = parse_names(args.names), parse_algorithm_args(args.algorithm_args)
+    frontier = parse_frontier(args.kl_levels or KL_LEVELS, args.reward_levels or [], args.answer or next(iter(RULES)))
     if args.jobs < 1:
         raise SystemExit(f"--jobs must be >= 1, got {args.jobs}")
     settings = {**PRESETS[args.preset], "task": args.task,
@@ -164,7 +191,8 @@ def main(argv=None) -> None:
     if study is None:
         if args.report_only:
             raise SystemExit(f"no study in {out} (no study.json): nothing to report")
-        study = new_study(settings, args.sweep, extra, args.mixed_precision, names, algorithm_args, parse_budget(args.budget))
+        registered = {"names": names, "algorithm_args": algorithm_args, "budget": [parse_budget(args.budget)], "frontier": frontier}
+        study = new_study(settings, args.sweep, extra, args.mixed_precision, registered)
         require(budget_table(study), study["budget"], arm_names(study))  # before it is written: a claim that fails is refused
         write_study(out, study)
         print(f"wrote {out / 'study.json'}: commit it before the runs (it fixes the study's settings)")
@@ -175,6 +203,8 @@ def main(argv=None) -> None:
         if args.sweep or args.seeds or args.sweep_seeds:
             given["settings"] = new_study(settings, args.sweep, extra, args.mixed_precision)["settings"]
         given.update({key: value for key, value in (("extra_args", extra), ("names", names), ("algorithm_args", algorithm_args)) if value})
+        if args.kl_levels or args.reward_levels or args.answer:
+            given["frontier"] = frontier
         check_against_study(study, given)
     jobs = study_jobs(study)
     if args.report_only:

@@ -1,4 +1,7 @@
 """Each three-claims study's plain answer follows the rule it pre-registered, on hand-made report tables."""
+import pytest
+
+from cory.errors import UsageError
 from cory.studies.answer import answer_section, every_level_above, fewer_collapses, per_agent_some_level_above, plain_answer
 
 AGENTS = ["CORY agent A", "CORY agent B"]
@@ -55,16 +58,16 @@ def test_fewer_collapses_needs_every_seed_and_a_significant_fisher_test_against_
 
 def test_a_study_without_a_registered_rule_gets_no_answer_section():
     assert plain_answer("imdb-claims", {"seeds": SEEDS}, frontier({}), AGENTS, "PPO") == []
-    assert answer_section({"seeds": SEEDS}, []) == []
+    assert answer_section("imdb-claims", {"seeds": SEEDS}, []) == []
     meta = {"seeds": SEEDS, "endpoints": {"answer": "the rule"}}
-    lines = answer_section(meta, plain_answer("imdb-frontier", meta, frontier({a: ["above 0"] for a in AGENTS}), AGENTS, "PPO"))
+    lines = answer_section("imdb-frontier", meta, plain_answer("imdb-frontier", meta, frontier({a: ["above 0"] for a in AGENTS}), AGENTS, "PPO"))
     assert lines[:3] == ["## Answer to the claim", "", "Rule (pre-registered in study.json): the rule"]
 
 
 def test_a_study_whose_cory_runs_have_not_landed_says_so():
     """Before: imdb-frontier with only PPO seed 0 in its ledger ended on the rule with no answer under it."""
     meta = {"seeds": SEEDS, "endpoints": {"answer": "the rule"}}
-    lines = answer_section(meta, plain_answer("imdb-frontier", meta, frontier({}), [], "PPO"))
+    lines = answer_section("imdb-frontier", meta, plain_answer("imdb-frontier", meta, frontier({}), [], "PPO"))
     assert lines[-2:] == ["**not decided** (no CORY run in the ledger yet)", ""]
 
 
@@ -73,3 +76,13 @@ def test_each_level_shows_the_difference_and_interval_it_was_decided_on():
     tables["frontier"]["default"]["frontier"][f"reward at kl: {AGENTS[0]} - PPO"][0].update(diff=-0.0634, low=-0.1191, high=-0.0109)
     (line,) = per_agent_some_level_above(tables, AGENTS[:1], "PPO", SEEDS)
     assert "KL 3: -0.063 [-0.119, -0.011] below 0; KL 5: not reached (1 of 5 seeds in both arms; 5 needed))" in line
+
+
+def test_a_new_study_answers_by_the_rule_its_study_file_names_and_quotes_that_rule():
+    meta = {"seeds": SEEDS, "frontier": {"answer": "per_agent_some_level_above"}}
+    tables = frontier({AGENTS[0]: ["above 0"], AGENTS[1]: ["below 0"]})
+    lines = answer_section("imdb-mine", meta, plain_answer("imdb-mine", meta, tables, AGENTS, "PPO"))
+    assert lines[2].startswith("Rule (pre-registered in study.json): per_agent_some_level_above: For each agent: holds if its reward")
+    assert lines[4].startswith("- CORY agent A against PPO: **holds**") and lines[5].startswith("- CORY agent B against PPO: **does not hold**")
+    with pytest.raises(UsageError, match="study imdb-mine: answer rule 'best_of_three' is not one of"):
+        plain_answer("imdb-mine", {"seeds": SEEDS, "frontier": {"answer": "best_of_three"}}, tables, AGENTS, "PPO")

@@ -99,6 +99,9 @@ def test_compare_is_a_study_with_a_ledger_the_report_is_rebuilt_from(assets, tmp
     out = tmp_path / "tiny"
     study = json.loads((out / "study.json").read_text())
     assert study["mixed_precision"] == "no" and study["settings"] == {"default": {"flags": [], "seeds": [0]}}
+    assert study["decision_rule"] == "seed-level" and study["frontier"] == {  # decided on the frontier, never at final points
+        "kl_levels": [3.0, 5.0, 8.0, 12.0], "reward_levels": [], "baselines": ["ppo"], "degeneration": True,
+        "answer": "per_agent_some_level_above"}
     entries = {run: out / "ledger" / "default" / f"{run}.json.gz" for run in ("ppo-seed0", "cory-seed0")}
     for run, path in entries.items():
         assert not (out / "runs" / "default" / run / "checkpoints").exists()  # finished: checkpoints dropped
@@ -113,6 +116,8 @@ def test_compare_is_a_study_with_a_ledger_the_report_is_rebuilt_from(assets, tmp
     summary = json.loads((out / "summary.json").read_text())
     assert [r["comparison"] for r in summary["paired"]] == ["CORY agent A - PPO", "CORY agent B - PPO"]
     report = (out / "summary.md").read_text()
+    assert "## Pre-registered frontier endpoints: setting default" in report and "## Answer to the claim" in report
+    assert "- CORY agent A against PPO: **not decided (1 of 1 seeds landed" in report  # 2 steps reach no KL level
     stamp = entries["cory-seed0"].stat().st_mtime_ns
     shutil.rmtree(out / "runs")  # the ledger alone rebuilds every table
     (out / "summary.md").unlink()
@@ -200,8 +205,8 @@ def test_a_study_names_its_algorithms_and_gives_one_algorithm_its_own_flags(tmp_
     study.json; a later call with other names is refused; malformed items fail before any run."""
     compare = runpy.run_path(str(ROOT / "scripts" / "compare.py"))
     settings = {**compare["PRESETS"]["offline"], "task": "imdb"}
-    study = compare["new_study"](settings, [], ["--advantage_estimator", "grpo", "--samples_per_prompt", "4"], "no", compare["parse_names"](["ppo=GRPO", "cory=CORY-GRPO"]),
-                                 compare["parse_algorithm_args"](["ppo:batch_size=64"]))
+    registered = {"names": compare["parse_names"](["ppo=GRPO", "cory=CORY-GRPO"]), "algorithm_args": compare["parse_algorithm_args"](["ppo:batch_size=64"])}
+    study = compare["new_study"](settings, [], ["--advantage_estimator", "grpo", "--samples_per_prompt", "4"], "no", registered)
     assert study["names"] == {"ppo": "GRPO", "cory": "CORY-GRPO"} and study["algorithm_args"] == {"ppo": ["--batch_size", "64"]}
     queue = StudyQueue(tmp_path, study, ROOT)
     ppo = queue.command(("default", "ppo", 0), tmp_path / "ppo-seed0")
@@ -210,8 +215,9 @@ def test_a_study_names_its_algorithms_and_gives_one_algorithm_its_own_flags(tmp_
     assert ppo[-6:] == ["--advantage_estimator", "grpo", "--samples_per_prompt", "4", "--batch_size", "64"]
     plain = compare["new_study"](settings, [], [], "no")  # a study without them keeps the old form (imdb-claims)
     assert "names" not in plain and "algorithm_args" not in plain
-    for bad in (["--names", "ppo"], ["--names", "grpo=GRPO"], ["--algorithm_args", "batch_size=64"], ["--algorithm_args", "sac:lr=1"]):
-        with pytest.raises(SystemExit, match="--names|--algorithm_args"):
+    for bad in (["--names", "ppo"], ["--names", "grpo=GRPO"], ["--algorithm_args", "batch_size=64"], ["--algorithm_args", "sac:lr=1"],
+                ["--kl_levels", "5", "3"], ["--kl_levels", "0", "3"], ["--reward_levels", "0.5", "nan"]):
+        with pytest.raises(SystemExit, match="--names|--algorithm_args|--kl_levels|--reward_levels"):
             compare["main"](["--results_dir", str(tmp_path), *bad])
     grpo = ["--results_dir", str(tmp_path), "--name", "grpo", "--names", "ppo=GRPO", "cory=CORY-GRPO", "--algorithm_args",
             "ppo:batch_size=64", "--advantage_estimator", "grpo", "--samples_per_prompt", "4", "--prepare_only"]
@@ -221,6 +227,9 @@ def test_a_study_names_its_algorithms_and_gives_one_algorithm_its_own_flags(tmp_
     compare["main"]([*grpo, "--budget", "per system:responses_per_step,optimizer_steps"])
     written = json.loads((tmp_path / "grpo" / "study.json").read_text())  # pre-registered, nothing run
     assert {k: written[k] for k in ("names", "algorithm_args", "extra_args")} == {k: study[k] for k in ("names", "algorithm_args", "extra_args")}
+    assert written["frontier"]["answer"] == "per_agent_some_level_above" and written["decision_rule"] == "seed-level"
+    with pytest.raises(ValueError, match=r"frontier=\{'kl_levels': \[3.0, 6.0\]"):  # endpoints, like settings, never change
+        compare["main"](["--results_dir", str(tmp_path), "--name", "grpo", "--kl_levels", "3", "6", "--report_only"])
     with pytest.raises(ValueError, match="names="):
         compare["main"](["--results_dir", str(tmp_path), "--name", "grpo", "--names", "ppo=PPO", "--report_only"])
     assert not (tmp_path / "imdb").exists() and not (tmp_path / "grpo" / "runs").exists()

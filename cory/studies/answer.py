@@ -1,13 +1,15 @@
-"""Each three-claims study's plain answer ("holds", "does not hold", "not decided, N seeds would be needed"), by the
-rule it pre-registered in prose (study.json `endpoints.answer`, quoted above the answer in its report).
+"""A study's plain answer to its claim ("holds", "does not hold", "not decided, N seeds would be needed"), by the
+rule it pre-registered (study.json `frontier.answer`, one of `RULES`, quoted above the answer in its report).
 
-The rules differ between studies, so each is a function here, chosen by the study's name (`RULES`); a study
-without one gets no answer section (older studies decide their endpoints in their own sections). The rules read
-the report's own tables: the seed-level frontier decisions (`cory.studies.frontier`) and the collapse counts
-(`cory.studies.tables.sweep_table`) with Fisher's exact test (`cory.studies.endpoints.fisher_exact`).
+Each rule is a function here. A study names its rule when it is written (`scripts/compare.py --answer`); the three
+claims studies registered theirs in prose before that key existed (`endpoints.answer`) and are matched to it by name
+(`RULE_OF_STUDY`); a study with neither gets no answer section (older studies decide their endpoints in their own
+sections). The rules read the report's own tables: the seed-level frontier decisions (`cory.studies.frontier`) and
+the collapse counts (`cory.studies.tables.sweep_table`) with Fisher's exact test (`cory.studies.endpoints.fisher_exact`).
 """
 from __future__ import annotations
 
+from cory.errors import UsageError
 from cory.studies.endpoints import fisher_exact
 from cory.studies.frontier import comparison_key
 from cory.studies.intervals import MIN_DECISION_SEEDS
@@ -36,7 +38,7 @@ def _levels(rows: list[dict]) -> str:
 
 
 def every_level_above(tables: dict, agents: list[str], baseline: str, seeds: dict) -> list[str]:
-    """imdb-critic-free-matched: holds if, for both agents, reward at every KL level is decided above 0 against the
+    """Holds if, for both agents, reward at every KL level is decided above 0 against the
     baseline; does not hold if any is decided below 0 or bounded; else not decided, with the seeds it would need."""
     rows = {agent: _reward_at_kl(tables, "default", agent, baseline) for agent in agents}
     flat = [r for agent_rows in rows.values() for r in agent_rows]
@@ -51,7 +53,7 @@ def every_level_above(tables: dict, agents: list[str], baseline: str, seeds: dic
 
 
 def per_agent_some_level_above(tables: dict, agents: list[str], baseline: str, seeds: dict) -> list[str]:
-    """imdb-frontier: for each agent, holds if its reward at matched KL is decided above 0 against the baseline at
+    """For each agent: holds if its reward at matched KL is decided above 0 against the baseline at
     one or more levels and below 0 at none; does not hold if it is below 0 or bounded at every level reached;
     else not decided, with the seeds it would need."""
     lines = []
@@ -70,7 +72,7 @@ def per_agent_some_level_above(tables: dict, agents: list[str], baseline: str, s
 
 
 def fewer_collapses(tables: dict, agents: list[str], baseline: str, seeds: dict) -> list[str]:
-    """imdb-robustness, per learning rate: holds if the baseline (PPO) collapses in significantly more seeds than
+    """Per setting: holds if the baseline collapses in significantly more seeds than
     each CORY agent (two-sided Fisher exact p < 0.05); does not hold if a CORY agent collapses as often or more;
     else not decided (fewer collapses than its seeds can separate); nothing is decided before every seed landed."""
     lines = []
@@ -95,24 +97,41 @@ def fewer_collapses(tables: dict, agents: list[str], baseline: str, seeds: dict)
     return lines
 
 
-RULES = {
-    "imdb-critic-free-matched": every_level_above,
-    "imdb-frontier": per_agent_some_level_above,
-    "imdb-robustness": fewer_collapses,
+RULES = {rule.__name__: rule for rule in (per_agent_some_level_above, every_level_above, fewer_collapses)}
+"""the rules a study may register; the first is a new study's default (claim 1 on the frontier)"""
+RULE_OF_STUDY = {
+    "imdb-critic-free-matched": "every_level_above",
+    "imdb-frontier": "per_agent_some_level_above",
+    "imdb-robustness": "fewer_collapses",
 }
+"""the rules of the studies registered in prose before study.json named one (their files stay as committed)"""
+
+
+def rule_of(name: str, meta: dict) -> str | None:
+    """The study's registered rule: study.json's `frontier.answer`, else its prose registration's; None without one."""
+    rule = meta.get("frontier", {}).get("answer") or RULE_OF_STUDY.get(name)
+    if rule is not None and rule not in RULES:
+        raise UsageError(f"study {name}: answer rule {rule!r} is not one of {sorted(RULES)}")
+    return rule
+
+
+def rule_text(rule: str) -> str:
+    """A rule's registered wording: its docstring on one line."""
+    return " ".join(RULES[rule].__doc__.split())
 
 
 def plain_answer(name: str, meta: dict, tables: dict, agents: list[str], baseline: str) -> list[str]:
     """The answer to the study's claim from this ledger, by its registered rule; [] for a study without one."""
-    rule = RULES.get(name)
+    rule = rule_of(name, meta)
     if rule is None:
         return []
-    return rule(tables, agents, baseline, meta["seeds"]) if agents else ["**not decided** (no CORY run in the ledger yet)"]
+    return RULES[rule](tables, agents, baseline, meta["seeds"]) if agents else ["**not decided** (no CORY run in the ledger yet)"]
 
 
-def answer_section(meta: dict, answer: list[str]) -> list[str]:
-    """The report's closing section: the pre-registered rule, then the answer under it; [] without an answer."""
+def answer_section(name: str, meta: dict, answer: list[str]) -> list[str]:
+    """The report's closing section: the pre-registered rule (the study's prose where it wrote one, else the named
+    rule's wording), then the answer under it; [] without an answer."""
     if not answer:
         return []
-    registered = meta.get("endpoints", {}).get("answer", "")
+    registered = meta.get("endpoints", {}).get("answer") or f"{rule_of(name, meta)}: {rule_text(rule_of(name, meta))}"
     return ["## Answer to the claim", "", f"Rule (pre-registered in study.json): {registered}", "", *answer, ""]

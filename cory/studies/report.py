@@ -110,7 +110,8 @@ def write_report(out: Path, meta: dict, jobs: list[tuple[str, str, int]], walls:
               markdown(tables["final"], ["curve", "seed", "step", *METRICS], columns), "",
               f"## Paired difference to {baseline} (same seeds, same prompts), 95% bootstrap CI over seeds and prompts "
               "(distinct-n, a corpus statistic: over seeds, each seed's prompts kept whole)", "",
-              "`*`: the CI excludes 0.", "",
+              "`*`: the CI excludes 0." + (" Descriptive only: the arms' final points lie at different distances along "
+                                          "the reward-KL frontier; the frontier endpoints above decide." if meta.get("frontier") else ""), "",
               markdown(tables["paired"], ["comparison", "seeds", *METRICS], columns), ""]
     if tables["paired_kl0"]:
         parts += [f"## Paired difference to {baseline} at a fixed KL coefficient 0 (setting kl0)", "",
@@ -124,7 +125,7 @@ def write_report(out: Path, meta: dict, jobs: list[tuple[str, str, int]], walls:
     if meta.get("frontier"):  # a three-claims study ends with its plain answer, by its pre-registered rule
         agents = sorted(curve for curve in default if agent_of(curve) != "policy")  # the CORY agents' curves
         answer = plain_answer(meta.get("name", ""), meta, tables, agents, names[meta["frontier"].get("baselines", [baseline_arm(meta)])[0]])
-        parts += answer_section(meta, answer)
+        parts += answer_section(meta.get("name", ""), meta, answer)
     atomic_file(out / "summary.md", "\n".join(parts))
     atomic_file(out / "summary.json", json.dumps({"meta": meta, **tables, "wall_seconds": walls}, indent=1, default=list))
     plot(out, runs)
