@@ -29,7 +29,7 @@ from tqdm import tqdm
 from cory.errors import UsageError, run_script
 from cory.platform.paths import read_json
 from cory.studies.answer import RULES
-from cory.studies.arms import arm_names, budget_table, resolved_config, study_arms
+from cory.studies.arms import arm_names, budget_table, response_decoder, study_arms
 from cory.studies.budget import MATCHES, QUANTITIES, require
 from cory.studies.checks import lock_study, verified
 from cory.studies.ledger import entry_path, git_commit, native_bf16, read_study, write_study
@@ -238,23 +238,10 @@ def report(out: Path, study: dict, name: str, jobs: list) -> None:
     addendum = read_json(out / ADDENDUM) if (out / ADDENDUM).exists() else None
     rereads = addendum or study.get("frontier")
     write_report(out, meta, list(entries), walls, addendum, budget_table(study) if rereads else None,
-                 decoder(study) if rereads else None)
+                 response_decoder(study) if rereads else None)
     print(f"tables and plots in {out}")
     if name in CLAIMS_SHOWN:
         print(f"claim 1 across the studies: {draw_claims(out.parent)}")
-
-
-def decoder(study: dict):
-    """Token ids -> text with the study's tokenizer where it is built here (the addendum shows the commonest
-    responses); None, and ids are shown, where it is not."""
-    from cory.models.load import load_tokenizer
-
-    model = resolved_config(study, DEFAULT_SETTING, next(iter(study_arms(study))))["model_name"]
-    try:
-        tokenizer = load_tokenizer(model)
-    except (OSError, UsageError):
-        return None
-    return lambda ids: tokenizer.decode(ids, skip_special_tokens=False)
 
 
 if __name__ == "__main__":

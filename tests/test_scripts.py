@@ -118,6 +118,11 @@ def test_compare_is_a_study_with_a_ledger_the_report_is_rebuilt_from(assets, tmp
     report = (out / "summary.md").read_text()
     assert "## Pre-registered frontier endpoints: setting default" in report and "## Answer to the claim" in report
     assert "- CORY agent A against PPO: **not decided (1 of 1 seeds landed" in report  # 2 steps reach no KL level
+    degeneration = runpy.run_path(str(ROOT / "scripts" / "degeneration.py"))["main"]
+    table = degeneration(["tiny", "--results_dir", str(tmp_path)])  # from the ledger: each arm's responses by step
+    assert all(f"**{arm}**" in table for arm in ("PPO", "CORY agent A", "CORY agent B")) and "| 2 | " in table
+    with pytest.raises(UsageError, match="--setting 'kl0': study tiny has \\['default'\\]"):
+        degeneration(["tiny", "--results_dir", str(tmp_path), "--setting", "kl0"])
     stamp = entries["cory-seed0"].stat().st_mtime_ns
     shutil.rmtree(out / "runs")  # the ledger alone rebuilds every table
     (out / "summary.md").unlink()

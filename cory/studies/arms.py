@@ -11,6 +11,7 @@ import dataclasses
 import importlib
 
 from cory.config import RunConfig, build, parse_args
+from cory.errors import UsageError
 from cory.ppo.config import PPOConfig
 from cory.studies.budget import arm_budget
 
@@ -64,3 +65,16 @@ def budget_table(study: dict, setting: str = "default") -> dict[str, dict]:
 
 def arm_names(study: dict) -> dict[str, str]:
     return {arm: spec["name"] for arm, spec in study_arms(study).items()}
+
+
+def response_decoder(study: dict):
+    """Token ids -> text with the study's tokenizer where it is built here (a report shows the commonest responses);
+    None, and ids are shown, where it is not."""
+    from cory.models.load import load_tokenizer  # transformers: only when a report decodes
+
+    model = resolved_config(study, next(iter(study["settings"])), next(iter(study_arms(study))))["model_name"]
+    try:
+        tokenizer = load_tokenizer(model)
+    except (OSError, UsageError):
+        return None
+    return lambda ids: tokenizer.decode(ids, skip_special_tokens=False)
