@@ -122,7 +122,7 @@ def write_report(out: Path, meta: dict, jobs: list[tuple[str, str, int]], walls:
     if walls:
         parts += ["## Wall time per run (minutes)", "", markdown([{"run": k, "minutes": v / 60} for k, v in sorted(walls.items())], ["run", "minutes"]), ""]
     answer = []
-    if meta.get("frontier"):  # a three-claims study ends with its plain answer, by its pre-registered rule
+    if meta.get("frontier"):  # a study with frontier endpoints ends with its plain answer, by its registered rule
         agents = sorted(curve for curve in default if agent_of(curve) != "policy")  # the CORY agents' curves
         answer = plain_answer(meta.get("name", ""), meta, tables, agents, names[meta["frontier"].get("baselines", [baseline_arm(meta)])[0]])
         parts += answer_section(meta.get("name", ""), meta, answer)
