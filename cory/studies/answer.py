@@ -133,5 +133,6 @@ def answer_section(name: str, meta: dict, answer: list[str]) -> list[str]:
     rule's wording), then the answer under it; [] without an answer."""
     if not answer:
         return []
-    registered = meta.get("endpoints", {}).get("answer") or f"{rule_of(name, meta)}: {rule_text(rule_of(name, meta))}"
+    rule = rule_of(name, meta)
+    registered = meta.get("endpoints", {}).get("answer") or f"{rule}: {rule_text(rule)}"
     return ["## Answer to the claim", "", f"Rule (pre-registered in study.json): {registered}", "", *answer, ""]
