@@ -123,6 +123,10 @@ def test_compare_is_a_study_with_a_ledger_the_report_is_rebuilt_from(assets, tmp
     assert all(f"**{arm}**" in table for arm in ("PPO", "CORY agent A", "CORY agent B")) and "| 2 | " in table
     with pytest.raises(UsageError, match="--setting 'kl0': study tiny has \\['default'\\]"):
         degeneration(["tiny", "--results_dir", str(tmp_path), "--setting", "kl0"])
+    judge = runpy.run_path(str(ROOT / "scripts" / "judge_agreement.py"))["main"]
+    agreement = judge(["tiny", "--results_dir", str(tmp_path)])  # the classifier built here re-scores what it scored
+    assert {r["run"]: r["prompts"] for r in agreement["runs"]} == {"cory-seed0": 2 * 3 * 3, "ppo-seed0": 3 * 3}  # agents x evals x prompts
+    assert agreement["max_abs"] < 1e-6
     stamp = entries["cory-seed0"].stat().st_mtime_ns
     shutil.rmtree(out / "runs")  # the ledger alone rebuilds every table
     (out / "summary.md").unlink()
@@ -403,3 +407,14 @@ def test_a_sweep_from_python_runs_each_point_in_its_own_directory(assets, tmp_pa
     with pytest.raises(WrongType, match="config key 'steps' must be int, got '2'"):
         run("imdb_train/ppo.py", {**base, "steps": "2", "run_name": "typed"})
     assert not (tmp_path / "typed").exists()
+
+
+def test_judge_agreement_compares_each_stored_reward_with_this_builds():
+    disagreement = runpy.run_path(str(ROOT / "scripts" / "judge_agreement.py"))["disagreement"]
+    evals = [{"step": 0, "agent": "a", "role": "alone", "per_prompt": {"reward": [3.0, None, 1.5], "response_ids": [[1, 2, 3], [4], [5]]}},
+             {"step": 0, "agent": "a", "role": "observer_of_self", "per_prompt": {"reward": [9.0], "response_ids": [[1]]}},
+             {"step": 1, "agent": "a", "per_prompt": {"reward": [2.0], "response_ids": [[6, 7]]}}]
+    score = lambda texts: [float(len(t)) for t in texts]  # a "build" that scores a text by its length
+    result = disagreement(evals, score, lambda ids: "x" * len(ids))
+    # alone rows only (the observer row is skipped); the failed reward (None) is not a prompt; 1 vs 1.5 is the gap
+    assert result == {"evaluations": 2, "prompts": 3, "max_abs": 0.5, "mean": pytest.approx(-0.5 / 3)}

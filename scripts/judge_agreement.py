@@ -1,0 +1,90 @@
+"""Whether this machine's build of a study's reward model scores the ledger's held-out responses as each run's own
+build did. Each machine builds the offline classifier itself, so entries from two CPU kinds name two fingerprints
+(`model_fingerprints.reward_model`); their rewards are comparable only if the builds agree. This re-decodes every
+stored response (`response_ids`), scores it here, and prints per entry the largest per-prompt difference (JSON last).
+
+    python scripts/judge_agreement.py imdb-frontier
+    python scripts/judge_agreement.py imdb-robustness --setting lr10x --limit 2
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from cory.errors import UsageError, run_script
+from cory.studies.arms import resolved_config, study_arms
+from cory.studies.checks import verified
+from cory.studies.ledger import read_study
+from cory.studies.queue import study_jobs
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def disagreement(evals: list[dict], score, decode) -> dict:
+    """Largest |here - stored| over every prompt of the entry's evaluations of each agent alone, and the mean shift;
+    `score(texts) -> rewards` scores with this machine's build, `decode(ids) -> text` as the run decoded."""
+    gaps = []
+    for row in evals:
+        if row.get("role", "alone") != "alone":
+            continue
+        stored = np.array([np.nan if r is None else r for r in row["per_prompt"]["reward"]], dtype=float)
+        here = np.asarray(score([decode(ids) for ids in row["per_prompt"]["response_ids"]]), dtype=float)
+        gaps.append(here - stored)
+    gap = np.concatenate(gaps) if gaps else np.zeros(0)
+    return {"evaluations": len(gaps), "prompts": int(np.isfinite(gap).sum()),
+            "max_abs": float(np.nanmax(np.abs(gap))) if gap.size else 0.0, "mean": float(np.nanmean(gap)) if gap.size else 0.0}
+
+
+def imdb_scorer(config: dict, seed: int):
+    """texts -> rewards on the run's held-out prompts (they depend on its seed), with this machine's classifier."""
+    from cory.models.load import load_tokenizer
+    from cory.run.evaluation import held_out_prompts
+    from cory.tasks.imdb import IMDBConfig, IMDBTask
+
+    tokenizer = load_tokenizer(config["model_name"])
+    task_config = IMDBConfig(**{f: config[f] for f in IMDBConfig.__dataclass_fields__ if f in config})
+    task = IMDBTask(task_config, tokenizer, seed)
+    prompts = held_out_prompts(task, config["eval_prompts"])
+    return (lambda texts: task.reward(prompts, texts)), (lambda ids: tokenizer.decode(ids, skip_special_tokens=True))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("name", help="the study: results/<name>/")
+    parser.add_argument("--setting", default="default", help="which of the study's settings (default: default)")
+    parser.add_argument("--limit", type=int, default=0, help="at most this many entries (default: every one)")
+    parser.add_argument("--results_dir", type=Path, default=ROOT / "results")
+    args = parser.parse_args(argv)
+    out = args.results_dir / args.name
+    study = read_study(out)
+    if study is None:
+        raise UsageError(f"no study in {out} (no study.json)")
+    if study.get("task", "imdb") != "imdb":
+        raise UsageError(f"study {args.name}: only IMDB's reward is a model built per machine (task {study['task']!r})")
+    if args.setting not in study["settings"]:
+        raise UsageError(f"--setting {args.setting!r}: study {args.name} has {sorted(study['settings'])}")
+    entries, _ = verified(out, study, study_jobs(study))
+    chosen = [(job, entry) for job, entry in sorted(entries.items()) if job[0] == args.setting][: args.limit or None]
+    if not chosen:
+        raise UsageError(f"study {args.name} has no ledger entry in setting {args.setting} yet")
+    config = resolved_config(study, args.setting, next(iter(study_arms(study))))
+    from cory.models.load import weight_fingerprints
+
+    rows, scorers = [], {}
+    for (_, arm, seed), entry in chosen:
+        scorers.setdefault(seed, imdb_scorer(config, seed))
+        row = {"run": f"{arm}-seed{seed}", "build": entry.get("model_fingerprints", {}).get("reward_model", "not recorded"),
+               **disagreement(entry["evals"], *scorers[seed])}
+        print(f"{row['run']}: build {row['build']}, {row['prompts']} prompts: max |here - stored| {row['max_abs']:.2e}, mean {row['mean']:+.2e}")
+        rows.append(row)
+    summary = {"study": args.name, "setting": args.setting, "build_here": weight_fingerprints(config).get("reward_model"),
+               "entries": len(rows), "max_abs": max(r["max_abs"] for r in rows), "runs": rows}
+    print(json.dumps({k: v for k, v in summary.items() if k != "runs"}))
+    return summary
+
+
+if __name__ == "__main__":
+    run_script(main)
