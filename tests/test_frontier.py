@@ -175,6 +175,23 @@ def test_the_addendum_reads_the_committed_critic_free_ledger():
     assert grpo[30]["ended_early"] > 0.7 and grpo[20]["ended_early"] < 0.1
 
 
+def test_degeneration_splits_reward_and_kl_by_responses_that_ended_early():
+    """By hand: the full length is step 0's longest (3); at step 1 seed 0 has one early response (reward 0.5, KL 2)
+    and two full (1.0 and 2.0; KL 6 and 8), seed 1 none early (so it counts only in the full-length mean)."""
+    from cory.studies.addendum import degeneration
+
+    def row(step, lengths, rewards, kls):
+        return {"step": step, "agent": "policy", "per_prompt": {"response_len": lengths, "reward": rewards, "kl_exact": kls,
+                                                                "response_ids": [list(range(n)) for n in lengths]}}
+    by_seed = {0: [row(0, [3, 3, 3], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]), row(1, [1, 3, 3], [0.5, 1.0, 2.0], [2.0, 6.0, 8.0])],
+               1: [row(0, [3, 3, 3], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]), row(1, [3, 3, 3], [3.0, None, 1.0], [4.0, 4.0, 4.0])]}
+    step0, step1 = degeneration(by_seed, "policy", None)
+    assert math.isnan(step0["reward_early"]) and step0["reward_full"] == 0.0 and step0["ended_early"] == 0.0
+    assert step1["ended_early"] == pytest.approx(1 / 6) and step1["length"] == pytest.approx((7 / 3 + 3) / 2)
+    assert step1["reward_early"] == 0.5 and step1["kl_early"] == 2.0  # seed 0's alone
+    assert step1["reward_full"] == pytest.approx((1.5 + 2.0) / 2) and step1["kl_full"] == pytest.approx((7.0 + 4.0) / 2)
+
+
 def test_comparison_key_reads_back_its_parts_and_refuses_other_forms():
     key = comparison_key("CORY agent A", "GRPO per-model", "kl", "reward")
     assert key == "kl at reward: CORY agent A - GRPO per-model"

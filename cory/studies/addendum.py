@@ -51,21 +51,40 @@ def step_index(run: dict, step: int) -> int:
 
 def degeneration(by_seed: dict[int, list[dict]], agent: str, decode: Callable | None) -> list[dict]:
     """Per evaluation step, mean over seeds: response length, the share that ended before the evaluation's length
-    (the longest step-0 response), distinct-2 as a fraction of step 0's, and the commonest response's share."""
+    (the longest step-0 response), distinct-2 as a fraction of step 0's, the commonest response's share, and the
+    reward and KL of the responses that ended early and of the full-length ones (what a shortening trades: reward
+    against the summed per-token KL; a seed with no response in a group counts in the other only)."""
     steps: dict[int, list[dict]] = {}
     for seed, rows in sorted(by_seed.items()):
         evals = evals_of(rows, agent)
         full = max(evals[0]["per_prompt"]["response_len"])
         d2_start = distinct_n(evals[0]["per_prompt"]["response_ids"], 2)
         for row in evals:
-            ids, lengths = row["per_prompt"]["response_ids"], row["per_prompt"]["response_len"]
+            values = row["per_prompt"]
+            ids, early = values["response_ids"], np.array([n < full for n in values["response_len"]])
             (common, count), = Counter(tuple(r) for r in ids).most_common(1)
             steps.setdefault(row["step"], []).append({
-                "length": float(np.mean(lengths)), "ended_early": float(np.mean([n < full for n in lengths])),
+                "length": float(np.mean(values["response_len"])), "ended_early": float(early.mean()),
                 "distinct_2_vs_step_0": distinct_n(ids, 2) / d2_start if d2_start else float("nan"),
-                "commonest": f"seed {seed}: {count / len(ids):.0%} {_text(common, decode)}"})
-    return [{"step": step, "seeds": len(rows), **{k: float(np.mean([r[k] for r in rows])) for k in ("length", "ended_early", "distinct_2_vs_step_0")},
+                **_split_by_length(values, early), "commonest": f"seed {seed}: {count / len(ids):.0%} {_text(common, decode)}"})
+    return [{"step": step, "seeds": len(rows), **{k: _nanmean([r[k] for r in rows]) for k in DEGENERATION_MEANS},
              "commonest": "; ".join(r["commonest"] for r in rows)} for step, rows in sorted(steps.items())]
+
+
+DEGENERATION_MEANS = ("length", "ended_early", "distinct_2_vs_step_0", "reward_early", "reward_full", "kl_early", "kl_full")
+
+
+def _split_by_length(values: dict, early: np.ndarray) -> dict[str, float]:
+    """Mean reward and exact KL of the responses that ended early and of the full-length ones (nan: none)."""
+    reward = np.array([np.nan if r is None else r for r in values["reward"]], dtype=float)
+    kl = np.asarray(values["kl_exact"], dtype=float)
+    return {f"{name}_{group}": _nanmean(metric[mask]) for name, metric in (("reward", reward), ("kl", kl))
+            for group, mask in (("early", early), ("full", ~early))}
+
+
+def _nanmean(values) -> float:
+    values = np.asarray(values, dtype=float)
+    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
 
 
 def _text(ids: tuple, decode: Callable | None) -> str:
@@ -151,16 +170,21 @@ def final_point_lines(trajectories: dict, pairs: list[tuple[str, str]], numbers:
 
 
 def degeneration_lines(runs: dict, decode: Callable | None, numbers: dict) -> list[str]:
-    lines = ["### Degeneration by step (mean over seeds; 'ended early': shorter than the evaluation's length)", ""]
+    lines = [("### Degeneration by step (mean over seeds; 'ended early': shorter than the evaluation's length; "
+             "reward and exact KL of those and of the full-length responses)"), ""]
     numbers["degeneration"] = {}
     for label, by_seed in runs.items():
         rows = degeneration(by_seed, agent_of(label), decode)
         numbers["degeneration"][label] = rows
-        lines += [f"**{label}**", "", "| step | length | ended early | distinct-2 / step 0's | commonest response per seed |",
-                  "| --- | --- | --- | --- | --- |"]
-        lines += [f"| {r['step']} | {r['length']:.1f} | {r['ended_early']:.0%} | {r['distinct_2_vs_step_0']:.2f} | {r['commonest']} |"
-                  for r in rows] + [""]
+        lines += [f"**{label}**", "", "| step | length | ended early | reward: early / full-length | KL: early / full-length "
+                  "| distinct-2 / step 0's | commonest response per seed |", "| --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| {r['step']} | {r['length']:.1f} | {r['ended_early']:.0%} | {_pair(r, 'reward', '+.2f')} | {_pair(r, 'kl', '.1f')} "
+                  f"| {r['distinct_2_vs_step_0']:.2f} | {r['commonest']} |" for r in rows] + [""]
     return lines
+
+
+def _pair(row: dict, metric: str, spec: str) -> str:
+    return " / ".join("–" if np.isnan(row[f"{metric}_{g}"]) else format(row[f"{metric}_{g}"], spec) for g in ("early", "full"))
 
 
 def frontier_plot(trajectories: dict, plot_path: Path) -> list[str]:
