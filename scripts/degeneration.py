@@ -11,13 +11,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cory.errors import UsageError, run_script
+from cory.errors import run_script
 from cory.studies.addendum import degeneration_lines
 from cory.studies.arms import response_decoder, study_arms
-from cory.studies.checks import verified
 from cory.studies.evaluations import load
-from cory.studies.ledger import read_study
-from cory.studies.queue import study_jobs
+from cory.studies.queue import setting_entries
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,16 +26,8 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--setting", default="default", help="which of the study's settings (default: default)")
     parser.add_argument("--results_dir", type=Path, default=ROOT / "results")
     args = parser.parse_args(argv)
-    out = args.results_dir / args.name
-    study = read_study(out)
-    if study is None:
-        raise UsageError(f"no study in {out} (no study.json)")
-    if args.setting not in study["settings"]:
-        raise UsageError(f"--setting {args.setting!r}: study {args.name} has {sorted(study['settings'])}")
-    entries, refused = verified(out, study, study_jobs(study))
-    runs = load(out, list(entries), study_arms(study)).get(args.setting)
-    if not runs:
-        raise UsageError(f"study {args.name} has no ledger entry in setting {args.setting} yet")
+    study, entries, refused = setting_entries(args.results_dir / args.name, args.setting)
+    runs = load(args.results_dir / args.name, list(entries), study_arms(study))[args.setting]
     text = "\n".join([*(f"{path}: refused: {why}" for path, why in refused.items()),
                       *degeneration_lines(runs, response_decoder(study), {})])
     print(text)

@@ -15,10 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from cory.errors import UsageError, run_script
+from cory.models.load import weight_fingerprints
 from cory.studies.arms import resolved_config, study_arms
-from cory.studies.checks import verified
-from cory.studies.ledger import read_study
-from cory.studies.queue import study_jobs
+from cory.studies.queue import setting_entries
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,21 +57,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--limit", type=int, default=0, help="at most this many entries (default: every one)")
     parser.add_argument("--results_dir", type=Path, default=ROOT / "results")
     args = parser.parse_args(argv)
-    out = args.results_dir / args.name
-    study = read_study(out)
-    if study is None:
-        raise UsageError(f"no study in {out} (no study.json)")
+    study, entries, _ = setting_entries(args.results_dir / args.name, args.setting)
     if study.get("task", "imdb") != "imdb":
         raise UsageError(f"study {args.name}: only IMDB's reward is a model built per machine (task {study['task']!r})")
-    if args.setting not in study["settings"]:
-        raise UsageError(f"--setting {args.setting!r}: study {args.name} has {sorted(study['settings'])}")
-    entries, _ = verified(out, study, study_jobs(study))
-    chosen = [(job, entry) for job, entry in sorted(entries.items()) if job[0] == args.setting][: args.limit or None]
-    if not chosen:
-        raise UsageError(f"study {args.name} has no ledger entry in setting {args.setting} yet")
+    chosen = sorted(entries.items())[: args.limit or None]
     config = resolved_config(study, args.setting, next(iter(study_arms(study))))
-    from cory.models.load import weight_fingerprints
-
     rows, scorers = [], {}
     for (_, arm, seed), entry in chosen:
         scorers.setdefault(seed, imdb_scorer(config, seed))

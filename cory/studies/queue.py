@@ -31,7 +31,7 @@ from cory.studies.budget import require
 from cory.studies.checks import stated, tidy, uncommitted, verified
 from cory.studies.evaluations import judge
 from cory.studies.ledger import (TRAINING_CODE, check_same_setting, commit_entry, entry_path, git_commit, make_entry,
-                                 pinned_training_commit, read_entry, training_code_dirty, write_entry)
+                                 pinned_training_commit, read_entry, read_study, training_code_dirty, write_entry)
 
 Job = tuple[str, str, int]
 """(setting, arm, seed)"""
@@ -51,6 +51,21 @@ def study_jobs(study: dict) -> list[Job]:
     seeds = sorted({s for spec in study["settings"].values() for s in spec["seeds"]})
     return [(name, arm, seed) for seed in seeds for name, spec in study["settings"].items() if seed in spec["seeds"]
             for arm in study_arms(study)]
+
+
+def setting_entries(out: Path, setting: str) -> tuple[dict, dict[Job, dict], dict]:
+    """A committed study, its verified ledger entries of one setting and the refused ones (path -> why), for the
+    scripts that read a ledger; one line naming what is missing where there is no study, setting or entry."""
+    study = read_study(out)
+    if study is None:
+        raise UsageError(f"no study in {out} (no study.json)")
+    if setting not in study["settings"]:
+        raise UsageError(f"--setting {setting!r}: study {out.name} has {sorted(study['settings'])}")
+    entries, refused = verified(out, study, study_jobs(study))
+    entries = {job: entry for job, entry in entries.items() if job[0] == setting}
+    if not entries:
+        raise UsageError(f"study {out.name} has no ledger entry in setting {setting} yet")
+    return study, entries, refused
 
 
 def run_dir(out: Path, setting: str, arm: str, seed: int) -> Path:
