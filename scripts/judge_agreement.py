@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--limit", type=int, default=0, help="at most this many entries (default: every one)")
     parser.add_argument("--results_dir", type=Path, default=ROOT / "results")
     args = parser.parse_args(argv)
+    if args.limit < 0:
+        raise UsageError(f"--limit {args.limit}: give 0 (every entry) or more")
     study, entries, _ = setting_entries(args.results_dir / args.name, args.setting)
     if study.get("task", "imdb") != "imdb":
         raise UsageError(f"study {args.name}: only IMDB's reward is a model built per machine (task {study['task']!r})")
