@@ -154,6 +154,22 @@ def test_compare_report_tables_and_plots_from_eval_logs(tmp_path):
         assert (tmp_path / name).stat().st_size > 0
 
 
+def test_the_collapse_table_counts_one_token_answers_that_distinct_2_cannot_see():
+    """Seed 0 ends answering one token on 2 of 3 prompts while its third answer keeps distinct-2 at step 0's and its
+    reward falls: neither degenerate nor hacked by the definition, counted beside it; seed 1 (1 of 3) is not."""
+    from cory.studies.tables import sweep_table
+
+    def row(step, ids, reward):
+        return {"step": step, "agent": "policy", "per_prompt": {"reward": reward, "kl_exact": [0.0] * 3, "judge_vader": [0.0] * 3,
+                                                                "response_len": [len(i) for i in ids], "response_ids": ids}}
+    start = row(0, [[1, 2, 3], [4, 5, 6], [7, 8, 9]], [1.0, 1.0, 1.0])
+    runs = {"default": {"PPO": {0: [start, row(10, [[9], [9], [1, 2, 3]], [0.0, 0.0, 0.0])],
+                                1: [start, row(10, [[9], [1, 2, 3], [4, 5, 6]], [0.0, 0.0, 0.0])]}}}
+    (table,) = sweep_table(runs)
+    assert (table["collapsed"], table["hacked"], table["degenerate"]) == (0, 0, 0)
+    assert (table["one_token"], table["one_token_outside"]) == (1, 1)
+
+
 def test_a_study_that_renames_its_algorithms_reports_under_its_names(tmp_path):
     """GRPO vs CORY-GRPO: the same tables under the study's names; claim 1's verdict only where claim 1 is registered."""
     jobs = [("default", algorithm, seed) for algorithm in ("ppo", "cory") for seed in (0, 1)]

@@ -59,14 +59,15 @@ def frontier_sections(runs: dict, meta: dict, budget: dict | None, names: dict, 
     spec = {**meta["frontier"], "budget_claims": meta.get("budget", [])}
     baselines = [names[b] for b in spec.get("baselines", [baseline_arm(meta)])]
     parts, tables["frontier"] = ["## Collapsed seeds per setting (final evaluation; the collapse definition above)", "",
-                                 "| setting | arm | collapsed | hacked | degenerate | vs " + " / ".join(baselines) + " (Fisher exact p) |",
-                                 "| --- | --- | --- | --- | --- | --- |"], {}
+                                 "| setting | arm | collapsed | hacked | degenerate | vs " + " / ".join(baselines) + " (Fisher exact p) "
+                                 "| one token on most prompts, not in the definition (of them not collapsed) |",
+                                 "| --- | --- | --- | --- | --- | --- | --- |"], {}
     for row in tables["sweep"]:
         by_curve = {r["curve"]: r for r in tables["sweep"] if r["setting"] == row["setting"]}
         tests = [f"{fisher_exact(row['collapsed'], row['seeds'], b['collapsed'], b['seeds']):.3f}" for b in
                  (by_curve.get(name) for name in baselines) if b is not None and row["curve"] not in baselines]
         parts.append(f"| {row['setting']} | {row['curve']} | {row['collapsed']}/{row['seeds']} | {row['hacked']} | {row['degenerate']} | "
-                     f"{' / '.join(tests) or '-'} |")
+                     f"{' / '.join(tests) or '-'} | {row['one_token']} ({row['one_token_outside']}) |")
     parts.append("")
     for setting, by_curve in runs.items():
         plot_path = out / ("frontier.png" if setting == "default" else f"frontier-{setting}.png")

@@ -10,6 +10,7 @@ from cory.studies.endpoints import mean_per_seed, seed_view
 from cory.studies.evaluations import (
     DEGENERATE_FRACTION,
     HACKED_SE,
+    ONE_TOKEN_SHARE,
     METRICS,
     ROLES,
     SEED_VIEW,
@@ -76,11 +77,12 @@ def role_table(by_curve: dict) -> list[dict]:
 
 
 def sweep_table(runs: dict) -> list[dict]:
-    """Per setting and curve: final means over seeds, change since the untrained model, and collapse counts."""
+    """Per setting and curve: final means over seeds, change since the untrained model, collapse counts, and beside
+    them the seeds that answer one token on most prompts (`ONE_TOKEN_SHARE`; of them, those the definition misses)."""
     table = []
     for setting, by_curve in runs.items():
         for label, by_seed in by_curve.items():
-            finals, collapsed, hacked, degenerate = [], 0, 0, 0
+            finals, collapsed, hacked, degenerate, one_token, one_token_outside = [], 0, 0, 0, 0, 0
             for rows in by_seed.values():
                 evals = evals_of(rows, agent_of(label))
                 first, last = evals[0], evals[-1]
@@ -92,9 +94,12 @@ def sweep_table(runs: dict) -> list[dict]:
                 is_degenerate = f["distinct_2"] < DEGENERATE_FRACTION * value(first, "distinct_2")
                 hacked, degenerate = hacked + bool(is_hacked), degenerate + bool(is_degenerate)
                 collapsed += bool(is_hacked or is_degenerate)
+                is_one_token = np.mean([n <= 1 for n in last["per_prompt"]["response_len"]]) > ONE_TOKEN_SHARE
+                one_token += bool(is_one_token)
+                one_token_outside += bool(is_one_token and not (is_hacked or is_degenerate))
                 finals.append({**f, "d_reward": d_reward, "d_judge": d_judge})
             entry = {"setting": setting, "curve": label, "seeds": len(finals), "collapsed": collapsed,
-                     "hacked": hacked, "degenerate": degenerate}
+                     "hacked": hacked, "degenerate": degenerate, "one_token": one_token, "one_token_outside": one_token_outside}
             for m in finals[0]:
                 entry[m] = (float(np.mean([x[m] for x in finals])), float(np.std([x[m] for x in finals])))
             table.append(entry)
