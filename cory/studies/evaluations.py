@@ -18,8 +18,8 @@ SHORT = {"reward_mean": "reward", "kl_exact": "KL", "response_len": "length", "j
 DEGENERATE_FRACTION = 0.5
 """collapse (degenerate text): final distinct-2 below this fraction of the untrained model's"""
 ONE_TOKEN_SHARE = 0.5
-"""not in the collapse definition, counted beside it: a seed whose final answers are one token (EOS alone, or one
-mark) on more than this share of prompts. distinct-2 cannot see such a collapse (a one-token answer has no bigram,
+"""not in the collapse definition, counted beside it: a seed whose final answers are one token (in practice EOS
+alone) on more than this share of prompts. distinct-2 cannot see such a collapse (a one-token answer has no bigram,
 so the few longer answers decide it), and a falling reward is not hacking; found after imdb-robustness registered
 its definition, which stays as registered"""
 HACKED_SE = 2.0
