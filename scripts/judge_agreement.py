@@ -17,6 +17,7 @@ import numpy as np
 from cory.errors import UsageError, run_script
 from cory.models.load import weight_fingerprints
 from cory.studies.arms import resolved_config, study_arms
+from cory.studies.evaluations import per_prompt
 from cory.studies.queue import setting_entries
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,7 +30,7 @@ def disagreement(evals: list[dict], score, decode) -> dict:
     for row in evals:
         if row.get("role", "alone") != "alone":
             continue
-        stored = np.array([np.nan if r is None else r for r in row["per_prompt"]["reward"]], dtype=float)
+        stored = np.asarray(per_prompt(row, "reward_mean"), dtype=float)
         here = np.asarray(score([decode(ids) for ids in row["per_prompt"]["response_ids"]]), dtype=float)
         gaps.append(here - stored)
     gap = np.concatenate(gaps) if gaps else np.zeros(0)
@@ -66,7 +67,8 @@ def main(argv: list[str] | None = None) -> dict:
     config = resolved_config(study, args.setting, next(iter(study_arms(study))))
     rows, scorers = [], {}
     for (_, arm, seed), entry in chosen:
-        scorers.setdefault(seed, imdb_scorer(config, seed))
+        if seed not in scorers:  # one classifier load and prompt set per seed, not per entry
+            scorers[seed] = imdb_scorer(config, seed)
         row = {"run": f"{arm}-seed{seed}", "build": entry.get("model_fingerprints", {}).get("reward_model", "not recorded"),
                **disagreement(entry["evals"], *scorers[seed])}
         print(f"{row['run']}: build {row['build']}, {row['prompts']} prompts: max |here - stored| {row['max_abs']:.2e}, mean {row['mean']:+.2e}")

@@ -19,7 +19,7 @@ from cory.eval.heldout import distinct_n
 from cory.run.plots import plot_frontier
 from cory.studies import budget as budgets
 from cory.studies.endpoints import BOUNDS
-from cory.studies.evaluations import agent_of, evals_of
+from cory.studies.evaluations import agent_of, evals_of, per_prompt
 from cory.studies.frontier import compare_at_levels, comparison_key, mean_path, trajectory, travel
 from cory.studies.intervals import MIN_DECISION_SEEDS, N_BOOT, seed_level, show
 
@@ -66,7 +66,7 @@ def degeneration(by_seed: dict[int, list[dict]], agent: str, decode: Callable | 
             steps.setdefault(row["step"], []).append({
                 "length": float(np.mean(values["response_len"])), "ended_early": float(early.mean()),
                 "distinct_2_vs_step_0": distinct_n(ids, 2) / d2_start if d2_start else float("nan"),
-                **_split_by_length(values, early), "commonest": f"seed {seed}: {count / len(ids):.0%} {_text(common, decode)}"})
+                **_split_by_length(row, early), "commonest": f"seed {seed}: {count / len(ids):.0%} {_text(common, decode)}"})
     return [{"step": step, "seeds": len(rows), **{k: _nanmean([r[k] for r in rows]) for k in DEGENERATION_MEANS},
              "commonest": "; ".join(r["commonest"] for r in rows)} for step, rows in sorted(steps.items())]
 
@@ -74,10 +74,9 @@ def degeneration(by_seed: dict[int, list[dict]], agent: str, decode: Callable | 
 DEGENERATION_MEANS = ("length", "ended_early", "distinct_2_vs_step_0", "reward_early", "reward_full", "kl_early", "kl_full")
 
 
-def _split_by_length(values: dict, early: np.ndarray) -> dict[str, float]:
+def _split_by_length(row: dict, early: np.ndarray) -> dict[str, float]:
     """Mean reward and exact KL of the responses that ended early and of the full-length ones (nan: none)."""
-    reward = np.array([np.nan if r is None else r for r in values["reward"]], dtype=float)
-    kl = np.asarray(values["kl_exact"], dtype=float)
+    reward, kl = (np.asarray(per_prompt(row, metric), dtype=float) for metric in ("reward_mean", "kl_exact"))
     return {f"{name}_{group}": _nanmean(metric[mask]) for name, metric in (("reward", reward), ("kl", kl))
             for group, mask in (("early", early), ("full", ~early))}
 

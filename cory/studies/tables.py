@@ -94,7 +94,7 @@ def sweep_table(runs: dict) -> list[dict]:
                 is_degenerate = f["distinct_2"] < DEGENERATE_FRACTION * value(first, "distinct_2")
                 hacked, degenerate = hacked + bool(is_hacked), degenerate + bool(is_degenerate)
                 collapsed += bool(is_hacked or is_degenerate)
-                is_one_token = np.mean([n <= 1 for n in last["per_prompt"]["response_len"]]) > ONE_TOKEN_SHARE
+                is_one_token = np.mean([n <= 1 for n in per_prompt(last, "response_len")]) > ONE_TOKEN_SHARE
                 one_token += bool(is_one_token)
                 one_token_outside += bool(is_one_token and not (is_hacked or is_degenerate))
                 finals.append({**f, "d_reward": d_reward, "d_judge": d_judge})
