@@ -10,8 +10,8 @@ from cory.studies.endpoints import mean_per_seed, seed_view
 from cory.studies.evaluations import (
     DEGENERATE_FRACTION,
     HACKED_SE,
-    ONE_TOKEN_SHARE,
     METRICS,
+    ONE_TOKEN_SHARE,
     ROLES,
     SEED_VIEW,
     agent_of,
